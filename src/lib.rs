@@ -1,0 +1,21 @@
+//! outboxd moves committed PostgreSQL changes into Apache Kafka exactly once.
+//!
+//! # Layout
+//! The pipeline reads in one direction, and only the checkpoint flows back:
+//!
+//! ```text
+//! walsender --pgoutput--> pg::wire --> pg::pgoutput --> source --> route --> sink (Kafka)
+//!     ^                                                                        |
+//!     +---------- standby status: flush = end LSN of the last committed txn <---+
+//! ```
+//!
+//! - [`pg`]: everything that speaks PostgreSQL: LSNs and ids, the replication connection, the pgoutput
+//!   decoder, column values to JSON.
+//!
+//! # Delivery contract
+//! A change that PostgreSQL reports committed appears exactly once to a `read_committed` Kafka
+//! consumer, in commit order per key. The slot is confirmed only up to the end LSN of the last
+//! PostgreSQL transaction whose events and checkpoint were committed together in one Kafka transaction;
+//! see `../shared/DESIGN.md` §4 for the algorithm.
+
+pub mod pg;
