@@ -69,7 +69,11 @@ pub fn read_topic(
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .expect("topic metadata");
     let mut assignment = TopicPartitionList::new();
-    for partition in metadata.topics().iter().flat_map(rdkafka::metadata::MetadataTopic::partitions) {
+    for partition in metadata
+        .topics()
+        .iter()
+        .flat_map(rdkafka::metadata::MetadataTopic::partitions)
+    {
         assignment
             .add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
             .expect("add partition");
