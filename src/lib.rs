@@ -11,6 +11,10 @@
 //!
 //! - [`pg`]: everything that speaks PostgreSQL: LSNs and ids, the replication connection, the pgoutput
 //!   decoder, column values to JSON.
+//! - [`route`]: what a change becomes in Kafka, a [`route::Record`].
+//! - [`sink`]: the transactional Kafka producer and the batching of Postgres transactions into
+//!   Kafka transactions.
+//! - [`checkpoint`]: the resume position, stored in Kafka with the events it covers.
 //!
 //! # Delivery contract
 //! A change that PostgreSQL reports committed appears exactly once to a `read_committed` Kafka
@@ -18,4 +22,7 @@
 //! PostgreSQL transaction whose events and checkpoint were committed together in one Kafka transaction;
 //! see `../shared/DESIGN.md` §4 for the algorithm.
 
+pub mod checkpoint;
 pub mod pg;
+pub mod route;
+pub mod sink;

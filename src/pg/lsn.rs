@@ -41,9 +41,31 @@ impl FromStr for Lsn {
     }
 }
 
+/// Serialized as PostgreSQL shows it (`"16/B374D848"`), so checkpoints read like `pg_replication_slots`.
+impl serde::Serialize for Lsn {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Lsn {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serializes_as_text() {
+        let json = serde_json::to_string(&Lsn(0x16_B374_D848)).expect("serialize");
+        assert_eq!(json, r#""16/B374D848""#);
+        assert_eq!(serde_json::from_str::<Lsn>(&json).expect("deserialize"), Lsn(0x16_B374_D848));
+        assert!(serde_json::from_str::<Lsn>(r#""16""#).is_err());
+    }
 
     #[test]
     fn shows_like_postgres() {

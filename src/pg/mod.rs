@@ -5,7 +5,10 @@ mod lsn;
 pub use lsn::{Lsn, ParseLsnError};
 
 /// A PostgreSQL transaction id as pgoutput reports it (32 bits; wraparound is the server's business).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+#[serde(transparent)]
 pub struct Xid(pub u32);
 
 impl std::fmt::Display for Xid {
@@ -58,6 +61,11 @@ impl PgTimestamp {
         Self(micros.saturating_sub(Self::UNIX_TO_PG_EPOCH_MICROS))
     }
 
+    /// The same instant as a calendar time; `None` only beyond chrono's range (±262,000 years).
+    pub fn to_utc(self) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp_micros(self.unix_micros())
+    }
+
     /// Now, by the system clock.
     pub fn now() -> Self {
         let since_epoch = std::time::SystemTime::now()
@@ -76,5 +84,7 @@ mod tests {
         assert_eq!(PgTimestamp(0).unix_millis(), 946_684_800_000);
         assert_eq!(PgTimestamp::from_unix_micros(946_684_800_000_001), PgTimestamp(1));
         assert_eq!(PgTimestamp(-1).unix_millis(), 946_684_799_999);
+        let utc = PgTimestamp(1_500_000).to_utc().expect("in range");
+        assert_eq!(utc.to_rfc3339(), "2000-01-01T00:00:01.500+00:00");
     }
 }

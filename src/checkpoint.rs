@@ -1,0 +1,277 @@
+//! The resume position, and where it lives: a compacted Kafka topic, written in the same Kafka
+//! transaction as the events it covers.
+//!
+//! Because the checkpoint and the events commit or abort together, "the last committed checkpoint"
+//! is exactly "how far the topic holds our events". The replication slot is only a hint that lags
+//! behind it (it is confirmed after the Kafka commit), never ahead.
+//!
+//! Reading happens once per start, after `init_transactions` settled our own last transaction:
+//! the offsets topic is read with `read_committed` to its end.
+
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+
+use crate::pg::{Lsn, Xid};
+use crate::route::Record;
+use crate::sink::kafka::KafkaSettings;
+
+/// The resume position of one relay (DESIGN.md §4), the value of its record in the offsets topic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    /// Format version; readers refuse versions they do not know.
+    pub version: u32,
+    /// `IDENTIFY_SYSTEM`'s system id: a checkpoint is only valid on the cluster that wrote it.
+    pub system_id: String,
+    /// The timeline the position is on; a promoted replica has a new one.
+    pub timeline: u32,
+    /// The replication slot the relay reads.
+    pub slot: String,
+    /// End LSN of the Commit of the last Postgres transaction included (or the WAL end of an idle
+    /// confirmation). Replication resumes here; transactions ending at or before it are skipped.
+    pub lsn: Lsn,
+    /// Transaction id of the last included transaction; `None` for an idle confirmation.
+    pub xid: Option<Xid>,
+    /// Commit time of the last included transaction.
+    pub commit_ts: Option<DateTime<Utc>>,
+    /// Events this relay has published in total, carried from checkpoint to checkpoint.
+    pub events: u64,
+}
+
+impl Checkpoint {
+    /// The only format version written and read.
+    pub const VERSION: u32 = 1;
+
+    /// The record that stores this checkpoint for `relay_name` in `topic`.
+    pub fn to_record(&self, topic: &str, relay_name: &str) -> Record {
+        let value = serde_json::to_vec(self).expect("a checkpoint always serializes");
+        Record {
+            topic: topic.to_owned(),
+            partition: Some(0),
+            key: Some(relay_name.as_bytes().to_vec().into()),
+            value: Some(value.into()),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Parses a stored checkpoint.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, CheckpointError> {
+        let checkpoint: Self = serde_json::from_slice(bytes).map_err(CheckpointError::Corrupt)?;
+        if checkpoint.version != Self::VERSION {
+            return Err(CheckpointError::UnknownVersion(checkpoint.version));
+        }
+        Ok(checkpoint)
+    }
+}
+
+/// Failure to create or read the offsets topic.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    /// The broker could not be asked.
+    #[error("offsets topic {topic:?}: {action} failed: {source}")]
+    Kafka {
+        /// The offsets topic.
+        topic: String,
+        /// What was tried.
+        action: &'static str,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The topic exists with a shape that would lose or hide checkpoints.
+    #[error("offsets topic {topic:?} has {partitions} partitions; it must have exactly 1 (delete it or name another with kafka.offsets_topic)")]
+    Partitioned {
+        /// The offsets topic.
+        topic: String,
+        /// Its partition count.
+        partitions: usize,
+    },
+    /// Reading did not reach the end in time (a transaction of another producer stays open?).
+    #[error("offsets topic {topic:?}: could not read to offset {end} within {timeout:?}")]
+    Timeout {
+        /// The offsets topic.
+        topic: String,
+        /// The end offset aimed for.
+        end: i64,
+        /// How long it tried.
+        timeout: Duration,
+    },
+    /// A stored value is not a checkpoint.
+    #[error("stored checkpoint is not valid JSON of the expected shape: {0}")]
+    Corrupt(serde_json::Error),
+    /// A checkpoint written by a newer outboxd.
+    #[error("stored checkpoint has format version {0}; this outboxd reads version 1 only")]
+    UnknownVersion(u32),
+}
+
+/// The compacted one-partition topic that holds every relay's checkpoint, keyed by relay name.
+#[derive(Debug, Clone)]
+pub struct OffsetsTopic {
+    settings: KafkaSettings,
+    name: String,
+}
+
+impl OffsetsTopic {
+    /// The offsets topic `name` on the broker of `settings`.
+    pub fn new(settings: KafkaSettings, name: impl Into<String>) -> Self {
+        Self {
+            settings,
+            name: name.into(),
+        }
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Creates the topic (compacted, one partition, the broker's replication factor) unless it
+    /// exists, and checks the shape of an existing one.
+    pub async fn ensure(&self) -> Result<(), CheckpointError> {
+        let kafka = |action| {
+            let topic = self.name.clone();
+            move |source| CheckpointError::Kafka {
+                topic,
+                action,
+                source,
+            }
+        };
+        let admin: AdminClient<DefaultClientContext> = self
+            .settings
+            .client_config(&[])
+            .create()
+            .map_err(kafka("creating an admin client"))?;
+        let topic = NewTopic::new(&self.name, 1, TopicReplication::Fixed(-1))
+            .set("cleanup.policy", "compact");
+        let results = admin
+            .create_topics([&topic], &AdminOptions::new())
+            .await
+            .map_err(kafka("creating the topic"))?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(kafka("creating the topic")(KafkaError::AdminOp(code)));
+                }
+            }
+        }
+        let metadata = admin
+            .inner()
+            .fetch_metadata(Some(&self.name), Duration::from_secs(10))
+            .map_err(kafka("reading metadata"))?;
+        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        if partitions != 1 {
+            return Err(CheckpointError::Partitioned {
+                topic: self.name.clone(),
+                partitions,
+            });
+        }
+        Ok(())
+    }
+
+    /// The last committed checkpoint of `relay_name`, or `None` if it never committed one.
+    ///
+    /// Blocking. Reads with `read_committed` until it has passed the end offset the partition had
+    /// when the call began. Reading only to the last stable offset would not do: another relay's
+    /// open transaction, begun before our last commit, holds the stable offset back and would hide
+    /// our newest checkpoint, and resuming from an older one duplicates events.
+    pub fn read_last(
+        &self,
+        relay_name: &str,
+        timeout: Duration,
+    ) -> Result<Option<Checkpoint>, CheckpointError> {
+        let kafka = |action| {
+            let topic = self.name.clone();
+            move |source| CheckpointError::Kafka {
+                topic,
+                action,
+                source,
+            }
+        };
+        let deadline = Instant::now() + timeout;
+        let end = self.end_offset(timeout)?;
+        if end == 0 {
+            return Ok(None);
+        }
+        let consumer: BaseConsumer = self
+            .settings
+            .client_config(&[
+                ("group.id", "outboxd-checkpoint-reader"),
+                ("enable.auto.commit", "false"),
+                ("enable.auto.offset.store", "false"),
+                ("enable.partition.eof", "true"),
+                ("isolation.level", "read_committed"),
+            ])
+            .create()
+            .map_err(kafka("creating a consumer"))?;
+        let mut assignment = TopicPartitionList::new();
+        assignment
+            .add_partition_offset(&self.name, 0, Offset::Beginning)
+            .map_err(kafka("assigning the partition"))?;
+        consumer
+            .assign(&assignment)
+            .map_err(kafka("assigning the partition"))?;
+
+        let mut last: Option<Checkpoint> = None;
+        loop {
+            if Instant::now() >= deadline {
+                return Err(CheckpointError::Timeout {
+                    topic: self.name.clone(),
+                    end,
+                    timeout,
+                });
+            }
+            match consumer.poll(Duration::from_millis(200)) {
+                None => {}
+                Some(Ok(message)) => {
+                    if message.key() == Some(relay_name.as_bytes()) {
+                        last = message.payload().map(Checkpoint::from_json).transpose()?;
+                    }
+                    if message.offset() + 1 >= end {
+                        return Ok(last);
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {
+                    // At the end of what read_committed may see. librdkafka moves the position
+                    // past transaction markers and aborted records, which are never delivered,
+                    // so the position says whether everything before `end` has been decided.
+                    let position = consumer.position().map_err(kafka("reading the position"))?;
+                    let reached = position
+                        .find_partition(&self.name, 0)
+                        .and_then(|p| p.offset().to_raw())
+                        .unwrap_or(0);
+                    if reached >= end {
+                        return Ok(last);
+                    }
+                }
+                Some(Err(error)) => return Err(kafka("reading")(error)),
+            }
+        }
+    }
+
+    /// The partition's end offset including records of open transactions (a `read_uncommitted` view).
+    fn end_offset(&self, timeout: Duration) -> Result<i64, CheckpointError> {
+        let consumer: BaseConsumer = self
+            .settings
+            .client_config(&[("isolation.level", "read_uncommitted")])
+            .create()
+            .map_err(|source| CheckpointError::Kafka {
+                topic: self.name.clone(),
+                action: "creating a consumer",
+                source,
+            })?;
+        let (_, high) = consumer
+            .fetch_watermarks(&self.name, 0, timeout)
+            .map_err(|source| CheckpointError::Kafka {
+                topic: self.name.clone(),
+                action: "reading the end offset",
+                source,
+            })?;
+        Ok(high)
+    }
+}

@@ -1,0 +1,370 @@
+//! Batching: many Postgres transactions into one Kafka transaction, closed only at a Postgres
+//! commit boundary, together with the checkpoint that covers them.
+//!
+//! ```text
+//! input:   R R R End(cp1) R End(cp2) R R R R ... End(cp3)      (R = record, End = Postgres commit)
+//! kafka:   begin R R R     R          R R R R ...  cp3 commit  -> committed(cp3)
+//! ```
+//!
+//! A Kafka transaction closes at a boundary when a limit is reached (events, bytes, age) or when no
+//! more input arrives within `linger` — under a backlog batches grow to the limits, when caught up
+//! each commit goes out at once and the next batch gathers what arrived meanwhile (group commit).
+//! Records are handed to the producer as they arrive: a Postgres transaction is never held in memory.
+
+use std::time::{Duration, Instant};
+
+use tokio::runtime::Handle;
+use tokio::sync::{mpsc, watch};
+
+use crate::checkpoint::Checkpoint;
+use crate::route::Record;
+use crate::sink::kafka::{SinkError, TransactionalProducer};
+
+/// What the source hands the sink, in commit order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SinkInput {
+    /// A record of the Postgres transaction in progress.
+    Record(Record),
+    /// The Postgres transaction ended (or, without records before it, the slot moved while idle):
+    /// the sink may commit here, with this checkpoint.
+    Boundary(Checkpoint),
+}
+
+/// When a Kafka transaction must close.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Events (records, not counting the checkpoint) after which the batch closes at the next boundary.
+    pub max_events: u64,
+    /// Record bytes after which the batch closes at the next boundary.
+    pub max_bytes: u64,
+    /// How long to wait at a boundary for more input before committing.
+    pub linger: Duration,
+    /// Age after which the batch closes at the next boundary; keep it well under the producer's
+    /// `transaction.timeout.ms`, which aborts older transactions.
+    pub max_age: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        Self {
+            max_events: 50_000,
+            max_bytes: 64 * 1024 * 1024,
+            linger: Duration::from_millis(5),
+            max_age: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The transaction operations batching needs; [`TransactionalProducer`] in production.
+pub trait TransactionSink {
+    /// Opens a transaction.
+    fn begin(&mut self) -> Result<(), SinkError>;
+    /// Adds a record to the open transaction.
+    fn send(&mut self, record: &Record) -> Result<(), SinkError>;
+    /// Commits the open transaction.
+    fn commit(&mut self) -> Result<(), SinkError>;
+    /// Aborts the open transaction.
+    fn abort(&mut self) -> Result<(), SinkError>;
+}
+
+impl TransactionSink for TransactionalProducer {
+    fn begin(&mut self) -> Result<(), SinkError> {
+        TransactionalProducer::begin(self)
+    }
+    fn send(&mut self, record: &Record) -> Result<(), SinkError> {
+        TransactionalProducer::send(self, record)
+    }
+    fn commit(&mut self) -> Result<(), SinkError> {
+        TransactionalProducer::commit(self)
+    }
+    fn abort(&mut self) -> Result<(), SinkError> {
+        TransactionalProducer::abort(self)
+    }
+}
+
+/// The open Kafka transaction's tally.
+#[derive(Debug, Clone, Copy)]
+struct OpenBatch {
+    started: Instant,
+    events: u64,
+    bytes: u64,
+}
+
+/// Turns the source's input into Kafka transactions, each ending with its checkpoint record.
+#[derive(Debug)]
+pub struct Batcher<S> {
+    sink: S,
+    limits: BatchLimits,
+    offsets_topic: String,
+    relay_name: String,
+    /// The open Kafka transaction, if any.
+    open: Option<OpenBatch>,
+    /// Whether records arrived since the last boundary (a Postgres transaction is in progress).
+    mid_transaction: bool,
+    /// The checkpoint of the last boundary in the open batch: what a commit now would cover.
+    covered: Option<Checkpoint>,
+    /// Events published in total, carried in every checkpoint.
+    total_events: u64,
+}
+
+impl<S: TransactionSink> Batcher<S> {
+    /// A batcher over `sink`, continuing the event count of the last committed checkpoint.
+    pub fn new(
+        sink: S,
+        limits: BatchLimits,
+        offsets_topic: impl Into<String>,
+        relay_name: impl Into<String>,
+        total_events: u64,
+    ) -> Self {
+        Self {
+            sink,
+            limits,
+            offsets_topic: offsets_topic.into(),
+            relay_name: relay_name.into(),
+            open: None,
+            mid_transaction: false,
+            covered: None,
+            total_events,
+        }
+    }
+
+    /// Takes one input; returns the checkpoint if this input led to a commit.
+    pub fn accept(&mut self, input: SinkInput) -> Result<Option<Checkpoint>, SinkError> {
+        match input {
+            SinkInput::Record(record) => {
+                let batch = self.ensure_open()?;
+                batch.events += 1;
+                batch.bytes += record.size() as u64;
+                self.mid_transaction = true;
+                self.sink.send(&record)?;
+                Ok(None)
+            }
+            SinkInput::Boundary(checkpoint) => {
+                let batch = *self.ensure_open()?;
+                self.mid_transaction = false;
+                self.covered = Some(checkpoint);
+                let full = batch.events >= self.limits.max_events
+                    || batch.bytes >= self.limits.max_bytes
+                    || batch.started.elapsed() >= self.limits.max_age;
+                if full {
+                    self.commit().map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// How long to wait for input before [`Batcher::idle`]; `None` waits indefinitely (nothing to
+    /// commit, or a Postgres transaction is in progress and only its end may close the batch).
+    pub fn wait_limit(&self) -> Option<Duration> {
+        (self.open.is_some() && !self.mid_transaction).then_some(self.limits.linger)
+    }
+
+    /// No input arrived within [`Batcher::wait_limit`]: commit at the boundary.
+    pub fn idle(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        if self.open.is_some() && !self.mid_transaction {
+            self.commit().map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The input ended (graceful stop): commit what is complete, abort a Postgres transaction cut
+    /// in the middle. Returns the checkpoint if it committed.
+    pub fn finish(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+        if self.mid_transaction {
+            self.open = None;
+            self.mid_transaction = false;
+            self.covered = None;
+            self.sink.abort()?;
+            return Ok(None);
+        }
+        self.idle()
+    }
+
+    /// Aborts the open transaction, if any (after an error, before the relay rewinds).
+    pub fn abort(&mut self) -> Result<(), SinkError> {
+        if self.open.take().is_some() {
+            self.mid_transaction = false;
+            self.covered = None;
+            self.sink.abort()?;
+        }
+        Ok(())
+    }
+
+    fn ensure_open(&mut self) -> Result<&mut OpenBatch, SinkError> {
+        if self.open.is_none() {
+            self.sink.begin()?;
+        }
+        Ok(self.open.get_or_insert_with(|| OpenBatch {
+            started: Instant::now(),
+            events: 0,
+            bytes: 0,
+        }))
+    }
+
+    /// Produces the checkpoint of the last boundary into the open transaction and commits it.
+    fn commit(&mut self) -> Result<Checkpoint, SinkError> {
+        let batch = self.open.take().expect("commit only with an open batch");
+        let mut checkpoint = self
+            .covered
+            .take()
+            .expect("commit only at a boundary, which sets the checkpoint");
+        checkpoint.events = self.total_events + batch.events;
+        self.sink
+            .send(&checkpoint.to_record(&self.offsets_topic, &self.relay_name))?;
+        self.sink.commit()?;
+        self.total_events = checkpoint.events;
+        Ok(checkpoint)
+    }
+}
+
+/// Runs the sink on the calling (dedicated) thread until the input closes or an error occurs,
+/// publishing each committed checkpoint on `committed`. The blocking Kafka calls stay off the async
+/// runtime; `runtime` only serves to wait on the channel with a timeout.
+pub fn run_blocking<S: TransactionSink>(
+    batcher: &mut Batcher<S>,
+    mut input: mpsc::Receiver<SinkInput>,
+    committed: &watch::Sender<Option<Checkpoint>>,
+    runtime: &Handle,
+) -> Result<(), SinkError> {
+    let publish = |checkpoint: Option<Checkpoint>| {
+        if let Some(checkpoint) = checkpoint {
+            committed.send_replace(Some(checkpoint));
+        }
+    };
+    let result = loop {
+        let next = match batcher.wait_limit() {
+            Some(limit) => runtime.block_on(async {
+                tokio::time::timeout(limit, input.recv()).await.ok()
+            }),
+            None => Some(runtime.block_on(input.recv())),
+        };
+        let step = match next {
+            Some(Some(item)) => batcher.accept(item),
+            Some(None) => break batcher.finish().map(publish),
+            None => batcher.idle(),
+        };
+        if let Err(error) = step.map(publish) {
+            break Err(error);
+        }
+    };
+    if result.is_err() {
+        // Best effort: a fenced or fatal producer cannot abort; the next init_transactions will.
+        if let Err(error) = batcher.abort() {
+            tracing::debug!(error = %error, "abort after a sink error failed");
+        }
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pg::Lsn;
+
+    /// Records the calls it gets, in order.
+    #[derive(Debug, Default)]
+    struct Recorder(Vec<String>);
+
+    impl TransactionSink for Recorder {
+        fn begin(&mut self) -> Result<(), SinkError> {
+            self.0.push("begin".into());
+            Ok(())
+        }
+        fn send(&mut self, record: &Record) -> Result<(), SinkError> {
+            self.0.push(format!("send {}", record.topic));
+            Ok(())
+        }
+        fn commit(&mut self) -> Result<(), SinkError> {
+            self.0.push("commit".into());
+            Ok(())
+        }
+        fn abort(&mut self) -> Result<(), SinkError> {
+            self.0.push("abort".into());
+            Ok(())
+        }
+    }
+
+    fn record() -> SinkInput {
+        SinkInput::Record(Record {
+            topic: "t".into(),
+            partition: None,
+            key: None,
+            value: Some(vec![0u8; 10].into()),
+            headers: Vec::new(),
+        })
+    }
+
+    fn boundary(lsn: u64) -> SinkInput {
+        SinkInput::Boundary(Checkpoint {
+            version: 1,
+            system_id: "1".into(),
+            timeline: 1,
+            slot: "s".into(),
+            lsn: Lsn(lsn),
+            xid: None,
+            commit_ts: None,
+            events: 0,
+        })
+    }
+
+    fn batcher(max_events: u64) -> Batcher<Recorder> {
+        let limits = BatchLimits {
+            max_events,
+            ..BatchLimits::default()
+        };
+        Batcher::new(Recorder::default(), limits, "offsets", "relay", 7)
+    }
+
+    #[test]
+    fn commits_at_the_boundary_after_the_limit_with_the_last_checkpoint() {
+        let mut b = batcher(3);
+        for input in [record(), record(), boundary(10), record(), record()] {
+            assert_eq!(b.accept(input).expect("accept"), None);
+        }
+        assert_eq!(b.wait_limit(), None, "mid-transaction: only its end may close");
+        let committed = b.accept(boundary(20)).expect("accept").expect("committed");
+        assert_eq!((committed.lsn, committed.events), (Lsn(20), 7 + 4));
+        assert_eq!(
+            b.sink.0,
+            ["begin", "send t", "send t", "send t", "send t", "send offsets", "commit"]
+        );
+    }
+
+    #[test]
+    fn idle_commits_only_at_a_boundary() {
+        let mut b = batcher(100);
+        b.accept(record()).expect("accept");
+        assert_eq!(b.idle().expect("idle"), None);
+        b.accept(boundary(5)).expect("accept");
+        assert_eq!(b.wait_limit(), Some(BatchLimits::default().linger));
+        assert_eq!(b.idle().expect("idle").map(|c| c.lsn), Some(Lsn(5)));
+        assert_eq!(b.wait_limit(), None, "nothing open after the commit");
+    }
+
+    #[test]
+    fn a_lone_boundary_commits_a_checkpoint_only_transaction() {
+        let mut b = batcher(100);
+        b.accept(boundary(9)).expect("accept");
+        let committed = b.idle().expect("idle").expect("committed");
+        assert_eq!((committed.lsn, committed.events), (Lsn(9), 7));
+        assert_eq!(b.sink.0, ["begin", "send offsets", "commit"]);
+    }
+
+    #[test]
+    fn finish_aborts_a_cut_transaction_and_commits_a_complete_one() {
+        let mut b = batcher(100);
+        b.accept(record()).expect("accept");
+        b.accept(boundary(5)).expect("accept");
+        b.accept(record()).expect("accept");
+        assert_eq!(b.finish().expect("finish"), None);
+        assert_eq!(b.sink.0.last().map(String::as_str), Some("abort"));
+
+        let mut b = batcher(100);
+        b.accept(record()).expect("accept");
+        b.accept(boundary(5)).expect("accept");
+        assert_eq!(b.finish().expect("finish").map(|c| c.lsn), Some(Lsn(5)));
+    }
+}

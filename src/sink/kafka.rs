@@ -1,0 +1,314 @@
+//! The transactional Kafka producer: one Kafka transaction at a time, errors sorted by what the
+//! relay must do about them.
+//!
+//! librdkafka's transaction calls block (they wait for the coordinator), so this type is used from
+//! the sink's own thread, never from the async runtime.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+
+use crate::route::Record;
+
+/// How to reach the broker: what every Kafka client of outboxd shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KafkaSettings {
+    /// `bootstrap.servers`.
+    pub bootstrap_servers: String,
+    /// librdkafka properties passed through as given (security, timeouts, tuning); they override
+    /// outboxd's defaults except the ones exactly-once depends on.
+    pub properties: BTreeMap<String, String>,
+}
+
+impl KafkaSettings {
+    /// Settings for a broker with no extra properties.
+    pub fn new(bootstrap_servers: impl Into<String>) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A librdkafka configuration: the pass-through properties over `defaults`, then `bootstrap.servers`.
+    pub fn client_config(&self, defaults: &[(&str, &str)]) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        for (key, value) in defaults {
+            config.set(*key, *value);
+        }
+        for (key, value) in &self.properties {
+            config.set(key, value);
+        }
+        config.set("bootstrap.servers", &self.bootstrap_servers);
+        config
+    }
+}
+
+/// A Kafka failure, by what the relay does next.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkError {
+    /// Another instance with the same relay name took over (`init_transactions` with our
+    /// transactional id bumped the epoch). Retrying would fence it back: exit instead.
+    #[error(
+        "fenced: another outboxd with transactional.id {transactional_id:?} took over ({source}); \
+         only one relay per name may run"
+    )]
+    Fenced {
+        /// Our transactional id.
+        transactional_id: String,
+        /// What the broker said.
+        source: KafkaError,
+    },
+    /// The open transaction failed and must be aborted; the relay rewinds to its checkpoint.
+    #[error("Kafka transaction must be aborted while {action}: {source}")]
+    Abortable {
+        /// What the producer was doing.
+        action: &'static str,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The producer cannot be used any more; the relay builds a new one and rewinds.
+    #[error("Kafka producer failed fatally while {action}: {source}")]
+    Fatal {
+        /// What the producer was doing.
+        action: &'static str,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The record can never be produced as it is (too large, bad topic name); retrying won't help.
+    #[error("Kafka refused a record for topic {topic:?}: {source}")]
+    Rejected {
+        /// The record's topic.
+        topic: String,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The configuration is wrong: a property librdkafka refuses, or an unreachable setting.
+    #[error("invalid Kafka producer configuration: {0}")]
+    Config(KafkaError),
+}
+
+impl SinkError {
+    /// Sorts a transaction-call error: fenced, abortable, fatal. Retriable errors never get here:
+    /// [`TransactionalProducer`] retries them itself.
+    fn from_transaction(action: &'static str, transactional_id: &str, error: KafkaError) -> Self {
+        let KafkaError::Transaction(ref rd) = error else {
+            return Self::Fatal {
+                action,
+                source: error,
+            };
+        };
+        if is_fencing(rd.code()) {
+            Self::Fenced {
+                transactional_id: transactional_id.to_owned(),
+                source: error,
+            }
+        } else if rd.txn_requires_abort() {
+            Self::Abortable {
+                action,
+                source: error,
+            }
+        } else {
+            Self::Fatal {
+                action,
+                source: error,
+            }
+        }
+    }
+}
+
+/// Error codes meaning "a newer producer with our transactional id exists".
+fn is_fencing(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::Fenced
+            | RDKafkaErrorCode::ProducerFenced
+            | RDKafkaErrorCode::InvalidProducerEpoch
+            | RDKafkaErrorCode::TransactionCoordinatorFenced
+    )
+}
+
+/// Producer settings that exactly-once depends on; pass-through properties cannot change them.
+const REQUIRED: &[(&str, &str)] = &[("enable.idempotence", "true"), ("acks", "all")];
+
+/// Defaults a pass-through property may override.
+const DEFAULTS: &[(&str, &str)] = &[
+    // Java's default partitioner for keyed records, so a key lands where a Java producer puts it.
+    ("partitioner", "murmur2_random"),
+    // Bound the producer's memory: the relay's memory must not grow with a transaction's size.
+    ("queue.buffering.max.kbytes", "32768"),
+    ("queue.buffering.max.messages", "100000"),
+    ("linger.ms", "5"),
+    ("compression.type", "lz4"),
+    ("message.timeout.ms", "300000"),
+];
+
+/// An idempotent, transactional producer with at most one open transaction.
+pub struct TransactionalProducer {
+    producer: ThreadedProducer<DefaultProducerContext>,
+    transactional_id: String,
+    /// How long a blocking transaction call may wait for the coordinator.
+    call_timeout: Duration,
+    in_transaction: bool,
+}
+
+impl std::fmt::Debug for TransactionalProducer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TransactionalProducer")
+            .field("transactional_id", &self.transactional_id)
+            .field("in_transaction", &self.in_transaction)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TransactionalProducer {
+    /// Creates the producer and runs `init_transactions`, which fences any older instance with the
+    /// same id and settles the transaction it left open (aborted, or committed if it got that far).
+    pub fn start(
+        settings: &KafkaSettings,
+        transactional_id: &str,
+        transaction_timeout: Duration,
+        call_timeout: Duration,
+    ) -> Result<Self, SinkError> {
+        let mut config = settings.client_config(DEFAULTS);
+        for (key, value) in REQUIRED {
+            config.set(*key, *value);
+        }
+        config.set("transactional.id", transactional_id);
+        config.set(
+            "transaction.timeout.ms",
+            transaction_timeout.as_millis().to_string(),
+        );
+        let producer: ThreadedProducer<DefaultProducerContext> =
+            config.create().map_err(SinkError::Config)?;
+        let this = Self {
+            producer,
+            transactional_id: transactional_id.to_owned(),
+            call_timeout,
+            in_transaction: false,
+        };
+        this.retrying("initializing transactions", |p| {
+            p.init_transactions(call_timeout)
+        })?;
+        Ok(this)
+    }
+
+    /// The transactional id, `outboxd-<relay name>`.
+    pub fn transactional_id(&self) -> &str {
+        &self.transactional_id
+    }
+
+    /// Whether a transaction is open.
+    pub fn in_transaction(&self) -> bool {
+        self.in_transaction
+    }
+
+    /// Opens a transaction; records produced until commit or abort belong to it.
+    pub fn begin(&mut self) -> Result<(), SinkError> {
+        self.producer
+            .begin_transaction()
+            .map_err(|e| SinkError::from_transaction("beginning", &self.transactional_id, e))?;
+        self.in_transaction = true;
+        Ok(())
+    }
+
+    /// Queues one record in the open transaction. When librdkafka's queue is full, waits for it to
+    /// drain: this is where back-pressure from the broker reaches the relay.
+    pub fn send(&mut self, record: &Record) -> Result<(), SinkError> {
+        let headers = record.headers.iter().fold(OwnedHeaders::new(), |hs, h| {
+            hs.insert(KafkaHeader {
+                key: &h.name,
+                value: h.value.as_deref(),
+            })
+        });
+        let mut base: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&record.topic).headers(headers);
+        if let Some(key) = &record.key {
+            base = base.key(key);
+        }
+        if let Some(value) = &record.value {
+            base = base.payload(value);
+        }
+        if let Some(partition) = record.partition {
+            base = base.partition(partition);
+        }
+        loop {
+            match self.producer.send(base) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                    base = back;
+                    self.producer.poll(Duration::from_millis(10));
+                }
+                Err((error, _)) => {
+                    return Err(match error.rdkafka_error_code() {
+                        Some(
+                            RDKafkaErrorCode::MessageSizeTooLarge
+                            | RDKafkaErrorCode::InvalidTopic
+                            | RDKafkaErrorCode::UnknownPartition,
+                        ) => SinkError::Rejected {
+                            topic: record.topic.clone(),
+                            source: error,
+                        },
+                        Some(code) if is_fencing(code) => SinkError::Fenced {
+                            transactional_id: self.transactional_id.clone(),
+                            source: error,
+                        },
+                        _ => SinkError::Abortable {
+                            action: "producing",
+                            source: error,
+                        },
+                    })
+                }
+            }
+        }
+    }
+
+    /// Commits the open transaction: flushes every queued record and waits for the broker.
+    pub fn commit(&mut self) -> Result<(), SinkError> {
+        let timeout = self.call_timeout;
+        self.retrying("committing", |p| p.commit_transaction(timeout))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Aborts the open transaction, if any; its records become invisible to `read_committed`.
+    pub fn abort(&mut self) -> Result<(), SinkError> {
+        if !self.in_transaction {
+            return Ok(());
+        }
+        let timeout = self.call_timeout;
+        self.retrying("aborting", |p| p.abort_transaction(timeout))?;
+        self.in_transaction = false;
+        Ok(())
+    }
+
+    /// Runs a transaction call, repeating it while librdkafka says the error is retriable (a
+    /// timed-out call may be repeated; librdkafka resumes the one in progress), until `call_timeout`
+    /// has passed several times over.
+    fn retrying(
+        &self,
+        action: &'static str,
+        call: impl Fn(&ThreadedProducer<DefaultProducerContext>) -> Result<(), KafkaError>,
+    ) -> Result<(), SinkError> {
+        let give_up = Instant::now() + self.call_timeout * 4;
+        loop {
+            match call(&self.producer) {
+                Ok(()) => return Ok(()),
+                Err(KafkaError::Transaction(ref rd))
+                    if rd.is_retriable() && Instant::now() < give_up =>
+                {
+                    tracing::debug!(action, error = %rd, "retrying Kafka transaction call");
+                }
+                Err(error) => {
+                    return Err(SinkError::from_transaction(
+                        action,
+                        &self.transactional_id,
+                        error,
+                    ))
+                }
+            }
+        }
+    }
+}

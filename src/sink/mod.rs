@@ -1,0 +1,5 @@
+//! Sinks: where records go. Kafka, transactionally; the batching policy decides when a Kafka
+//! transaction closes.
+
+pub mod batch;
+pub mod kafka;
