@@ -63,7 +63,10 @@ mod tests {
     fn serializes_as_text() {
         let json = serde_json::to_string(&Lsn(0x16_B374_D848)).expect("serialize");
         assert_eq!(json, r#""16/B374D848""#);
-        assert_eq!(serde_json::from_str::<Lsn>(&json).expect("deserialize"), Lsn(0x16_B374_D848));
+        assert_eq!(
+            serde_json::from_str::<Lsn>(&json).expect("deserialize"),
+            Lsn(0x16_B374_D848)
+        );
         assert!(serde_json::from_str::<Lsn>(r#""16""#).is_err());
     }
 

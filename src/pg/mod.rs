@@ -82,7 +82,10 @@ mod tests {
     #[test]
     fn pg_epoch_is_2000_01_01_utc() {
         assert_eq!(PgTimestamp(0).unix_millis(), 946_684_800_000);
-        assert_eq!(PgTimestamp::from_unix_micros(946_684_800_000_001), PgTimestamp(1));
+        assert_eq!(
+            PgTimestamp::from_unix_micros(946_684_800_000_001),
+            PgTimestamp(1)
+        );
         assert_eq!(PgTimestamp(-1).unix_millis(), 946_684_799_999);
         let utc = PgTimestamp(1_500_000).to_utc().expect("in range");
         assert_eq!(utc.to_rfc3339(), "2000-01-01T00:00:01.500+00:00");

@@ -236,9 +236,9 @@ pub fn run_blocking<S: TransactionSink>(
     };
     let result = loop {
         let next = match batcher.wait_limit() {
-            Some(limit) => runtime.block_on(async {
-                tokio::time::timeout(limit, input.recv()).await.ok()
-            }),
+            Some(limit) => {
+                runtime.block_on(async { tokio::time::timeout(limit, input.recv()).await.ok() })
+            }
             None => Some(runtime.block_on(input.recv())),
         };
         let step = match next {
@@ -324,12 +324,24 @@ mod tests {
         for input in [record(), record(), boundary(10), record(), record()] {
             assert_eq!(b.accept(input).expect("accept"), None);
         }
-        assert_eq!(b.wait_limit(), None, "mid-transaction: only its end may close");
+        assert_eq!(
+            b.wait_limit(),
+            None,
+            "mid-transaction: only its end may close"
+        );
         let committed = b.accept(boundary(20)).expect("accept").expect("committed");
         assert_eq!((committed.lsn, committed.events), (Lsn(20), 7 + 4));
         assert_eq!(
             b.sink.0,
-            ["begin", "send t", "send t", "send t", "send t", "send offsets", "commit"]
+            [
+                "begin",
+                "send t",
+                "send t",
+                "send t",
+                "send t",
+                "send offsets",
+                "commit"
+            ]
         );
     }
 

@@ -143,7 +143,6 @@ const DEFAULTS: &[(&str, &str)] = &[
     ("queue.buffering.max.messages", "100000"),
     ("linger.ms", "5"),
     ("compression.type", "lz4"),
-    ("message.timeout.ms", "300000"),
 ];
 
 /// An idempotent, transactional producer with at most one open transaction.
