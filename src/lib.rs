@@ -11,10 +11,13 @@
 //!
 //! - [`pg`]: everything that speaks PostgreSQL: LSNs and ids, the replication connection, the pgoutput
 //!   decoder, column values to JSON.
+//! - [`source`]: the replication stream as ordered Postgres transactions of changes.
 //! - [`route`]: what a change becomes in Kafka, a [`route::Record`].
 //! - [`sink`]: the transactional Kafka producer and the batching of Postgres transactions into
 //!   Kafka transactions.
 //! - [`checkpoint`]: the resume position, stored in Kafka with the events it covers.
+//! - [`config`]: the TOML file and its environment overrides, validated into a relay configuration.
+//! - [`relay`]: the exactly-once loop joining source, router and sink.
 //!
 //! # Delivery contract
 //! A change that PostgreSQL reports committed appears exactly once to a `read_committed` Kafka
@@ -23,6 +26,9 @@
 //! see `../shared/DESIGN.md` §4 for the algorithm.
 
 pub mod checkpoint;
+pub mod config;
 pub mod pg;
+pub mod relay;
 pub mod route;
 pub mod sink;
+pub mod source;

@@ -3,6 +3,8 @@
 //! The router's output, [`Record`], is the sink's only input: the sink knows nothing of Postgres
 //! rows, and the router nothing of Kafka transactions.
 
+pub mod outbox;
+
 use bytes::Bytes;
 
 /// One Kafka record, ready to produce.

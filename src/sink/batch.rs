@@ -215,6 +215,8 @@ impl<S: TransactionSink> Batcher<S> {
         self.sink
             .send(&checkpoint.to_record(&self.offsets_topic, &self.relay_name))?;
         self.sink.commit()?;
+        // Crash tests widen the window between the Kafka commit and the slot confirmation here.
+        fail::fail_point!("after-kafka-commit");
         self.total_events = checkpoint.events;
         Ok(checkpoint)
     }

@@ -10,6 +10,7 @@
 
 pub mod kafka;
 pub mod postgres;
+pub mod relay;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

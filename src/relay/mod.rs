@@ -1,0 +1,148 @@
+//! The exactly-once relay (DESIGN.md §4): source, router and sink joined so that a committed
+//! Postgres change reaches a `read_committed` Kafka consumer exactly once.
+//!
+//! ```text
+//!  ┌──────────── attempt ───────────────────────────────────────────────────────────┐
+//!  │ init_transactions ─> read checkpoint L ─> check slot ─> START_REPLICATION at L │
+//!  │                                                                                │
+//!  │ LogicalSource ─events─> pump (skip ≤ L, route) ─SinkInput─> sink thread        │
+//!  │       ^                                                          │ Kafka commit│
+//!  │       └──── standby status: flush = committed checkpoint <───────┘             │
+//!  └────────────────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! # Progress tracking
+//! The checkpoint in Kafka is the truth; the slot trails it. The slot is confirmed only with the
+//! LSN of a checkpoint the sink has committed, so `confirmed_flush_lsn <= checkpoint` always holds
+//! and a restart at the checkpoint can neither skip nor repeat a transaction.
+//!
+//! # Error handling
+//! Each attempt builds everything anew. A transient failure (connection lost, abortable Kafka
+//! transaction, producer failure) ends the attempt and a new one starts from the checkpoint after a
+//! backoff. A definite one (fenced by another instance, slot lost or ahead of the checkpoint,
+//! another cluster) ends the relay with the reason.
+
+mod pump;
+mod start;
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::checkpoint::CheckpointError;
+use crate::pg::wire::{ConnectOptions, WireError};
+use crate::route::outbox::{OutboxRouter, RouteError};
+use crate::sink::batch::BatchLimits;
+use crate::sink::kafka::{KafkaSettings, SinkError};
+use crate::source::logical::SourceError;
+
+/// Everything one relay needs.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    /// Relay name: the checkpoint key and the transactional id `outboxd-<name>`; one running relay
+    /// per name.
+    pub name: String,
+    /// How to reach Postgres (the replication connection also runs the slot checks).
+    pub postgres: ConnectOptions,
+    /// The logical replication slot.
+    pub slot: String,
+    /// The publications the slot streams.
+    pub publications: Vec<String>,
+    /// Outbox routing.
+    pub router: OutboxRouter,
+    /// How to reach Kafka.
+    pub kafka: KafkaSettings,
+    /// The compacted topic holding checkpoints.
+    pub offsets_topic: String,
+    /// When a Kafka transaction closes.
+    pub batch: BatchLimits,
+    /// The producer's `transaction.timeout.ms`: a transaction older than this is aborted by the broker.
+    pub transaction_timeout: Duration,
+    /// How long a blocking Kafka call (init, commit, abort, checkpoint read) may take.
+    pub kafka_call_timeout: Duration,
+    /// Interval of standby status updates, also while the sink back-pressures.
+    pub status_interval: Duration,
+    /// Minimum interval between idle confirmations (a checkpoint-only Kafka transaction at the
+    /// keepalive's WAL end while the slot sees nothing to publish).
+    pub idle_confirm_interval: Duration,
+    /// Inputs buffered between source and sink.
+    pub channel_capacity: usize,
+    /// First and longest wait between attempts.
+    pub backoff: (Duration, Duration),
+}
+
+impl RelayConfig {
+    /// The producer's transactional id.
+    pub fn transactional_id(&self) -> String {
+        format!("outboxd-{}", self.name)
+    }
+}
+
+/// Why an attempt ended.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    /// Kafka side.
+    #[error(transparent)]
+    Sink(#[from] SinkError),
+    /// Reading or creating the offsets topic.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    /// The replication connection.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The replication stream.
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    /// A change that cannot become a record (stops the relay until dead-lettering exists).
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The slot and the checkpoint disagree in a way that would lose or repeat events.
+    #[error("{0}")]
+    Inconsistent(String),
+    /// The replication slot is gone or its WAL was removed.
+    #[error("{0}")]
+    SlotLost(String),
+    /// The sink thread died without saying why.
+    #[error("the Kafka sink thread panicked")]
+    SinkPanicked,
+}
+
+impl RelayError {
+    /// Whether a new attempt can succeed: definite errors end the relay.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            RelayError::Sink(SinkError::Fenced { .. } | SinkError::Config(_)) => false,
+            RelayError::Sink(_) | RelayError::Wire(_) | RelayError::Source(_) => true,
+            RelayError::Checkpoint(e) => matches!(
+                e,
+                CheckpointError::Kafka { .. } | CheckpointError::Timeout { .. }
+            ),
+            RelayError::Route(_)
+            | RelayError::Inconsistent(_)
+            | RelayError::SlotLost(_)
+            | RelayError::SinkPanicked => false,
+        }
+    }
+}
+
+/// Runs the relay until `shutdown` completes (returns `Ok` once the last complete batch is committed
+/// and confirmed) or a definite error (returns it). Transient errors restart from the checkpoint
+/// after a backoff that doubles up to its maximum.
+pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+    let mut shutdown = std::pin::pin!(shutdown);
+    let (first, longest) = config.backoff;
+    let mut backoff = first;
+    loop {
+        match start::attempt(&config, shutdown.as_mut()).await {
+            Ok(()) => return Ok(()),
+            Err(error) if error.is_transient() => {
+                tracing::warn!(error = %error, retry_in = ?backoff, "relay attempt failed; resuming from the checkpoint");
+            }
+            Err(error) => return Err(error),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(backoff) => {}
+            () = shutdown.as_mut() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(longest);
+    }
+}

@@ -1,0 +1,276 @@
+//! The pump: replication events in, routed records and commit boundaries out to the sink thread,
+//! committed checkpoints back to the slot.
+//!
+//! Three things happen at once, in one `select!` loop, so none can starve another:
+//! - the next replication event is decoded, routed and handed to the sink (waiting when the bounded
+//!   channel is full: back-pressure reaches the socket);
+//! - a committed checkpoint from the sink becomes the slot's flush position;
+//! - a status update goes to the walsender every `status_interval`, also while the sink
+//!   back-pressures, so `wal_sender_timeout` never fires during a long Kafka commit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Instant;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::{interval, Interval, MissedTickBehavior};
+
+use crate::checkpoint::Checkpoint;
+use crate::pg::wire::ReplicationStream;
+use crate::pg::Lsn;
+use crate::sink::batch::{run_blocking, Batcher, SinkInput};
+use crate::sink::kafka::TransactionalProducer;
+use crate::source::logical::{Change, LogicalSource, SourceEvent, TxnBegin};
+
+use super::{RelayConfig, RelayError};
+
+/// Runs the pump and its sink thread until shutdown or failure.
+pub(super) async fn run(
+    config: &RelayConfig,
+    stream: ReplicationStream,
+    protocol_version: u32,
+    producer: TransactionalProducer,
+    resume: Checkpoint,
+    shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Result<(), RelayError> {
+    let (input_tx, input_rx) = mpsc::channel(config.channel_capacity);
+    let (committed_tx, committed_rx) = watch::channel(None);
+    let mut batcher = Batcher::new(
+        producer,
+        config.batch,
+        config.offsets_topic.clone(),
+        config.name.clone(),
+        resume.events,
+    );
+    let runtime = tokio::runtime::Handle::current();
+    let sink = std::thread::Builder::new()
+        .name("outboxd-sink".into())
+        .spawn(move || run_blocking(&mut batcher, input_rx, &committed_tx, &runtime))
+        .map_err(|_| RelayError::SinkPanicked)?;
+
+    let mut pump = Pump {
+        config,
+        source: LogicalSource::new(stream, protocol_version),
+        input: input_tx,
+        committed: committed_rx,
+        status: interval(config.status_interval),
+        resume_after: resume.lsn,
+        template: resume,
+        sent: Lsn::ZERO,
+        confirmed: Lsn::ZERO,
+        skipping: false,
+        open: None,
+        last_idle_confirm: Instant::now(),
+    };
+    pump.status.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pump.sent = pump.resume_after;
+    pump.confirmed = pump.resume_after;
+    pump.source
+        .stream()
+        .set_position(pump.resume_after, pump.resume_after);
+
+    let outcome = pump.pump(shutdown).await;
+    // Closing the channel tells the sink to commit what is complete (or abort a cut transaction).
+    let Pump {
+        source,
+        input,
+        mut committed,
+        ..
+    } = pump;
+    drop(input);
+    let sink_result = tokio::task::spawn_blocking(move || sink.join())
+        .await
+        .map_err(|_| RelayError::SinkPanicked)?
+        .map_err(|_| RelayError::SinkPanicked)?;
+    match (outcome, sink_result) {
+        (Ok(()), Ok(())) => {
+            // Graceful stop: confirm the final commit, then end replication.
+            let mut stream = source.into_stream();
+            if let Some(last) = committed.borrow_and_update().as_ref() {
+                stream.set_position(last.lsn, last.lsn);
+            }
+            stream.send_status(false).await?;
+            stream.stop().await?;
+            Ok(())
+        }
+        // The sink's error explains a pump that stopped because the channel closed.
+        (_, Err(sink_error)) => Err(sink_error.into()),
+        (Err(error), Ok(())) => Err(error),
+    }
+}
+
+/// The pump's state between events.
+struct Pump<'a> {
+    config: &'a RelayConfig,
+    source: LogicalSource,
+    input: mpsc::Sender<SinkInput>,
+    committed: watch::Receiver<Option<Checkpoint>>,
+    status: Interval,
+    /// The checkpoint resumed from: transactions whose commit starts before it are already in Kafka.
+    resume_after: Lsn,
+    /// Identity fields of every checkpoint (system, timeline, slot).
+    template: Checkpoint,
+    /// The last boundary handed to the sink.
+    sent: Lsn,
+    /// The last checkpoint the sink committed, which is the slot's flush position.
+    confirmed: Lsn,
+    /// Whether the open transaction is one already delivered before the resume point.
+    skipping: bool,
+    /// The open transaction.
+    open: Option<TxnBegin>,
+    /// When the slot was last confirmed at a keepalive's WAL end.
+    last_idle_confirm: Instant,
+}
+
+impl std::fmt::Debug for Pump<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pump")
+            .field("sent", &self.sent)
+            .field("confirmed", &self.confirmed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pump<'_> {
+    /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
+    async fn pump(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> Result<(), RelayError> {
+        loop {
+            tokio::select! {
+                biased;
+                () = shutdown.as_mut() => return Ok(()),
+                changed = self.committed.changed() => {
+                    if changed.is_err() {
+                        return Ok(()); // the sink ended; its result says why
+                    }
+                    self.confirm_committed().await?;
+                }
+                _ = self.status.tick() => self.source.stream().send_status(false).await?,
+                event = self.source.next() => match event? {
+                    Some(event) => {
+                        if !self.handle(event).await? {
+                            return Ok(());
+                        }
+                    }
+                    None => {
+                        return Err(RelayError::Inconsistent(
+                            "the server ended replication unexpectedly".into(),
+                        ))
+                    }
+                },
+            }
+        }
+    }
+
+    /// Reports the sink's latest committed checkpoint to the slot.
+    async fn confirm_committed(&mut self) -> Result<(), RelayError> {
+        let Some(lsn) = self.committed.borrow_and_update().as_ref().map(|c| c.lsn) else {
+            return Ok(());
+        };
+        self.confirmed = self.confirmed.max(lsn);
+        self.source.stream().set_position(self.confirmed, self.confirmed);
+        self.source.stream().send_status(false).await?;
+        Ok(())
+    }
+
+    /// Handles one event; `false` when the sink is gone.
+    async fn handle(&mut self, event: SourceEvent) -> Result<bool, RelayError> {
+        match event {
+            SourceEvent::Begin(begin) => {
+                self.skipping = begin.final_lsn < self.resume_after;
+                self.open = Some(begin);
+                Ok(true)
+            }
+            SourceEvent::Change(change) => {
+                if self.skipping {
+                    return Ok(true);
+                }
+                self.route(&change).await
+            }
+            SourceEvent::Commit(commit) => {
+                let open = self.open.take();
+                if std::mem::take(&mut self.skipping) {
+                    return Ok(true);
+                }
+                let mut checkpoint = self.template.clone();
+                checkpoint.lsn = commit.end_lsn;
+                checkpoint.xid = Some(commit.xid);
+                checkpoint.commit_ts = open.and_then(|b| b.commit_ts.to_utc());
+                self.sent = commit.end_lsn;
+                self.forward(SinkInput::Boundary(checkpoint)).await
+            }
+            SourceEvent::Message {
+                prefix,
+                content,
+                lsn,
+            } => {
+                if lsn <= self.resume_after {
+                    return Ok(true);
+                }
+                let change = Change::Message {
+                    prefix,
+                    content,
+                    lsn,
+                };
+                if !self.route(&change).await? {
+                    return Ok(false);
+                }
+                let mut checkpoint = self.template.clone();
+                checkpoint.lsn = lsn;
+                self.sent = lsn;
+                self.forward(SinkInput::Boundary(checkpoint)).await
+            }
+            SourceEvent::Keepalive { wal_end } => self.confirm_idle(wal_end).await,
+        }
+    }
+
+    /// Routes a change and hands its record, if any, to the sink.
+    async fn route(&mut self, change: &Change) -> Result<bool, RelayError> {
+        match self.config.router.route(change)? {
+            Some(record) => self.forward(SinkInput::Record(record)).await,
+            None => Ok(true),
+        }
+    }
+
+    /// While nothing is in flight and the WAL moved past the confirmed position, commits a
+    /// checkpoint-only transaction at the keepalive's WAL end so the slot stops pinning WAL that
+    /// other tables write.
+    async fn confirm_idle(&mut self, wal_end: Lsn) -> Result<bool, RelayError> {
+        let nothing_in_flight = self.open.is_none() && self.sent == self.confirmed;
+        if !nothing_in_flight
+            || wal_end <= self.sent
+            || self.last_idle_confirm.elapsed() < self.config.idle_confirm_interval
+        {
+            return Ok(true);
+        }
+        self.last_idle_confirm = Instant::now();
+        let mut checkpoint = self.template.clone();
+        checkpoint.lsn = wal_end;
+        self.sent = wal_end;
+        self.forward(SinkInput::Boundary(checkpoint)).await
+    }
+
+    /// Hands one input to the sink, waiting while the channel is full and meanwhile keeping the
+    /// walsender informed. `false` when the sink is gone.
+    async fn forward(&mut self, input: SinkInput) -> Result<bool, RelayError> {
+        loop {
+            tokio::select! {
+                permit = self.input.reserve() => {
+                    return Ok(match permit {
+                        Ok(permit) => {
+                            permit.send(input);
+                            true
+                        }
+                        Err(_) => false,
+                    });
+                }
+                changed = self.committed.changed() => {
+                    if changed.is_err() {
+                        return Ok(false);
+                    }
+                    self.confirm_committed().await?;
+                }
+                _ = self.status.tick() => self.source.stream().send_status(false).await?,
+            }
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Sources: where changes come from. Logical replication (pgoutput) for now; polling of outbox
+//! tables later.
+
+pub mod logical;

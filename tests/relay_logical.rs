@@ -1,0 +1,496 @@
+//! The relay end to end on real Postgres and real Kafka: every committed outbox row reaches a
+//! `read_committed` consumer exactly once, per key in commit order, whatever happens to the relay.
+
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use rand::seq::IndexedRandom;
+use rdkafka::message::{Headers, OwnedMessage};
+use rdkafka::Message;
+use support::kafka::{create_topic, read_topic, value_text, Isolation};
+use support::postgres::{connect, PrivateCluster, TestDb};
+use support::relay::{RelayProcess, RelaySpec};
+use support::unique_name;
+
+/// A database with the outbox migration, a per-key sequence table and a publication of the outbox.
+struct OutboxDb {
+    /// Superuser URL of the database.
+    url: String,
+    /// The relay's settings over this database.
+    spec: RelaySpec,
+    /// The aggregatetype of this test's events, so its topic is its own.
+    aggregate_type: String,
+    /// The database in the shared cluster, dropped with this value.
+    _db: Option<TestDb>,
+}
+
+impl OutboxDb {
+    /// A new database in the shared cluster.
+    async fn create(prefix: &str) -> OutboxDb {
+        let db = TestDb::create(prefix).await;
+        let outbox = OutboxDb {
+            url: db.url.clone(),
+            spec: RelaySpec::for_db(&db),
+            aggregate_type: db.name.clone(),
+            _db: Some(db),
+        };
+        outbox.migrate().await;
+        outbox
+    }
+
+    /// The `postgres` database of a private cluster.
+    async fn on_cluster(cluster: &PrivateCluster, prefix: &str) -> OutboxDb {
+        let name = unique_name(prefix);
+        let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
+        let outbox = OutboxDb {
+            spec: RelaySpec {
+                name: name.clone(),
+                url: url.clone(),
+                slot: format!("{name}_slot"),
+                publication: format!("{name}_pub"),
+                offsets_topic: format!("{name}.offsets"),
+                extra: String::new(),
+            },
+            url,
+            aggregate_type: name,
+            _db: None,
+        };
+        outbox.migrate().await;
+        outbox
+    }
+
+    async fn client(&self) -> tokio_postgres::Client {
+        connect(&self.url).await
+    }
+
+    async fn migrate(&self) {
+        let client = self.client().await;
+        client
+            .batch_execute(include_str!("../migrations/0001_outbox.sql"))
+            .await
+            .expect("outbox migration");
+        client
+            .batch_execute(&format!(
+                "CREATE TABLE key_seq (aggregateid text PRIMARY KEY, n int NOT NULL);
+                 CREATE PUBLICATION {} FOR TABLE outbox;",
+                self.spec.publication
+            ))
+            .await
+            .expect("sequence table and publication");
+    }
+
+    fn topic(&self) -> String {
+        format!("outbox.event.{}", self.aggregate_type)
+    }
+
+    /// Commits one transaction with one outbox row per key; each row's payload carries the key's
+    /// next number, taken under the key's row lock, so per key the numbers follow commit order.
+    async fn write(&self, client: &tokio_postgres::Client, keys: &[&str]) {
+        let mut sorted = keys.to_vec();
+        sorted.sort_unstable(); // one lock order for every writer: no deadlocks
+        let mut sql = String::from("BEGIN;");
+        for key in sorted {
+            sql.push_str(&format!(
+                "WITH s AS (INSERT INTO key_seq VALUES ('{key}', 1) ON CONFLICT (aggregateid) \
+                   DO UPDATE SET n = key_seq.n + 1 RETURNING n)
+                 INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+                   SELECT '{agg}', '{key}', 'counted', jsonb_build_object('key', '{key}', 'n', n) FROM s;",
+                agg = self.aggregate_type
+            ));
+        }
+        sql.push_str("COMMIT;");
+        client.batch_execute(&sql).await.expect("writer transaction");
+    }
+
+    /// Event ids in the outbox table.
+    async fn ids(&self) -> BTreeSet<String> {
+        self.client()
+            .await
+            .query("SELECT id::text FROM outbox", &[])
+            .await
+            .expect("select ids")
+            .iter()
+            .map(|row| row.get(0))
+            .collect()
+    }
+}
+
+/// What the consumer got, checked: no duplicate, every id once, per key 1, 2, 3, ... in order.
+fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTreeSet<String>) {
+    let mut ids = BTreeSet::new();
+    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+    for record in records {
+        let id = record
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "id"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .expect("record has an id header");
+        assert!(ids.insert(id.clone()), "duplicate event {id}");
+        let payload: serde_json::Value = serde_json::from_str(&value_text(record)).expect("payload");
+        let key = String::from_utf8_lossy(record.key().expect("keyed")).into_owned();
+        assert_eq!(payload["key"], key.as_str(), "key is the aggregateid");
+        per_key
+            .entry(key)
+            .or_default()
+            .push(payload["n"].as_i64().expect("n"));
+    }
+    assert_eq!(ids.len(), expected_ids.len(), "event count");
+    assert!(&ids == expected_ids, "the published ids are the committed ids");
+    for (key, numbers) in per_key {
+        let expected: Vec<i64> = (1..=i64::try_from(numbers.len()).expect("count")).collect();
+        assert_eq!(numbers, expected, "key {key}: commit order");
+    }
+}
+
+/// Reads the topic until `count` records arrived, then keeps reading a while to catch extras.
+fn read_all(topic: &str, count: usize) -> Vec<OwnedMessage> {
+    let first = read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(180), |r| {
+        r.len() >= count
+    });
+    assert_eq!(first.len(), count, "records arrived within the deadline");
+    read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(5), |r| {
+        r.len() > count
+    })
+}
+
+const KEYS: [&str; 50] = [
+    "k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07", "k08", "k09", "k10", "k11", "k12",
+    "k13", "k14", "k15", "k16", "k17", "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25",
+    "k26", "k27", "k28", "k29", "k30", "k31", "k32", "k33", "k34", "k35", "k36", "k37", "k38",
+    "k39", "k40", "k41", "k42", "k43", "k44", "k45", "k46", "k47", "k48", "k49",
+];
+
+/// Ten keys out of fifty, at random.
+fn random_keys() -> Vec<&'static str> {
+    KEYS.choose_multiple(&mut rand::rng(), 10).copied().collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_are_delivered_exactly_once_in_commit_order() {
+    let outbox = OutboxDb::create("relay_concurrent").await;
+    create_topic(&outbox.topic(), 3).await;
+    let _relay = RelayProcess::start(&outbox.spec.clone());
+
+    // 10 writers x 100 transactions x 10 rows = 10,000 rows in 1,000 transactions.
+    let outbox = std::sync::Arc::new(outbox);
+    let writers: Vec<_> = (0..10)
+        .map(|_| {
+            let outbox = outbox.clone();
+            tokio::spawn(async move {
+                let client = outbox.client().await;
+                for _ in 0..100 {
+                    outbox.write(&client, &random_keys()).await;
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.expect("writer");
+    }
+
+    let records = read_all(&outbox.topic(), 10_000);
+    assert_exactly_once_in_order(&records, &outbox.ids().await);
+}
+
+/// Keeps committing outbox transactions until told to stop: mostly a few rows, now and then a
+/// large one, so kills land inside large transactions too. Returns how many transactions it made.
+fn spawn_writer(
+    outbox: std::sync::Arc<OutboxDb>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let client = outbox.client().await;
+        let mut transactions = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            transactions += 1;
+            if transactions % 300 == 0 {
+                // A large transaction: 10,000 rows over the keys, numbered in key order.
+                client
+                    .batch_execute(&format!(
+                        "BEGIN;
+                         INSERT INTO key_seq SELECT k, 0 FROM unnest(ARRAY['{keys}']) k
+                           ON CONFLICT DO NOTHING;
+                         SELECT 1 FROM key_seq ORDER BY aggregateid FOR UPDATE;
+                         INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+                           SELECT '{agg}', s.aggregateid, 'bulk',
+                                  jsonb_build_object('key', s.aggregateid, 'n', s.n + g)
+                           FROM key_seq s, generate_series(1, 200) g
+                           ORDER BY s.aggregateid, g;
+                         UPDATE key_seq SET n = n + 200;
+                         COMMIT;",
+                        keys = KEYS.join("','"),
+                        agg = outbox.aggregate_type
+                    ))
+                    .await
+                    .expect("large transaction");
+            } else {
+                let keys = random_keys();
+                outbox.write(&client, &keys[..3]).await;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        transactions
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn survives_sigkill_at_random_moments() {
+    let outbox = std::sync::Arc::new(OutboxDb::create("relay_kill").await);
+    create_topic(&outbox.topic(), 3).await;
+    let spec = outbox.spec.clone();
+    // Hold every confirmation back a while after its Kafka commit, so that many kills land
+    // between the two.
+    let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(150)")];
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let mut kills = 0;
+    while kills < 20 {
+        let mut relay = RelayProcess::start_with_env(&spec, &failpoints);
+        let lifetime = rand::random_range(300..2500);
+        tokio::time::sleep(Duration::from_millis(lifetime)).await;
+        assert!(
+            relay.wait_exit(Duration::ZERO).is_none(),
+            "the relay died by itself:\n{}",
+            relay.log_text()
+        );
+        relay.kill();
+        kills += 1;
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let transactions = writer.await.expect("writer");
+    assert!(transactions > 300, "the writer made a large transaction");
+
+    let _relay = RelayProcess::start(&spec);
+    let ids = outbox.ids().await;
+    let records = read_all(&outbox.topic(), ids.len());
+    assert_exactly_once_in_order(&records, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_second_relay_with_the_same_name_fences_the_first() {
+    let outbox = std::sync::Arc::new(OutboxDb::create("relay_zombie").await);
+    create_topic(&outbox.topic(), 3).await;
+    let spec = outbox.spec.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(outbox.clone(), stop.clone());
+
+    let mut first = RelayProcess::start(&spec);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _second = RelayProcess::start(&spec);
+    let status = first
+        .wait_exit(Duration::from_secs(60))
+        .expect("the first relay exits once fenced");
+    assert_eq!(status.code(), Some(3), "exit status of a fenced relay");
+    assert!(first.log_text().contains("fenced"), "{}", first.log_text());
+
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let ids = outbox.ids().await;
+    let records = read_all(&outbox.topic(), ids.len());
+    assert_exactly_once_in_order(&records, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_stops_cleanly_and_loses_nothing() {
+    let outbox = std::sync::Arc::new(OutboxDb::create("relay_sigterm").await);
+    create_topic(&outbox.topic(), 3).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(outbox.clone(), stop.clone());
+
+    for _ in 0..3 {
+        let mut relay = RelayProcess::start(&outbox.spec);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let status = relay
+            .signal_and_wait("TERM", Duration::from_secs(30))
+            .expect("exits within the timeout after SIGTERM");
+        assert!(status.success(), "exit status {status:?}:\n{}", relay.log_text());
+        assert!(relay.log_text().contains("stopped cleanly"), "{}", relay.log_text());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+
+    let _relay = RelayProcess::start(&outbox.spec);
+    let ids = outbox.ids().await;
+    let records = read_all(&outbox.topic(), ids.len());
+    assert_exactly_once_in_order(&records, &ids);
+}
+
+/// Peak resident memory of a process, from `/proc/<pid>/status` (`VmHWM`), in KiB.
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM line")
+}
+
+/// Sum over partitions of what a `read_committed` consumer may read up to (last stable offsets).
+fn stable_offsets(topic: &str) -> i64 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let consumer: BaseConsumer = support::kafka::client_config()
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    (0..3)
+        .map(|partition| {
+            consumer
+                .fetch_watermarks(topic, partition, Duration::from_secs(10))
+                .expect("watermarks")
+                .1
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
+    const ROWS: i64 = 1_000_000;
+    let outbox = OutboxDb::create("relay_huge").await;
+    let topic = outbox.topic();
+    create_topic(&topic, 3).await;
+    let relay = RelayProcess::start(&outbox.spec);
+    outbox
+        .client()
+        .await
+        .batch_execute(&format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+             SELECT '{agg}', 'k' || (g % 100), 'bulk',
+                    jsonb_build_object('key', 'k' || (g % 100), 'g', g, 'pad', repeat('x', 100))
+             FROM generate_series(1, {ROWS}) g",
+            agg = outbox.aggregate_type
+        ))
+        .await
+        .expect("one huge transaction");
+
+    // Until the Kafka commit nothing is readable; then all of it at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    let mut samples = Vec::new();
+    loop {
+        let stable = tokio::task::spawn_blocking({
+            let topic = topic.clone();
+            move || stable_offsets(&topic)
+        })
+        .await
+        .expect("watermarks");
+        samples.push(stable);
+        if stable >= ROWS {
+            break;
+        }
+        assert!(stable == 0, "a partial transaction became readable: {samples:?}");
+        assert!(std::time::Instant::now() < deadline, "not delivered in time");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let peak = peak_rss_kib(relay.pid());
+    assert!(
+        peak < 150 * 1024,
+        "peak RSS {} MiB is over 150 MiB",
+        peak / 1024
+    );
+    let records = read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(120), |r| {
+        r.len() >= 1_000_000
+    });
+    assert_eq!(records.len(), 1_000_000);
+    eprintln!("relay peak RSS: {} MiB", peak / 1024);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_idle_outbox_does_not_pin_the_wal_of_busy_tables() {
+    // A cluster of its own: retained WAL depends on every transaction running in the cluster.
+    let cluster = PrivateCluster::start(
+        "wal_level = logical\nmax_wal_size = 2GB\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        &["host all all 127.0.0.1/32 trust"],
+    );
+    let outbox = OutboxDb::on_cluster(&cluster, "relay_idle").await;
+    let _relay = RelayProcess::start(&outbox.spec);
+    let client = outbox.client().await;
+    client
+        .batch_execute("CREATE TABLE filler (x text)")
+        .await
+        .expect("unpublished table");
+    let retained = || async {
+        let row = client
+            .query_one(
+                "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), -1)::bigint
+                 FROM pg_replication_slots WHERE slot_name = $1",
+                &[&outbox.spec.slot],
+            )
+            .await
+            .expect("slot row");
+        row.get::<_, i64>(0)
+    };
+    // The relay creates the slot on its first start.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while client
+        .query_opt(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+            &[&outbox.spec.slot],
+        )
+        .await
+        .expect("slot query")
+        .is_none()
+    {
+        assert!(std::time::Instant::now() < deadline, "the relay never took its slot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // 500 MB of WAL on a table outside the publication, in 50 transactions.
+    let start_lsn: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("lsn")
+        .get(0);
+    let mut max_retained = 0;
+    for _ in 0..50 {
+        client
+            .batch_execute(
+                "INSERT INTO filler SELECT repeat(md5(g::text), 300) FROM generate_series(1, 1000) g",
+            )
+            .await
+            .expect("filler");
+        max_retained = max_retained.max(retained().await);
+    }
+    let written: i64 = client
+        .query_one(
+            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1::text::pg_lsn)::bigint",
+            &[&start_lsn],
+        )
+        .await
+        .expect("written")
+        .get(0);
+    assert!(written >= 500_000_000, "only {written} bytes of WAL written");
+    assert!(
+        max_retained < 64 * 1024 * 1024,
+        "the slot retained {max_retained} bytes of WAL while the outbox was idle"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovers_from_a_postgres_restart_mid_stream() {
+    let cluster = PrivateCluster::start(
+        "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        &["host all all 127.0.0.1/32 trust"],
+    );
+    let outbox = std::sync::Arc::new(OutboxDb::on_cluster(&cluster, "relay_pg_restart").await);
+    create_topic(&outbox.topic(), 3).await;
+    let mut relay = RelayProcess::start(&outbox.spec);
+    for round in 0..3 {
+        // A new session each round: a restart ends the old one.
+        let client = outbox.client().await;
+        for _ in 0..200 {
+            outbox.write(&client, &random_keys()[..3]).await;
+        }
+        if round < 2 {
+            cluster.restart();
+        }
+    }
+    let ids = outbox.ids().await;
+    let records = read_all(&outbox.topic(), ids.len());
+    assert_exactly_once_in_order(&records, &ids);
+    assert!(relay.wait_exit(Duration::ZERO).is_none(), "the relay kept running");
+    assert!(relay.log_text().contains("resuming from the checkpoint"));
+}

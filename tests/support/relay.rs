@@ -1,0 +1,149 @@
+//! The `outboxd` binary as a child process: started with a config file, killed, stopped, watched.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::dev_env;
+use super::postgres::TestDb;
+
+/// Settings of one test relay, written as the TOML file it runs with.
+#[derive(Debug, Clone)]
+pub struct RelaySpec {
+    /// Relay name (unique per test).
+    pub name: String,
+    /// Database URL.
+    pub url: String,
+    /// Slot name.
+    pub slot: String,
+    /// Publication name.
+    pub publication: String,
+    /// Offsets topic.
+    pub offsets_topic: String,
+    /// Extra TOML lines appended to the file (sections included).
+    pub extra: String,
+}
+
+impl RelaySpec {
+    /// A relay over `db`'s slot and publication, with its own name and offsets topic.
+    pub fn for_db(db: &TestDb) -> RelaySpec {
+        RelaySpec {
+            name: db.name.clone(),
+            url: db.url.clone(),
+            slot: db.slot.clone(),
+            publication: db.publication.clone(),
+            offsets_topic: db.topic("offsets"),
+            extra: String::new(),
+        }
+    }
+
+    fn toml(&self) -> String {
+        format!(
+            "[relay]\nname = {name:?}\nstatus_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
+             backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n\n\
+             [postgres]\nurl = {url:?}\nslot = {slot:?}\npublications = [{publication:?}]\n\n\
+             [kafka]\nbootstrap_servers = {bootstrap:?}\noffsets_topic = {offsets:?}\n\
+             transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n\n{extra}\n",
+            name = self.name,
+            url = self.url,
+            slot = self.slot,
+            publication = self.publication,
+            bootstrap = dev_env().kafka_bootstrap,
+            offsets = self.offsets_topic,
+            extra = self.extra,
+        )
+    }
+}
+
+/// A running `outboxd run`; killed when dropped.
+#[derive(Debug)]
+pub struct RelayProcess {
+    child: Child,
+    /// Where its stderr (JSON log lines) goes, for assertions and for failing tests' output.
+    pub log: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl RelayProcess {
+    /// Starts `outboxd run` with `spec`, with extra environment variables.
+    pub fn start_with_env(spec: &RelaySpec, env: &[(&str, &str)]) -> RelayProcess {
+        let dir = tempfile::tempdir().expect("relay temp dir");
+        let config = dir.path().join("outboxd.toml");
+        std::fs::write(&config, spec.toml()).expect("write relay config");
+        let log = dir.path().join("outboxd.log");
+        let stderr = File::create(&log).expect("relay log file");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_outboxd"));
+        command
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "info,outboxd=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        let child = command.spawn().expect("spawn outboxd");
+        RelayProcess {
+            child,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Starts `outboxd run` with `spec`.
+    pub fn start(spec: &RelaySpec) -> RelayProcess {
+        Self::start_with_env(spec, &[])
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// SIGKILL: the process dies wherever it is.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends `signal` (e.g. "TERM") and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(&mut self, signal: &str, timeout: Duration) -> Option<ExitStatus> {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+        self.wait_exit(timeout)
+    }
+
+    /// Waits up to `timeout` for the process to exit by itself.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// Its log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for RelayProcess {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+            if std::thread::panicking() {
+                eprintln!("--- outboxd log ---\n{}", self.log_text());
+            }
+        }
+    }
+}
