@@ -9,7 +9,9 @@ use std::time::Duration;
 use rand::seq::IndexedRandom;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
-use support::kafka::{create_topic, read_topic, value_text, Isolation};
+use support::kafka::{
+    create_topic, create_topic_at, read_topic, read_topic_at, value_text, Isolation, PrivateKafka,
+};
 use support::postgres::{connect, PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
 use support::unique_name;
@@ -51,6 +53,7 @@ impl OutboxDb {
                 slot: format!("{name}_slot"),
                 publication: format!("{name}_pub"),
                 offsets_topic: format!("{name}.offsets"),
+                bootstrap: support::dev_env().kafka_bootstrap.clone(),
                 extra: String::new(),
             },
             url,
@@ -147,11 +150,17 @@ fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTreeSe
 
 /// Reads the topic until `count` records arrived, then keeps reading a while to catch extras.
 fn read_all(topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let first = read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(180), |r| {
+    read_all_at(&support::dev_env().kafka_bootstrap, topic, count)
+}
+
+/// [`read_all`] on the broker at `bootstrap`.
+fn read_all_at(bootstrap: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
+    let isolation = Isolation::ReadCommitted;
+    let first = read_topic_at(bootstrap, topic, isolation, Duration::from_secs(180), |r| {
         r.len() >= count
     });
     assert_eq!(first.len(), count, "records arrived within the deadline");
-    read_topic(topic, Isolation::ReadCommitted, Duration::from_secs(5), |r| {
+    read_topic_at(bootstrap, topic, isolation, Duration::from_secs(5), |r| {
         r.len() > count
     })
 }
@@ -493,4 +502,27 @@ async fn recovers_from_a_postgres_restart_mid_stream() {
     assert_exactly_once_in_order(&records, &ids);
     assert!(relay.wait_exit(Duration::ZERO).is_none(), "the relay kept running");
     assert!(relay.log_text().contains("resuming from the checkpoint"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn recovers_from_a_broker_restart_mid_stream() {
+    let kafka = PrivateKafka::start();
+    let mut outbox = OutboxDb::create("relay_kafka_restart").await;
+    outbox.spec.bootstrap = kafka.bootstrap.clone();
+    let outbox = std::sync::Arc::new(outbox);
+    create_topic_at(&kafka.bootstrap, &outbox.topic(), 3).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let mut relay = RelayProcess::start(&outbox.spec);
+    for _ in 0..2 {
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        tokio::task::block_in_place(|| kafka.restart());
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.expect("writer");
+    let ids = outbox.ids().await;
+    let records = tokio::task::block_in_place(|| read_all_at(&kafka.bootstrap, &outbox.topic(), ids.len()));
+    assert_exactly_once_in_order(&records, &ids);
+    assert!(relay.wait_exit(Duration::ZERO).is_none(), "the relay kept running");
 }

@@ -30,14 +30,25 @@ impl Isolation {
 
 /// Client settings pointing at the dev environment's broker.
 pub fn client_config() -> ClientConfig {
+    client_config_at(&dev_env().kafka_bootstrap)
+}
+
+/// Client settings pointing at `bootstrap`.
+pub fn client_config_at(bootstrap: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", &dev_env().kafka_bootstrap);
+    config.set("bootstrap.servers", bootstrap);
     config
 }
 
 /// Creates `topic` with `partitions` partitions (replication factor 1: there is one broker).
 pub async fn create_topic(topic: &str, partitions: i32) {
-    let admin: AdminClient<DefaultClientContext> = client_config().create().expect("admin client");
+    create_topic_at(&dev_env().kafka_bootstrap, topic, partitions).await;
+}
+
+/// Creates `topic` on the broker at `bootstrap`.
+pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> =
+        client_config_at(bootstrap).create().expect("admin client");
     let results = admin
         .create_topics(
             &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
@@ -59,7 +70,18 @@ pub fn read_topic(
     timeout: Duration,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = client_config()
+    read_topic_at(&dev_env().kafka_bootstrap, topic, isolation, timeout, done)
+}
+
+/// [`read_topic`] on the broker at `bootstrap`.
+pub fn read_topic_at(
+    bootstrap: &str,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = client_config_at(bootstrap)
         .set("group.id", super::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation.as_config())
@@ -94,4 +116,53 @@ pub fn read_topic(
 /// The value of a record as UTF-8 text (panics on a tombstone or non-UTF-8 value).
 pub fn value_text(message: &OwnedMessage) -> String {
     String::from_utf8(message.payload().expect("record has a value").to_vec()).expect("UTF-8 value")
+}
+
+/// A broker of one test's own, for what the shared one must not suffer (restarts). Stopped and
+/// deleted on drop.
+#[derive(Debug)]
+pub struct PrivateKafka {
+    dir: tempfile::TempDir,
+    /// `host:port` of the broker.
+    pub bootstrap: String,
+}
+
+impl PrivateKafka {
+    /// Starts a single-node broker with `scripts/dev-env up kafka` in a directory of its own.
+    pub fn start() -> PrivateKafka {
+        let dir = tempfile::Builder::new()
+            .prefix("outboxd-kafka-")
+            .tempdir()
+            .expect("temp dir");
+        let env_dir = dir.path().join("env");
+        dev_env_command(&env_dir, &["up", "kafka"]);
+        let port = std::fs::read_to_string(env_dir.join("kafka.port")).expect("kafka.port");
+        PrivateKafka {
+            bootstrap: format!("127.0.0.1:{}", port.trim()),
+            dir,
+        }
+    }
+
+    /// Stops the broker gracefully and starts it again on the same port and data.
+    pub fn restart(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["restart-kafka"]);
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(super::repo_root().join("scripts/dev-env"))
+            .arg("down")
+            .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"))
+            .status();
+    }
+}
+
+fn dev_env_command(env_dir: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new(super::repo_root().join("scripts/dev-env"))
+        .args(args)
+        .env("OUTBOXD_DEV_DIR", env_dir)
+        .status()
+        .expect("run scripts/dev-env");
+    assert!(status.success(), "scripts/dev-env {args:?} failed");
 }

@@ -21,6 +21,8 @@ pub struct RelaySpec {
     pub publication: String,
     /// Offsets topic.
     pub offsets_topic: String,
+    /// Kafka bootstrap servers.
+    pub bootstrap: String,
     /// Extra TOML lines appended to the file (sections included).
     pub extra: String,
 }
@@ -34,6 +36,7 @@ impl RelaySpec {
             slot: db.slot.clone(),
             publication: db.publication.clone(),
             offsets_topic: db.topic("offsets"),
+            bootstrap: dev_env().kafka_bootstrap.clone(),
             extra: String::new(),
         }
     }
@@ -49,7 +52,7 @@ impl RelaySpec {
             url = self.url,
             slot = self.slot,
             publication = self.publication,
-            bootstrap = dev_env().kafka_bootstrap,
+            bootstrap = self.bootstrap,
             offsets = self.offsets_topic,
             extra = self.extra,
         )
