@@ -164,7 +164,10 @@ impl OffsetsTopic {
             .inner()
             .fetch_metadata(Some(&self.name), Duration::from_secs(10))
             .map_err(kafka("reading metadata"))?;
-        let partitions = metadata.topics().first().map_or(0, |t| t.partitions().len());
+        let partitions = metadata
+            .topics()
+            .first()
+            .map_or(0, |t| t.partitions().len());
         if partitions != 1 {
             return Err(CheckpointError::Partitioned {
                 topic: self.name.clone(),

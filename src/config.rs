@@ -271,7 +271,10 @@ impl Settings {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if self.relay.channel_capacity == 0 {
-            return Err(invalid("relay.channel_capacity", "must be at least 1".into()));
+            return Err(invalid(
+                "relay.channel_capacity",
+                "must be at least 1".into(),
+            ));
         }
         if self.batch.max_age >= self.kafka.transaction_timeout {
             return Err(invalid(

@@ -1,7 +1,7 @@
 //! The `outboxd` command line.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -24,7 +24,12 @@ enum Command {
     /// Run the relay until SIGTERM or SIGINT.
     Run {
         /// The configuration file (`config/outboxd.toml` documents every key).
-        #[arg(short, long, env = "OUTBOXD_CONFIG", default_value = "/etc/outboxd/outboxd.toml")]
+        #[arg(
+            short,
+            long,
+            env = "OUTBOXD_CONFIG",
+            default_value = "/etc/outboxd/outboxd.toml"
+        )]
         config: PathBuf,
     },
 }
@@ -38,7 +43,7 @@ fn main() -> ExitCode {
     // Failpoints from FAILPOINTS, only in builds with the `failpoints` feature (crash tests).
     let _failpoints = fail::FailScenario::setup();
     let result = match cli.command {
-        Command::Run { config } => run(config),
+        Command::Run { config } => run(&config),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -66,8 +71,8 @@ fn init_logging() {
     }
 }
 
-fn run(config: PathBuf) -> anyhow::Result<()> {
-    let settings = Settings::load(&config)?;
+fn run(config: &Path) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
     let relay_config = settings.relay_config()?;
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {

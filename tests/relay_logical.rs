@@ -82,6 +82,14 @@ impl OutboxDb {
             ))
             .await
             .expect("sequence table and publication");
+        // The slot marks where capture begins: rows committed before it exists are not changes.
+        client
+            .query_one(
+                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')::text",
+                &[&self.spec.slot],
+            )
+            .await
+            .expect("replication slot");
     }
 
     fn topic(&self) -> String {
@@ -104,7 +112,10 @@ impl OutboxDb {
             ));
         }
         sql.push_str("COMMIT;");
-        client.batch_execute(&sql).await.expect("writer transaction");
+        client
+            .batch_execute(&sql)
+            .await
+            .expect("writer transaction");
     }
 
     /// Event ids in the outbox table.
@@ -132,7 +143,8 @@ fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTreeSe
             .map(|v| String::from_utf8_lossy(v).into_owned())
             .expect("record has an id header");
         assert!(ids.insert(id.clone()), "duplicate event {id}");
-        let payload: serde_json::Value = serde_json::from_str(&value_text(record)).expect("payload");
+        let payload: serde_json::Value =
+            serde_json::from_str(&value_text(record)).expect("payload");
         let key = String::from_utf8_lossy(record.key().expect("keyed")).into_owned();
         assert_eq!(payload["key"], key.as_str(), "key is the aggregateid");
         per_key
@@ -141,7 +153,10 @@ fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTreeSe
             .push(payload["n"].as_i64().expect("n"));
     }
     assert_eq!(ids.len(), expected_ids.len(), "event count");
-    assert!(&ids == expected_ids, "the published ids are the committed ids");
+    assert!(
+        &ids == expected_ids,
+        "the published ids are the committed ids"
+    );
     for (key, numbers) in per_key {
         let expected: Vec<i64> = (1..=i64::try_from(numbers.len()).expect("count")).collect();
         assert_eq!(numbers, expected, "key {key}: commit order");
@@ -156,7 +171,7 @@ fn read_all(topic: &str, count: usize) -> Vec<OwnedMessage> {
 /// [`read_all`] on the broker at `bootstrap`.
 fn read_all_at(bootstrap: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
     let isolation = Isolation::ReadCommitted;
-    let first = read_topic_at(bootstrap, topic, isolation, Duration::from_secs(180), |r| {
+    let first = read_topic_at(bootstrap, topic, isolation, Duration::from_secs(60), |r| {
         r.len() >= count
     });
     assert_eq!(first.len(), count, "records arrived within the deadline");
@@ -174,7 +189,9 @@ const KEYS: [&str; 50] = [
 
 /// Ten keys out of fifty, at random.
 fn random_keys() -> Vec<&'static str> {
-    KEYS.choose_multiple(&mut rand::rng(), 10).copied().collect()
+    KEYS.choose_multiple(&mut rand::rng(), 10)
+        .copied()
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -317,8 +334,16 @@ async fn sigterm_under_load_stops_cleanly_and_loses_nothing() {
         let status = relay
             .signal_and_wait("TERM", Duration::from_secs(30))
             .expect("exits within the timeout after SIGTERM");
-        assert!(status.success(), "exit status {status:?}:\n{}", relay.log_text());
-        assert!(relay.log_text().contains("stopped cleanly"), "{}", relay.log_text());
+        assert!(
+            status.success(),
+            "exit status {status:?}:\n{}",
+            relay.log_text()
+        );
+        assert!(
+            relay.log_text().contains("stopped cleanly"),
+            "{}",
+            relay.log_text()
+        );
     }
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.expect("writer");
@@ -390,8 +415,14 @@ async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
         if stable >= ROWS {
             break;
         }
-        assert!(stable == 0, "a partial transaction became readable: {samples:?}");
-        assert!(std::time::Instant::now() < deadline, "not delivered in time");
+        assert!(
+            stable == 0,
+            "a partial transaction became readable: {samples:?}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not delivered in time"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let peak = peak_rss_kib(relay.pid());
@@ -400,9 +431,12 @@ async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
         "peak RSS {} MiB is over 150 MiB",
         peak / 1024
     );
-    let records = read_topic(&topic, Isolation::ReadCommitted, Duration::from_secs(120), |r| {
-        r.len() >= 1_000_000
-    });
+    let records = read_topic(
+        &topic,
+        Isolation::ReadCommitted,
+        Duration::from_secs(120),
+        |r| r.len() >= 1_000_000,
+    );
     assert_eq!(records.len(), 1_000_000);
     eprintln!("relay peak RSS: {} MiB", peak / 1024);
 }
@@ -443,7 +477,10 @@ async fn an_idle_outbox_does_not_pin_the_wal_of_busy_tables() {
         .expect("slot query")
         .is_none()
     {
-        assert!(std::time::Instant::now() < deadline, "the relay never took its slot");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never took its slot"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
@@ -471,7 +508,10 @@ async fn an_idle_outbox_does_not_pin_the_wal_of_busy_tables() {
         .await
         .expect("written")
         .get(0);
-    assert!(written >= 500_000_000, "only {written} bytes of WAL written");
+    assert!(
+        written >= 500_000_000,
+        "only {written} bytes of WAL written"
+    );
     assert!(
         max_retained < 64 * 1024 * 1024,
         "the slot retained {max_retained} bytes of WAL while the outbox was idle"
@@ -500,7 +540,10 @@ async fn recovers_from_a_postgres_restart_mid_stream() {
     let ids = outbox.ids().await;
     let records = read_all(&outbox.topic(), ids.len());
     assert_exactly_once_in_order(&records, &ids);
-    assert!(relay.wait_exit(Duration::ZERO).is_none(), "the relay kept running");
+    assert!(
+        relay.wait_exit(Duration::ZERO).is_none(),
+        "the relay kept running"
+    );
     assert!(relay.log_text().contains("resuming from the checkpoint"));
 }
 
@@ -522,7 +565,11 @@ async fn recovers_from_a_broker_restart_mid_stream() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.expect("writer");
     let ids = outbox.ids().await;
-    let records = tokio::task::block_in_place(|| read_all_at(&kafka.bootstrap, &outbox.topic(), ids.len()));
+    let records =
+        tokio::task::block_in_place(|| read_all_at(&kafka.bootstrap, &outbox.topic(), ids.len()));
     assert_exactly_once_in_order(&records, &ids);
-    assert!(relay.wait_exit(Duration::ZERO).is_none(), "the relay kept running");
+    assert!(
+        relay.wait_exit(Duration::ZERO).is_none(),
+        "the relay kept running"
+    );
 }

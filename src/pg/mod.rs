@@ -1,6 +1,8 @@
 //! PostgreSQL: positions and identifiers shared by the replication client, the decoder and the source.
 
 mod lsn;
+pub mod pgoutput;
+pub mod wire;
 
 pub use lsn::{Lsn, ParseLsnError};
 

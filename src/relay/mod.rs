@@ -127,7 +127,10 @@ impl RelayError {
 /// Runs the relay until `shutdown` completes (returns `Ok` once the last complete batch is committed
 /// and confirmed) or a definite error (returns it). Transient errors restart from the checkpoint
 /// after a backoff that doubles up to its maximum.
-pub async fn run(config: RelayConfig, shutdown: impl Future<Output = ()>) -> Result<(), RelayError> {
+pub async fn run(
+    config: RelayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RelayError> {
     let mut shutdown = std::pin::pin!(shutdown);
     let (first, longest) = config.backoff;
     let mut backoff = first;

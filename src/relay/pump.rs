@@ -62,7 +62,8 @@ pub(super) async fn run(
         open: None,
         last_idle_confirm: Instant::now(),
     };
-    pump.status.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    pump.status
+        .set_missed_tick_behavior(MissedTickBehavior::Delay);
     pump.sent = pump.resume_after;
     pump.confirmed = pump.resume_after;
     pump.source
@@ -133,7 +134,10 @@ impl std::fmt::Debug for Pump<'_> {
 
 impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
-    async fn pump(&mut self, mut shutdown: Pin<&mut impl Future<Output = ()>>) -> Result<(), RelayError> {
+    async fn pump(
+        &mut self,
+        mut shutdown: Pin<&mut impl Future<Output = ()>>,
+    ) -> Result<(), RelayError> {
         loop {
             tokio::select! {
                 biased;
@@ -167,7 +171,9 @@ impl Pump<'_> {
             return Ok(());
         };
         self.confirmed = self.confirmed.max(lsn);
-        self.source.stream().set_position(self.confirmed, self.confirmed);
+        self.source
+            .stream()
+            .set_position(self.confirmed, self.confirmed);
         self.source.stream().send_status(false).await?;
         Ok(())
     }
@@ -252,9 +258,17 @@ impl Pump<'_> {
     /// Hands one input to the sink, waiting while the channel is full and meanwhile keeping the
     /// walsender informed. `false` when the sink is gone.
     async fn forward(&mut self, input: SinkInput) -> Result<bool, RelayError> {
+        let input = match self.input.try_send(input) {
+            Ok(()) => return Ok(true),
+            Err(mpsc::error::TrySendError::Closed(_)) => return Ok(false),
+            Err(mpsc::error::TrySendError::Full(input)) => input,
+        };
+        // The sink is behind: wait for room while keeping the walsender and the slot informed.
+        let sender = self.input.clone();
+        let mut room = std::pin::pin!(sender.reserve());
         loop {
             tokio::select! {
-                permit = self.input.reserve() => {
+                permit = &mut room => {
                     return Ok(match permit {
                         Ok(permit) => {
                             permit.send(input);

@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use crate::checkpoint::{Checkpoint, OffsetsTopic};
 use crate::pg::wire::{
-    PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
+    quote_literal, PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
 };
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
@@ -148,9 +148,4 @@ async fn check_slot(
         )));
     }
     Ok(checkpoint.clone())
-}
-
-/// `text` as an SQL string literal.
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }

@@ -87,7 +87,11 @@ impl OutboxRouter {
                 problem,
             };
             let Some(index) = relation.columns.iter().position(|c| c.name == column) else {
-                return if required { Err(problem("missing")) } else { Ok(None) };
+                return if required {
+                    Err(problem("missing"))
+                } else {
+                    Ok(None)
+                };
             };
             match row.0.get(index) {
                 Some(ColumnValue::Text(text)) => Ok(Some(text.clone())),
@@ -121,7 +125,8 @@ impl OutboxRouter {
         };
         let aggregate_type =
             text("aggregatetype").ok_or_else(|| invalid("no \"aggregatetype\"".into()))?;
-        let aggregate_id = text("aggregateid").ok_or_else(|| invalid("no \"aggregateid\"".into()))?;
+        let aggregate_id =
+            text("aggregateid").ok_or_else(|| invalid("no \"aggregateid\"".into()))?;
         let payload = value.get("payload").map(|p| Bytes::from(p.to_string()));
         Ok(self.record(&aggregate_type, Some(aggregate_id), payload, text("id")))
     }

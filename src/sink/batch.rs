@@ -214,7 +214,16 @@ impl<S: TransactionSink> Batcher<S> {
         checkpoint.events = self.total_events + batch.events;
         self.sink
             .send(&checkpoint.to_record(&self.offsets_topic, &self.relay_name))?;
+        let committing = Instant::now();
         self.sink.commit()?;
+        tracing::debug!(
+            events = batch.events,
+            bytes = batch.bytes,
+            age_ms = batch.started.elapsed().as_millis(),
+            commit_ms = committing.elapsed().as_millis(),
+            lsn = %checkpoint.lsn,
+            "committed a Kafka transaction"
+        );
         // Crash tests widen the window between the Kafka commit and the slot confirmation here.
         fail::fail_point!("after-kafka-commit");
         self.total_events = checkpoint.events;

@@ -20,9 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::pg::pgoutput::{
-    self, DecodeError, Decoder, Message, OldTuple, Relation, TupleData,
-};
+use crate::pg::pgoutput::{DecodeError, Decoder, Message, OldTuple, Relation, TupleData};
 use crate::pg::wire::{ReplicationEvent, ReplicationStream, WireError};
 use crate::pg::{Lsn, PgTimestamp, RelationId, Xid};
 
@@ -188,13 +186,13 @@ impl LogicalSource {
                 ReplicationEvent::XLogData {
                     wal_start, data, ..
                 } => {
-                    let message = self
-                        .decoder
-                        .decode(data)
-                        .map_err(|source| SourceError::Decode {
-                            lsn: wal_start,
-                            source,
-                        })?;
+                    let message =
+                        self.decoder
+                            .decode(data)
+                            .map_err(|source| SourceError::Decode {
+                                lsn: wal_start,
+                                source,
+                            })?;
                     if let Some(event) = self.apply(wal_start, message)? {
                         return Ok(Some(event));
                     }
@@ -306,7 +304,7 @@ impl LogicalSource {
             other => {
                 return Err(sequence(format!(
                     "{} (streaming and two-phase must be off)",
-                    pgoutput::message_name(&other)
+                    other.name()
                 )))
             }
         };

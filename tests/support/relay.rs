@@ -47,7 +47,8 @@ impl RelaySpec {
              backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n\n\
              [postgres]\nurl = {url:?}\nslot = {slot:?}\npublications = [{publication:?}]\n\n\
              [kafka]\nbootstrap_servers = {bootstrap:?}\noffsets_topic = {offsets:?}\n\
-             transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n\n{extra}\n",
+             transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n\n\
+             [batch]\nmax_age = \"10s\"\n\n{extra}\n",
             name = self.name,
             url = self.url,
             slot = self.slot,
@@ -144,9 +145,13 @@ impl Drop for RelayProcess {
         if matches!(self.child.try_wait(), Ok(None)) {
             let _ = self.child.kill();
             let _ = self.child.wait();
-            if std::thread::panicking() {
-                eprintln!("--- outboxd log ---\n{}", self.log_text());
-            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- outboxd log ({}) ---\n{}",
+                self.log.display(),
+                self.log_text()
+            );
         }
     }
 }
