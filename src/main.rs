@@ -74,6 +74,7 @@ fn init_logging() {
 fn run(config: &Path) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
     let relay_config = settings.relay_config()?;
+    tracing::info!(version = env!("CARGO_PKG_VERSION"), relay = %relay_config.name, "outboxd starting");
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;

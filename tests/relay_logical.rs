@@ -269,14 +269,15 @@ async fn survives_sigkill_at_random_moments() {
     let spec = outbox.spec.clone();
     // Hold every confirmation back a while after its Kafka commit, so that many kills land
     // between the two.
-    let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(150)")];
+    let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(300)")];
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = spawn_writer(outbox.clone(), stop.clone());
     let mut kills = 0;
     while kills < 20 {
         let mut relay = RelayProcess::start_with_env(&spec, &failpoints);
-        let lifetime = rand::random_range(300..2500);
+        // Startup takes about a second; most kills land while streaming.
+        let lifetime = rand::random_range(1000..3500);
         tokio::time::sleep(Duration::from_millis(lifetime)).await;
         assert!(
             relay.wait_exit(Duration::ZERO).is_none(),
@@ -572,4 +573,48 @@ async fn recovers_from_a_broker_restart_mid_stream() {
         relay.wait_exit(Duration::ZERO).is_none(),
         "the relay kept running"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_crash_between_kafka_commit_and_slot_confirmation_repeats_nothing() {
+    let outbox = OutboxDb::create("relay_window").await;
+    create_topic(&outbox.topic(), 3).await;
+    let client = outbox.client().await;
+    for _ in 0..100 {
+        outbox.write(&client, &random_keys()[..3]).await;
+    }
+    // The relay dies right after its first Kafka commit, before it can confirm the slot.
+    let mut relay =
+        RelayProcess::start_with_env(&outbox.spec, &[("FAILPOINTS", "after-kafka-commit=panic")]);
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .expect("the relay crashes at the failpoint");
+    assert!(!status.success());
+    assert!(relay
+        .log_text()
+        .contains("failpoint after-kafka-commit panic"));
+    let confirmed: String = client
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&outbox.spec.slot],
+        )
+        .await
+        .expect("slot")
+        .get(0);
+    let committed = read_topic(
+        &outbox.topic(),
+        Isolation::ReadCommitted,
+        Duration::from_secs(10),
+        |r| !r.is_empty(),
+    );
+    assert!(!committed.is_empty(), "the first batch reached Kafka");
+
+    for _ in 0..100 {
+        outbox.write(&client, &random_keys()[..3]).await;
+    }
+    let _relay = RelayProcess::start(&outbox.spec);
+    let ids = outbox.ids().await;
+    let records = read_all(&outbox.topic(), ids.len());
+    assert_exactly_once_in_order(&records, &ids);
+    eprintln!("slot was confirmed at {confirmed} when the relay crashed");
 }
