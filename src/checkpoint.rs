@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
@@ -201,7 +201,7 @@ impl OffsetsTopic {
         if end == 0 {
             return Ok(None);
         }
-        let consumer: BaseConsumer = self
+        let consumer: BaseConsumer<EndIsNoError> = self
             .settings
             .client_config(&[
                 ("group.id", "outboxd-checkpoint-reader"),
@@ -210,7 +210,7 @@ impl OffsetsTopic {
                 ("enable.partition.eof", "true"),
                 ("isolation.level", "read_committed"),
             ])
-            .create()
+            .create_with_context(EndIsNoError)
             .map_err(kafka("creating a consumer"))?;
         let mut assignment = TopicPartitionList::new();
         assignment
@@ -278,3 +278,18 @@ impl OffsetsTopic {
         Ok(high)
     }
 }
+
+/// The checkpoint reader's client context: reaching the end of the partition is how it knows it
+/// is done, not an error to log.
+#[derive(Debug, Clone, Copy)]
+struct EndIsNoError;
+
+impl ClientContext for EndIsNoError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        if !matches!(error, KafkaError::PartitionEOF(_)) {
+            tracing::error!(error = %error, reason, "librdkafka error while reading checkpoints");
+        }
+    }
+}
+
+impl ConsumerContext for EndIsNoError {}
