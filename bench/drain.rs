@@ -1,0 +1,161 @@
+//! Drain benchmark: a backlog of single-row outbox transactions read from a slot by
+//! `pg_recvlogical` (the ceiling: the walsender's own speed, a C client writing to /dev/null) and
+//! by outboxd's replication client, decoder, source and router into a null sink, in the same run
+//! on two slots created at the same point.
+//!
+//! `cargo bench --bench drain` (set `DRAIN_TRANSACTIONS` to change the 200,000).
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use outboxd::pg::wire::{ConnectOptions, PgOutputOptions, ReplicationConnection, Streaming};
+use outboxd::pg::Lsn;
+use outboxd::route::outbox::{OutboxRouter, OutboxTable};
+use outboxd::source::logical::{LogicalSource, SourceEvent};
+use support::postgres::TestDb;
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let transactions: i64 = std::env::var("DRAIN_TRANSACTIONS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200_000);
+    let db = TestDb::create("bench_drain").await;
+    let client = db.client().await;
+    client
+        .batch_execute(include_str!("../migrations/0001_outbox.sql"))
+        .await
+        .expect("outbox table");
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {} FOR TABLE outbox",
+            db.publication
+        ))
+        .await
+        .expect("publication");
+    let (ceiling_slot, our_slot) = (format!("{}_a", db.slot), format!("{}_b", db.slot));
+    for slot in [&ceiling_slot, &our_slot] {
+        client
+            .batch_execute(&format!(
+                "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
+            ))
+            .await
+            .expect("slot");
+    }
+    client
+        .batch_execute(
+            "CREATE PROCEDURE fill(n int) LANGUAGE plpgsql AS $$
+             BEGIN
+               FOR i IN 1..n LOOP
+                 INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
+                 VALUES ('order', 'order-' || (i % 1000), 'OrderCreated',
+                         jsonb_build_object('id', i, 'customer', 'customer-' || (i % 977),
+                           'lines', jsonb_build_array(jsonb_build_object('sku', 'sku-1', 'qty', 1),
+                                                      jsonb_build_object('sku', 'sku-2', 'qty', 2)),
+                           'note', repeat('x', 330)));
+                 COMMIT;
+               END LOOP;
+             END $$;",
+        )
+        .await
+        .expect("procedure");
+    let filling = Instant::now();
+    client
+        .batch_execute(&format!("CALL fill({transactions})"))
+        .await
+        .expect("backlog");
+    let fill_time = filling.elapsed();
+    let end: String = client
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("end lsn")
+        .get(0);
+    let end: Lsn = end.parse().expect("lsn");
+
+    let ceiling = pg_recvlogical(&db, &ceiling_slot, end);
+    let (ours, events) = outboxd_drain(&db, &our_slot, end).await;
+    assert_eq!(events, transactions, "every row became a record");
+
+    let rate = |d: Duration| transactions as f64 / d.as_secs_f64();
+    let report = serde_json::json!({
+        "benchmark": "drain",
+        "transactions": transactions,
+        "backlog_fill_seconds": fill_time.as_secs_f64(),
+        "pg_recvlogical_seconds": ceiling.as_secs_f64(),
+        "pg_recvlogical_txn_per_s": rate(ceiling),
+        "outboxd_seconds": ours.as_secs_f64(),
+        "outboxd_txn_per_s": rate(ours),
+        "ratio": rate(ours) / rate(ceiling),
+    });
+    println!("{}", serde_json::to_string_pretty(&report).expect("json"));
+}
+
+/// `pg_recvlogical` from the slot's start to `end`, output discarded.
+fn pg_recvlogical(db: &TestDb, slot: &str, end: Lsn) -> Duration {
+    let started = Instant::now();
+    let status = Command::new(support::dev_env().pg_bin.join("pg_recvlogical"))
+        .args([
+            "-d",
+            &db.url,
+            "--slot",
+            slot,
+            "--start",
+            "--no-loop",
+            "-f",
+            "/dev/null",
+        ])
+        .arg(format!("--endpos={end}"))
+        .args(["-o", "proto_version=1", "-o"])
+        .arg(format!("publication_names={}", db.publication))
+        .status()
+        .expect("run pg_recvlogical");
+    assert!(status.success(), "pg_recvlogical failed");
+    started.elapsed()
+}
+
+/// outboxd's path from the slot to records, dropped at the end: returns the time and the records.
+async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, i64) {
+    let router = OutboxRouter::new(
+        vec![OutboxTable {
+            schema: "public".into(),
+            table: "outbox".into(),
+        }],
+        "outbox",
+    );
+    let started = Instant::now();
+    let options: ConnectOptions = db.url.parse().expect("url");
+    let stream = ReplicationConnection::connect(&options)
+        .await
+        .expect("connect")
+        .start_replication(
+            slot,
+            Lsn::ZERO,
+            &PgOutputOptions {
+                proto_version: 1,
+                publication_names: vec![db.publication.clone()],
+                messages: true,
+                streaming: Streaming::Off,
+                binary: false,
+            },
+        )
+        .await
+        .expect("start");
+    let mut source = LogicalSource::new(stream, 1);
+    let mut records = 0;
+    loop {
+        match source.next().await.expect("stream").expect("not ended") {
+            SourceEvent::Change(change) if router.route(&change).expect("routes").is_some() => {
+                records += 1;
+            }
+            SourceEvent::Commit(commit) if commit.end_lsn >= end => break,
+            SourceEvent::Keepalive { wal_end } if wal_end >= end => break,
+            _ => {}
+        }
+    }
+    let elapsed = started.elapsed();
+    source.into_stream().stop().await.expect("stop");
+    (elapsed, records)
+}
