@@ -18,7 +18,7 @@ use outboxd::pg::wire::{ConnectOptions, PgOutputOptions, ReplicationConnection, 
 use outboxd::pg::Lsn;
 use outboxd::route::outbox::{OutboxRouter, OutboxTable};
 use outboxd::source::logical::{LogicalSource, SourceEvent};
-use support::postgres::TestDb;
+use support::postgres::{create_pgoutput_slot, TestDb};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
@@ -47,12 +47,7 @@ async fn main() {
         .map(|i| (format!("{}_a{i}", db.slot), format!("{}_b{i}", db.slot)))
         .collect();
     for slot in slots.iter().flat_map(|(a, b)| [a, b]) {
-        client
-            .batch_execute(&format!(
-                "SELECT pg_create_logical_replication_slot('{slot}', 'pgoutput')"
-            ))
-            .await
-            .expect("slot");
+        create_pgoutput_slot(&client, slot).await;
     }
     client
         .batch_execute(

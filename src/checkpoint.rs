@@ -133,37 +133,31 @@ impl OffsetsTopic {
     /// Creates the topic (compacted, one partition, the broker's replication factor) unless it
     /// exists, and checks the shape of an existing one.
     pub async fn ensure(&self) -> Result<(), CheckpointError> {
-        let kafka = |action| {
-            let topic = self.name.clone();
-            move |source| CheckpointError::Kafka {
-                topic,
-                action,
-                source,
-            }
-        };
         let admin: AdminClient<DefaultClientContext> = self
             .settings
             .client_config(&[])
             .create()
-            .map_err(kafka("creating an admin client"))?;
+            .map_err(self.kafka_error("creating an admin client"))?;
         let topic = NewTopic::new(&self.name, 1, TopicReplication::Fixed(-1))
             .set("cleanup.policy", "compact");
         let results = admin
             .create_topics([&topic], &AdminOptions::new())
             .await
-            .map_err(kafka("creating the topic"))?;
+            .map_err(self.kafka_error("creating the topic"))?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
                 Err((_, code)) => {
-                    return Err(kafka("creating the topic")(KafkaError::AdminOp(code)));
+                    return Err(self.kafka_error("creating the topic")(KafkaError::AdminOp(
+                        code,
+                    )));
                 }
             }
         }
         let metadata = admin
             .inner()
             .fetch_metadata(Some(&self.name), Duration::from_secs(10))
-            .map_err(kafka("reading metadata"))?;
+            .map_err(self.kafka_error("reading metadata"))?;
         let partitions = metadata
             .topics()
             .first()
@@ -188,14 +182,6 @@ impl OffsetsTopic {
         relay_name: &str,
         timeout: Duration,
     ) -> Result<Option<Checkpoint>, CheckpointError> {
-        let kafka = |action| {
-            let topic = self.name.clone();
-            move |source| CheckpointError::Kafka {
-                topic,
-                action,
-                source,
-            }
-        };
         let deadline = Instant::now() + timeout;
         let end = self.end_offset(timeout)?;
         if end == 0 {
@@ -211,14 +197,14 @@ impl OffsetsTopic {
                 ("isolation.level", "read_committed"),
             ])
             .create_with_context(EndIsNoError)
-            .map_err(kafka("creating a consumer"))?;
+            .map_err(self.kafka_error("creating a consumer"))?;
         let mut assignment = TopicPartitionList::new();
         assignment
             .add_partition_offset(&self.name, 0, Offset::Beginning)
-            .map_err(kafka("assigning the partition"))?;
+            .map_err(self.kafka_error("assigning the partition"))?;
         consumer
             .assign(&assignment)
-            .map_err(kafka("assigning the partition"))?;
+            .map_err(self.kafka_error("assigning the partition"))?;
 
         let mut last: Option<Checkpoint> = None;
         loop {
@@ -243,7 +229,9 @@ impl OffsetsTopic {
                     // At the end of what read_committed may see. librdkafka moves the position
                     // past transaction markers and aborted records, which are never delivered,
                     // so the position says whether everything before `end` has been decided.
-                    let position = consumer.position().map_err(kafka("reading the position"))?;
+                    let position = consumer
+                        .position()
+                        .map_err(self.kafka_error("reading the position"))?;
                     let reached = position
                         .find_partition(&self.name, 0)
                         .and_then(|p| p.offset().to_raw())
@@ -252,8 +240,18 @@ impl OffsetsTopic {
                         return Ok(last);
                     }
                 }
-                Some(Err(error)) => return Err(kafka("reading")(error)),
+                Some(Err(error)) => return Err(self.kafka_error("reading")(error)),
             }
+        }
+    }
+
+    /// Wraps a librdkafka error of `action` on this topic.
+    fn kafka_error(&self, action: &'static str) -> impl FnOnce(KafkaError) -> CheckpointError {
+        let topic = self.name.clone();
+        move |source| CheckpointError::Kafka {
+            topic,
+            action,
+            source,
         }
     }
 
@@ -263,18 +261,10 @@ impl OffsetsTopic {
             .settings
             .client_config(&[("isolation.level", "read_uncommitted")])
             .create()
-            .map_err(|source| CheckpointError::Kafka {
-                topic: self.name.clone(),
-                action: "creating a consumer",
-                source,
-            })?;
+            .map_err(self.kafka_error("creating a consumer"))?;
         let (_, high) = consumer
             .fetch_watermarks(&self.name, 0, timeout)
-            .map_err(|source| CheckpointError::Kafka {
-                topic: self.name.clone(),
-                action: "reading the end offset",
-                source,
-            })?;
+            .map_err(self.kafka_error("reading the end offset"))?;
         Ok(high)
     }
 }

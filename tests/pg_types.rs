@@ -17,7 +17,7 @@ use outboxd::pg::wire::{
 use outboxd::pg::Lsn;
 use outboxd::source::logical::{Change, LogicalSource, SourceEvent};
 use serde_json::{Map, Value};
-use support::postgres::TestDb;
+use support::postgres::{create_pgoutput_slot, TestDb};
 
 const TABLE: &str = "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
 CREATE DOMAIN posnum AS numeric CHECK (VALUE > 0);
@@ -87,13 +87,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
         ))
         .await
         .expect("publication");
-    client
-        .batch_execute(&format!(
-            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
-            db.slot
-        ))
-        .await
-        .expect("slot");
+    create_pgoutput_slot(&client, &db.slot).await;
     for (name, value) in SESSION_SETTINGS {
         client
             .batch_execute(&format!("SET {name} = '{value}'"))

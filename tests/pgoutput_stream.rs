@@ -11,7 +11,7 @@ use outboxd::pg::wire::{
     Streaming,
 };
 use outboxd::pg::Lsn;
-use support::postgres::TestDb;
+use support::postgres::{create_pgoutput_slot, TestDb};
 
 async fn prepared_db(prefix: &str) -> (TestDb, tokio_postgres::Client) {
     let db = TestDb::create(prefix).await;
@@ -24,13 +24,7 @@ async fn prepared_db(prefix: &str) -> (TestDb, tokio_postgres::Client) {
         ))
         .await
         .expect("schema");
-    client
-        .batch_execute(&format!(
-            "SELECT pg_create_logical_replication_slot('{}', 'pgoutput')",
-            db.slot
-        ))
-        .await
-        .expect("slot");
+    create_pgoutput_slot(&client, &db.slot).await;
     (db, client)
 }
 

@@ -12,7 +12,7 @@ use rdkafka::Message;
 use support::kafka::{
     create_topic, create_topic_at, read_topic, read_topic_at, value_text, Isolation, PrivateKafka,
 };
-use support::postgres::{connect, PrivateCluster, TestDb};
+use support::postgres::{connect, create_pgoutput_slot, PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
 use support::unique_name;
 
@@ -83,13 +83,7 @@ impl OutboxDb {
             .await
             .expect("sequence table and publication");
         // The slot marks where capture begins: rows committed before it exists are not changes.
-        client
-            .query_one(
-                "SELECT pg_create_logical_replication_slot($1, 'pgoutput')::text",
-                &[&self.spec.slot],
-            )
-            .await
-            .expect("replication slot");
+        create_pgoutput_slot(&client, &self.spec.slot).await;
     }
 
     fn topic(&self) -> String {

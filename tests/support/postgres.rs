@@ -278,3 +278,15 @@ fn append_to(path: &Path, text: &str) {
 fn write_to(path: &Path, text: &str) {
     std::fs::write(path, text).expect("write config");
 }
+
+/// Creates a pgoutput slot named `slot` over `client`'s database. Rows committed before it exists
+/// are not changes for it: tests create the slot before their workload.
+pub async fn create_pgoutput_slot(client: &tokio_postgres::Client, slot: &str) {
+    client
+        .query_one(
+            "SELECT pg_create_logical_replication_slot($1, 'pgoutput')::text",
+            &[&slot],
+        )
+        .await
+        .unwrap_or_else(|e| panic!("create slot {slot}: {e}"));
+}
