@@ -276,7 +276,11 @@ struct EndIsNoError;
 
 impl ClientContext for EndIsNoError {
     fn error(&self, error: KafkaError, reason: &str) {
-        if !matches!(error, KafkaError::PartitionEOF(_)) {
+        let end = matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        );
+        if !end {
             tracing::error!(error = %error, reason, "librdkafka error while reading checkpoints");
         }
     }

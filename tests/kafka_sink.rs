@@ -198,7 +198,14 @@ async fn a_newer_instance_fences_the_older_one() {
         };
         old.send(&r).expect("send");
         let _new = producer(&transactional_id);
-        old.commit().expect_err("the fenced producer cannot commit")
+        let error = old.commit().expect_err("the fenced producer cannot commit");
+        // Every later call reports the fencing too, not a generic fatal error a relay would retry.
+        let again = old.send(&r).expect_err("a fenced producer cannot send");
+        assert!(
+            matches!(again, SinkError::Fenced { .. }),
+            "send after fencing: {again:?}"
+        );
+        error
     })
     .await
     .expect("producer thread");

@@ -207,9 +207,11 @@ impl TransactionalProducer {
 
     /// Opens a transaction; records produced until commit or abort belong to it.
     pub fn begin(&mut self) -> Result<(), SinkError> {
-        self.producer
-            .begin_transaction()
-            .map_err(|e| SinkError::from_transaction("beginning", &self.transactional_id, e))?;
+        self.producer.begin_transaction().map_err(|e| {
+            self.fatal_state("beginning", &e).unwrap_or_else(|| {
+                SinkError::from_transaction("beginning", &self.transactional_id, e)
+            })
+        })?;
         self.in_transaction = true;
         Ok(())
     }
@@ -240,26 +242,7 @@ impl TransactionalProducer {
                     base = back;
                     self.producer.poll(Duration::from_millis(10));
                 }
-                Err((error, _)) => {
-                    return Err(match error.rdkafka_error_code() {
-                        Some(
-                            RDKafkaErrorCode::MessageSizeTooLarge
-                            | RDKafkaErrorCode::InvalidTopic
-                            | RDKafkaErrorCode::UnknownPartition,
-                        ) => SinkError::Rejected {
-                            topic: record.topic.clone(),
-                            source: error,
-                        },
-                        Some(code) if is_fencing(code) => SinkError::Fenced {
-                            transactional_id: self.transactional_id.clone(),
-                            source: error,
-                        },
-                        _ => SinkError::Abortable {
-                            action: "producing",
-                            source: error,
-                        },
-                    })
-                }
+                Err((error, _)) => return Err(self.classify_send(&record.topic, error)),
             }
         }
     }
@@ -283,6 +266,50 @@ impl TransactionalProducer {
         Ok(())
     }
 
+    /// Sorts a failed `send`. A producer in librdkafka's fatal state fails every send with the
+    /// generic `Fatal` code; its fatal error says whether another instance fenced it, which must
+    /// end the relay (retrying would fence the other one back, forever).
+    fn classify_send(&self, topic: &str, error: KafkaError) -> SinkError {
+        if let Some(fatal) = self.fatal_state("producing", &error) {
+            return fatal;
+        }
+        match error.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidTopic
+                | RDKafkaErrorCode::UnknownPartition,
+            ) => SinkError::Rejected {
+                topic: topic.to_owned(),
+                source: error,
+            },
+            Some(code) if is_fencing(code) => SinkError::Fenced {
+                transactional_id: self.transactional_id.clone(),
+                source: error,
+            },
+            _ => SinkError::Abortable {
+                action: "producing",
+                source: error,
+            },
+        }
+    }
+
+    /// `Fenced` or `Fatal` when the producer is in librdkafka's fatal state, whatever code the
+    /// failed call itself reported.
+    fn fatal_state(&self, action: &'static str, error: &KafkaError) -> Option<SinkError> {
+        let (code, _reason) = self.producer.client().fatal_error()?;
+        Some(if is_fencing(code) {
+            SinkError::Fenced {
+                transactional_id: self.transactional_id.clone(),
+                source: error.clone(),
+            }
+        } else {
+            SinkError::Fatal {
+                action,
+                source: error.clone(),
+            }
+        })
+    }
+
     /// Runs a transaction call, repeating it while librdkafka says the error is retriable (a
     /// timed-out call may be repeated; librdkafka resumes the one in progress), until `call_timeout`
     /// has passed several times over.
@@ -301,11 +328,9 @@ impl TransactionalProducer {
                     tracing::debug!(action, error = %rd, "retrying Kafka transaction call");
                 }
                 Err(error) => {
-                    return Err(SinkError::from_transaction(
-                        action,
-                        &self.transactional_id,
-                        error,
-                    ))
+                    return Err(self.fatal_state(action, &error).unwrap_or_else(|| {
+                        SinkError::from_transaction(action, &self.transactional_id, error)
+                    }))
                 }
             }
         }
