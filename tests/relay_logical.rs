@@ -441,9 +441,10 @@ async fn an_idle_outbox_does_not_pin_the_wal_of_busy_tables() {
     // A cluster of its own: retained WAL depends on every transaction running in the cluster.
     // A slot's restart_lsn can only move to a running-transactions record, which Postgres logs
     // at checkpoints and every 15 s; small max_wal_size makes checkpoints frequent, as on a busy
-    // server, so what is measured is outboxd's confirmation and not that cadence.
+    // server, and checkpoint_completion_target = 0 logs that record at once instead of after a
+    // spread-out flush, so what is measured is outboxd's confirmation and not that cadence.
     let cluster = PrivateCluster::start(
-        "wal_level = logical\nmax_wal_size = 32MB\nmin_wal_size = 32MB\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        "wal_level = logical\nmax_wal_size = 32MB\nmin_wal_size = 32MB\ncheckpoint_completion_target = 0\nmax_replication_slots = 4\nmax_wal_senders = 4",
         &["host all all 127.0.0.1/32 trust"],
     );
     let outbox = OutboxDb::on_cluster(&cluster, "relay_idle").await;
