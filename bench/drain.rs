@@ -8,10 +8,10 @@
 //!
 //! `cargo bench --bench drain` (set `DRAIN_TRANSACTIONS` to change the 200,000).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use outboxd::pg::wire::{ConnectOptions, PgOutputOptions, ReplicationConnection, Streaming};
@@ -22,10 +22,7 @@ use support::postgres::{create_pgoutput_slot, TestDb};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let transactions: i64 = std::env::var("DRAIN_TRANSACTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let transactions = common::transactions();
     let db = TestDb::create("bench_drain").await;
     let client = db.client().await;
     client
@@ -81,7 +78,7 @@ async fn main() {
 
     let (mut ceiling, mut ours) = (Vec::new(), Vec::new());
     for (ceiling_slot, our_slot) in &slots {
-        ceiling.push(pg_recvlogical(&db, ceiling_slot, end));
+        ceiling.push(common::pg_recvlogical(&db, ceiling_slot, &end.to_string()));
         let (elapsed, events) = outboxd_drain(&db, our_slot, end).await;
         assert_eq!(events, transactions, "every row became a record");
         ours.push(elapsed);
@@ -106,31 +103,8 @@ async fn main() {
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
 }
 
-/// `pg_recvlogical` from the slot's start to `end`, output discarded.
-fn pg_recvlogical(db: &TestDb, slot: &str, end: Lsn) -> Duration {
-    let started = Instant::now();
-    let status = Command::new(support::dev_env().pg_bin.join("pg_recvlogical"))
-        .args([
-            "-d",
-            &db.url,
-            "--slot",
-            slot,
-            "--start",
-            "--no-loop",
-            "-f",
-            "/dev/null",
-        ])
-        .arg(format!("--endpos={end}"))
-        .args(["-o", "proto_version=1", "-o"])
-        .arg(format!("publication_names={}", db.publication))
-        .status()
-        .expect("run pg_recvlogical");
-    assert!(status.success(), "pg_recvlogical failed");
-    started.elapsed()
-}
-
 /// outboxd's path from the slot to records, dropped at the end: returns the time and the records.
-async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, i64) {
+async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, usize) {
     let router = OutboxRouter::new(
         vec![OutboxTable {
             schema: "public".into(),

@@ -6,6 +6,7 @@
 //!
 //! `cargo bench --bench kafka_drain` (set `DRAIN_TRANSACTIONS` to change the 200,000).
 
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
@@ -18,10 +19,7 @@ use support::relay::{RelayProcess, RelaySpec};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let transactions: usize = std::env::var("DRAIN_TRANSACTIONS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200_000);
+    let transactions = common::transactions();
     let db = TestDb::create("bench_kafka").await;
     let client = db.client().await;
     client
@@ -71,25 +69,7 @@ async fn main() {
         .get(0);
 
     // Ceiling (a): the walsender.
-    let started = Instant::now();
-    let status = Command::new(support::dev_env().pg_bin.join("pg_recvlogical"))
-        .args([
-            "-d",
-            &db.url,
-            "--slot",
-            &ceiling_slot,
-            "--start",
-            "--no-loop",
-            "-f",
-            "/dev/null",
-        ])
-        .arg(format!("--endpos={end}"))
-        .args(["-o", "proto_version=1", "-o"])
-        .arg(format!("publication_names={}", db.publication))
-        .status()
-        .expect("pg_recvlogical");
-    assert!(status.success());
-    let walsender = started.elapsed();
+    let walsender = common::pg_recvlogical(&db, &ceiling_slot, &end);
 
     // Ceiling (b): the broker, with Kafka's own transactional producer and the same record size.
     let perf_topic = format!("{}.perf", db.name);
