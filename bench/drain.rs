@@ -14,9 +14,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use outboxd::config::Settings;
+use outboxd::pg::schema::Schema;
 use outboxd::pg::wire::{ConnectOptions, PgOutputOptions, ReplicationConnection, Streaming};
-use outboxd::pg::Lsn;
-use outboxd::route::outbox::{OutboxRouter, OutboxTable};
+use outboxd::pg::{Lsn, PgTimestamp};
+use outboxd::route::{RouteContext, Router};
 use outboxd::source::logical::{LogicalSource, SourceEvent};
 use support::postgres::{create_pgoutput_slot, TestDb};
 
@@ -103,15 +105,25 @@ async fn main() {
     println!("{}", serde_json::to_string_pretty(&report).expect("json"));
 }
 
+/// The router of the default configuration (outbox `public.outbox`, Debezium envelope).
+fn default_router() -> Router {
+    let file = tempfile::NamedTempFile::with_suffix(".toml").expect("temp file");
+    std::fs::write(
+        file.path(),
+        "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n",
+    )
+    .expect("write config");
+    Settings::load(file.path())
+        .expect("config loads")
+        .router("db")
+        .expect("router")
+}
+
 /// outboxd's path from the slot to records, dropped at the end: returns the time and the records.
 async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, usize) {
-    let router = OutboxRouter::new(
-        vec![OutboxTable {
-            schema: "public".into(),
-            table: "outbox".into(),
-        }],
-        "outbox",
-    );
+    let router = default_router();
+    let schema = Schema::default();
+    let mut routed = Vec::new();
     let started = Instant::now();
     let options: ConnectOptions = db.url.parse().expect("url");
     let stream = ReplicationConnection::connect(&options)
@@ -134,8 +146,21 @@ async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, usize) {
     let mut records = 0;
     loop {
         match source.next().await.expect("stream").expect("not ended") {
-            SourceEvent::Change(change) if router.route(&change).expect("routes").is_some() => {
-                records += 1;
+            SourceEvent::Change { lsn, change } => {
+                let context = RouteContext {
+                    schema: &schema,
+                    xid: None,
+                    commit_ts: PgTimestamp::now(),
+                    lsn,
+                    last_commit_lsn: Lsn::ZERO,
+                };
+                assert_eq!(
+                    router.route(&change, &context, &mut routed),
+                    0,
+                    "no dead letter"
+                );
+                records += routed.len();
+                routed.clear();
             }
             SourceEvent::Commit(commit) if commit.end_lsn >= end => break,
             SourceEvent::Keepalive { wal_end } if wal_end >= end => break,

@@ -57,6 +57,7 @@ impl Checkpoint {
             key: Some(relay_name.as_bytes().to_vec().into()),
             value: Some(value.into()),
             headers: Vec::new(),
+            timestamp_ms: None,
         }
     }
 

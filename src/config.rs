@@ -11,7 +11,18 @@ use serde::Deserialize;
 
 use crate::pg::wire::ConnectOptions;
 use crate::relay::RelayConfig;
-use crate::route::outbox::{OutboxRouter, OutboxTable};
+use crate::route::cdc::values::{
+    BinaryMode, DebeziumModes, DecimalMode, TimePrecisionMode, ValueConvention,
+};
+use crate::route::cdc::CdcRouter;
+use crate::route::dead_letter::DeadLetters;
+use crate::route::outbox::envelope::{self, EnvelopeKind};
+use crate::route::outbox::{
+    self, AdditionalField, CloudEventsMode, Envelope, KeyFormat, OutboxColumns, OutboxRouter,
+    OutboxSpec, OutboxTable,
+};
+use crate::route::template::Template;
+use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::KafkaSettings;
 
@@ -32,6 +43,12 @@ pub struct Settings {
     /// `[batch]`.
     #[serde(default)]
     pub batch: BatchSection,
+    /// `[cdc]`.
+    #[serde(default)]
+    pub cdc: CdcSection,
+    /// `[dead_letter]`.
+    #[serde(default)]
+    pub dead_letter: DeadLetterSection,
 }
 
 /// `[relay]`: identity and pacing of this relay.
@@ -94,14 +111,30 @@ fn default_publications() -> Vec<String> {
     vec!["outboxd".into()]
 }
 
-/// `[outbox]`: which tables and messages are outbox events.
+/// `[outbox]`: which tables and messages are outbox events, and how they are shaped.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct OutboxSection {
     /// Outbox tables as `schema.table`.
     pub tables: Vec<String>,
-    /// Prefix of `pg_logical_emit_message` calls that carry outbox events.
+    /// Prefix of `pg_logical_emit_message` calls that carry outbox events; empty: none do.
     pub message_prefix: String,
+    /// `debezium-outbox` or `cloudevents`.
+    pub envelope: EnvelopeName,
+    /// Whether the payload must be JSON and is written as JSON (`table.expand.json.payload`).
+    pub expand_json_payload: bool,
+    /// `string` (Kafka Connect StringConverter) or `json` (JsonConverter: a quoted string).
+    pub key_format: KeyFormatName,
+    /// Topic template (`route.topic.replacement`).
+    pub topic: String,
+    /// `column:header|envelope|partition[:alias]` entries (`table.fields.additional.placement`).
+    pub additional_placement: Vec<String>,
+    /// Column names.
+    pub columns: ColumnsSection,
+    /// `[outbox.cloudevents]`.
+    pub cloudevents: CloudEventsSection,
+    /// `[[outbox.overrides]]`: per-table topic, placement and columns.
+    pub overrides: Vec<OutboxOverride>,
 }
 
 impl Default for OutboxSection {
@@ -109,6 +142,240 @@ impl Default for OutboxSection {
         Self {
             tables: vec!["public.outbox".into()],
             message_prefix: "outbox".into(),
+            envelope: EnvelopeName::DebeziumOutbox,
+            expand_json_payload: true,
+            key_format: KeyFormatName::String,
+            topic: outbox::DEFAULT_TOPIC.into(),
+            additional_placement: Vec::new(),
+            columns: ColumnsSection::default(),
+            cloudevents: CloudEventsSection::default(),
+            overrides: Vec::new(),
+        }
+    }
+}
+
+/// `envelope` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EnvelopeName {
+    /// Debezium's outbox event router.
+    DebeziumOutbox,
+    /// CloudEvents 1.0.
+    Cloudevents,
+}
+
+/// `key_format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyFormatName {
+    /// The text.
+    String,
+    /// A JSON string.
+    Json,
+}
+
+/// `[outbox.columns]` (and an override's `columns`): unset keys keep the default name (or, in an
+/// override, the `[outbox.columns]` name).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ColumnsSection {
+    /// `table.field.event.id`.
+    pub id: Option<String>,
+    /// `route.by.field`.
+    pub aggregate_type: Option<String>,
+    /// `table.field.event.key`.
+    pub aggregate_id: Option<String>,
+    /// `table.field.event.type`.
+    #[serde(rename = "type")]
+    pub event_type: Option<String>,
+    /// `table.field.event.payload`.
+    pub payload: Option<String>,
+    /// `table.field.event.timestamp`.
+    pub timestamp: Option<String>,
+    /// W3C trace context column.
+    pub traceparent: Option<String>,
+    /// Debezium's span context column.
+    pub tracing_span_context: Option<String>,
+    /// Correlation id column.
+    pub correlation_id: Option<String>,
+    /// Causation id column.
+    pub causation_id: Option<String>,
+    /// Schema version column.
+    pub schema_version: Option<String>,
+}
+
+impl ColumnsSection {
+    /// `base` with the names this section sets.
+    fn apply(&self, base: &OutboxColumns) -> OutboxColumns {
+        let pick = |own: &Option<String>, inherited: &String| {
+            own.clone().unwrap_or_else(|| inherited.clone())
+        };
+        OutboxColumns {
+            id: pick(&self.id, &base.id),
+            aggregate_type: pick(&self.aggregate_type, &base.aggregate_type),
+            aggregate_id: pick(&self.aggregate_id, &base.aggregate_id),
+            event_type: pick(&self.event_type, &base.event_type),
+            payload: pick(&self.payload, &base.payload),
+            timestamp: pick(&self.timestamp, &base.timestamp),
+            traceparent: pick(&self.traceparent, &base.traceparent),
+            tracing_span_context: pick(&self.tracing_span_context, &base.tracing_span_context),
+            correlation_id: pick(&self.correlation_id, &base.correlation_id),
+            causation_id: pick(&self.causation_id, &base.causation_id),
+            schema_version: pick(&self.schema_version, &base.schema_version),
+        }
+    }
+}
+
+/// `[outbox.cloudevents]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CloudEventsSection {
+    /// `structured` or `binary`.
+    pub mode: CloudEventsModeName,
+    /// The `source` template.
+    pub source: String,
+    /// The `dataschema` template, used when an event has a schema version.
+    pub dataschema: String,
+}
+
+impl Default for CloudEventsSection {
+    fn default() -> Self {
+        Self {
+            mode: CloudEventsModeName::Structured,
+            source: "/outboxd/${schema}/${table}".into(),
+            dataschema: "urn:outboxd:schema:${aggregatetype}:${type}:${schema_version}".into(),
+        }
+    }
+}
+
+/// `[outbox.cloudevents] mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsModeName {
+    /// One JSON document.
+    Structured,
+    /// `ce_*` headers.
+    Binary,
+}
+
+/// `[[outbox.overrides]]`: settings of one outbox table that differ from `[outbox]`'s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxOverride {
+    /// The table, `schema.table`; must be listed in `tables`.
+    pub table: String,
+    /// Topic template.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Additional placements, replacing `[outbox]`'s.
+    #[serde(default)]
+    pub additional_placement: Option<Vec<String>>,
+    /// Column names that differ.
+    #[serde(default)]
+    pub columns: ColumnsSection,
+}
+
+/// `[cdc]`: change events of published tables that are not outboxes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CdcSection {
+    /// Whether such changes are published at all.
+    pub enabled: bool,
+    /// `topic.prefix`: topics are `<prefix>.<schema>.<table>`; also `source.name`.
+    pub topic_prefix: String,
+    /// `tombstones.on.delete`.
+    pub tombstones_on_delete: bool,
+    /// Whether truncates become `op: "t"` events.
+    pub truncate_events: bool,
+    /// Whether logical messages of other prefixes go to `<prefix>.message`.
+    pub messages: bool,
+    /// `unavailable.value.placeholder`.
+    pub unavailable_value_placeholder: String,
+    /// `debezium` or `natural`.
+    pub value_convention: ValueConventionName,
+    /// `decimal.handling.mode`: `precise`, `double` or `string`.
+    pub decimal_handling_mode: DecimalModeName,
+    /// `time.precision.mode`: `adaptive`, `adaptive_time_microseconds` or `connect`.
+    pub time_precision_mode: TimePrecisionModeName,
+    /// `binary.handling.mode`: `bytes`, `base64` or `hex`.
+    pub binary_handling_mode: BinaryModeName,
+}
+
+impl Default for CdcSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            topic_prefix: "outboxd".into(),
+            tombstones_on_delete: true,
+            truncate_events: false,
+            messages: true,
+            unavailable_value_placeholder: "__debezium_unavailable_value".into(),
+            value_convention: ValueConventionName::Debezium,
+            decimal_handling_mode: DecimalModeName::Precise,
+            time_precision_mode: TimePrecisionModeName::Adaptive,
+            binary_handling_mode: BinaryModeName::Bytes,
+        }
+    }
+}
+
+/// `value_convention` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueConventionName {
+    /// Debezium's JSON.
+    Debezium,
+    /// ISO-8601 and exact strings.
+    Natural,
+}
+
+/// `decimal_handling_mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DecimalModeName {
+    /// Connect Decimal.
+    Precise,
+    /// Number.
+    Double,
+    /// Text.
+    String,
+}
+
+/// `time_precision_mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimePrecisionModeName {
+    /// By column precision.
+    Adaptive,
+    /// By column precision, time in µs.
+    AdaptiveTimeMicroseconds,
+    /// Milliseconds.
+    Connect,
+}
+
+/// `binary_handling_mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BinaryModeName {
+    /// Connect bytes (base64).
+    Bytes,
+    /// Base64.
+    Base64,
+    /// Hex.
+    Hex,
+}
+
+/// `[dead_letter]`: where changes go that cannot become their record.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DeadLetterSection {
+    /// The dead-letter topic.
+    pub topic: String,
+}
+
+impl Default for DeadLetterSection {
+    fn default() -> Self {
+        Self {
+            topic: "outboxd.dlq".into(),
         }
     }
 }
@@ -128,9 +395,17 @@ pub struct KafkaSection {
     /// How long a blocking Kafka call may wait.
     #[serde(default = "default_call_timeout", with = "humantime_serde")]
     pub call_timeout: Duration,
+    /// The largest record (key + value + headers) produced; larger ones become dead letters.
+    /// Must not exceed the broker's `message.max.bytes` nor the topics' `max.message.bytes`.
+    #[serde(default = "default_max_record_bytes")]
+    pub max_record_bytes: usize,
     /// librdkafka properties passed through as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+}
+
+fn default_max_record_bytes() -> usize {
+    1_000_000
 }
 
 fn default_offsets_topic() -> String {
@@ -253,23 +528,7 @@ impl Settings {
             })?;
             postgres.password = Some(text.lines().next().unwrap_or_default().to_owned());
         }
-        let tables = self
-            .outbox
-            .tables
-            .iter()
-            .map(|name| match name.split_once('.') {
-                Some((schema, table)) if !schema.is_empty() && !table.is_empty() => {
-                    Ok(OutboxTable {
-                        schema: schema.into(),
-                        table: table.into(),
-                    })
-                }
-                _ => Err(invalid(
-                    "outbox.tables",
-                    format!("{name:?} is not schema.table (e.g. public.outbox)"),
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+        let router = self.router(&postgres.dbname)?;
         if self.relay.channel_capacity == 0 {
             return Err(invalid(
                 "relay.channel_capacity",
@@ -290,10 +549,10 @@ impl Settings {
             postgres,
             slot: self.postgres.slot.clone(),
             publications: self.postgres.publications.clone(),
-            router: OutboxRouter::new(tables, self.outbox.message_prefix.clone()),
+            router,
             kafka: KafkaSettings {
                 bootstrap_servers: self.kafka.bootstrap_servers.clone(),
-                properties: self.kafka.properties.clone(),
+                properties: self.kafka_properties(),
             },
             offsets_topic: self.kafka.offsets_topic.clone(),
             batch: BatchLimits {
@@ -309,6 +568,147 @@ impl Settings {
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
         })
+    }
+}
+
+impl Settings {
+    /// The librdkafka properties: `[kafka.properties]`, plus a `message.max.bytes` that admits
+    /// `max_record_bytes` unless set there.
+    fn kafka_properties(&self) -> BTreeMap<String, String> {
+        let mut properties = self.kafka.properties.clone();
+        properties
+            .entry("message.max.bytes".into())
+            .or_insert_with(|| {
+                (self.kafka.max_record_bytes + 64 * 1024)
+                    .max(1_000_000)
+                    .to_string()
+            });
+        properties
+    }
+
+    /// The router: outbox tables and messages, CDC, dead letters.
+    pub fn router(&self, database: &str) -> Result<Router, ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let outbox = &self.outbox;
+        let spec = |topic: &str, placement: &[String], columns: OutboxColumns| {
+            Ok(OutboxSpec {
+                columns,
+                topic: Template::parse(topic, outbox::TOPIC_VARIABLES)
+                    .map_err(|e| invalid("outbox.topic", e.to_string()))?,
+                additional: placement
+                    .iter()
+                    .map(|p| p.parse::<AdditionalField>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid("outbox.additional_placement", e))?,
+            })
+        };
+        let columns = outbox.columns.apply(&OutboxColumns::default());
+        let default_spec = spec(&outbox.topic, &outbox.additional_placement, columns.clone())?;
+        let mut tables = Vec::new();
+        for name in &outbox.tables {
+            let Some((schema, table)) = name
+                .split_once('.')
+                .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+            else {
+                return Err(invalid(
+                    "outbox.tables",
+                    format!("{name:?} is not schema.table (e.g. public.outbox)"),
+                ));
+            };
+            let spec = match outbox.overrides.iter().find(|o| &o.table == name) {
+                None => default_spec.clone(),
+                Some(o) => spec(
+                    o.topic.as_deref().unwrap_or(&outbox.topic),
+                    o.additional_placement
+                        .as_deref()
+                        .unwrap_or(&outbox.additional_placement),
+                    o.columns.apply(&columns),
+                )?,
+            };
+            tables.push(OutboxTable {
+                schema: schema.into(),
+                table: table.into(),
+                spec,
+            });
+        }
+        if let Some(stray) = outbox
+            .overrides
+            .iter()
+            .find(|o| !outbox.tables.contains(&o.table))
+        {
+            return Err(invalid(
+                "outbox.overrides",
+                format!("table {:?} is not listed in outbox.tables", stray.table),
+            ));
+        }
+        let kind = match outbox.envelope {
+            EnvelopeName::DebeziumOutbox => EnvelopeKind::DebeziumOutbox,
+            EnvelopeName::Cloudevents => EnvelopeKind::CloudEvents {
+                mode: match outbox.cloudevents.mode {
+                    CloudEventsModeName::Structured => CloudEventsMode::Structured,
+                    CloudEventsModeName::Binary => CloudEventsMode::Binary,
+                },
+                source: Template::parse(&outbox.cloudevents.source, envelope::SOURCE_VARIABLES)
+                    .map_err(|e| invalid("outbox.cloudevents.source", e.to_string()))?,
+                dataschema: Template::parse(
+                    &outbox.cloudevents.dataschema,
+                    envelope::DATASCHEMA_VARIABLES,
+                )
+                .map_err(|e| invalid("outbox.cloudevents.dataschema", e.to_string()))?,
+            },
+        };
+        let envelope = Envelope {
+            kind,
+            expand_json_payload: outbox.expand_json_payload,
+            key_format: match outbox.key_format {
+                KeyFormatName::String => KeyFormat::String,
+                KeyFormatName::Json => KeyFormat::Json,
+            },
+        };
+        let message = (!outbox.message_prefix.is_empty())
+            .then(|| (outbox.message_prefix.clone(), default_spec));
+        let cdc = &self.cdc;
+        let cdc_router = cdc.enabled.then(|| CdcRouter {
+            topic_prefix: cdc.topic_prefix.clone(),
+            database: database.to_owned(),
+            tombstones_on_delete: cdc.tombstones_on_delete,
+            truncate_events: cdc.truncate_events,
+            messages: cdc.messages,
+            unavailable_value_placeholder: cdc.unavailable_value_placeholder.clone(),
+            values: match cdc.value_convention {
+                ValueConventionName::Natural => ValueConvention::Natural,
+                ValueConventionName::Debezium => ValueConvention::Debezium(DebeziumModes {
+                    decimal: match cdc.decimal_handling_mode {
+                        DecimalModeName::Precise => DecimalMode::Precise,
+                        DecimalModeName::Double => DecimalMode::Double,
+                        DecimalModeName::String => DecimalMode::String,
+                    },
+                    time: match cdc.time_precision_mode {
+                        TimePrecisionModeName::Adaptive => TimePrecisionMode::Adaptive,
+                        TimePrecisionModeName::AdaptiveTimeMicroseconds => {
+                            TimePrecisionMode::AdaptiveTimeMicroseconds
+                        }
+                        TimePrecisionModeName::Connect => TimePrecisionMode::Connect,
+                    },
+                    binary: match cdc.binary_handling_mode {
+                        BinaryModeName::Bytes => BinaryMode::Bytes,
+                        BinaryModeName::Base64 => BinaryMode::Base64,
+                        BinaryModeName::Hex => BinaryMode::Hex,
+                    },
+                }),
+            },
+        });
+        if self.kafka.max_record_bytes < 1024 {
+            return Err(invalid(
+                "kafka.max_record_bytes",
+                "must be at least 1024 (the broker default is 1048588)".into(),
+            ));
+        }
+        Ok(Router::new(
+            OutboxRouter::new(tables, message, envelope),
+            cdc_router,
+            DeadLetters::new(self.dead_letter.topic.clone(), self.kafka.max_record_bytes),
+        ))
     }
 }
 

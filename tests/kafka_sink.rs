@@ -46,6 +46,7 @@ fn record(topic: &str, value: &str) -> SinkInput {
         key: Some("k".as_bytes().to_vec().into()),
         value: Some(value.as_bytes().to_vec().into()),
         headers: Vec::new(),
+        timestamp_ms: None,
     })
 }
 

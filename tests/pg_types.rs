@@ -129,7 +129,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
             .expect("changes within 30 s")
             .expect("stream")
             .expect("not ended");
-        let SourceEvent::Change(change) = event else {
+        let SourceEvent::Change { change, .. } = event else {
             continue;
         };
         seen.push(match change {

@@ -2,6 +2,7 @@
 
 mod lsn;
 pub mod pgoutput;
+pub mod schema;
 pub mod types;
 pub mod wire;
 

@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use crate::checkpoint::CheckpointError;
 use crate::pg::wire::{ConnectOptions, WireError};
-use crate::route::outbox::{OutboxRouter, RouteError};
+use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::{KafkaSettings, SinkError};
 use crate::source::logical::SourceError;
@@ -47,8 +47,8 @@ pub struct RelayConfig {
     pub slot: String,
     /// The publications the slot streams.
     pub publications: Vec<String>,
-    /// Outbox routing.
-    pub router: OutboxRouter,
+    /// Outbox events, CDC events and dead letters.
+    pub router: Router,
     /// How to reach Kafka.
     pub kafka: KafkaSettings,
     /// The compacted topic holding checkpoints.
@@ -92,9 +92,6 @@ pub enum RelayError {
     /// The replication stream.
     #[error(transparent)]
     Source(#[from] SourceError),
-    /// A change that cannot become a record (stops the relay until dead-lettering exists).
-    #[error(transparent)]
-    Route(#[from] RouteError),
     /// The slot and the checkpoint disagree in a way that would lose or repeat events.
     #[error("{0}")]
     Inconsistent(String),
@@ -116,10 +113,9 @@ impl RelayError {
                 e,
                 CheckpointError::Kafka { .. } | CheckpointError::Timeout { .. }
             ),
-            RelayError::Route(_)
-            | RelayError::Inconsistent(_)
-            | RelayError::SlotLost(_)
-            | RelayError::SinkPanicked => false,
+            RelayError::Inconsistent(_) | RelayError::SlotLost(_) | RelayError::SinkPanicked => {
+                false
+            }
         }
     }
 }

@@ -16,8 +16,11 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::checkpoint::Checkpoint;
-use crate::pg::wire::ReplicationStream;
-use crate::pg::Lsn;
+use crate::pg::pgoutput::Relation;
+use crate::pg::schema::Schema;
+use crate::pg::wire::{ReplicationConnection, ReplicationStream};
+use crate::pg::{Lsn, PgTimestamp};
+use crate::route::{Record, RouteContext};
 use crate::sink::batch::{run_blocking, Batcher, SinkInput};
 use crate::sink::kafka::TransactionalProducer;
 use crate::source::logical::{Change, LogicalSource, SourceEvent, TxnBegin};
@@ -31,6 +34,7 @@ pub(super) async fn run(
     protocol_version: u32,
     producer: TransactionalProducer,
     resume: Checkpoint,
+    schema: Schema,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), RelayError> {
     let (input_tx, input_rx) = mpsc::channel(config.channel_capacity);
@@ -55,7 +59,11 @@ pub(super) async fn run(
         committed: committed_rx,
         status: interval(config.status_interval),
         resume_after: resume.lsn,
+        last_commit: resume.lsn,
         template: resume,
+        schema,
+        routed: Vec::new(),
+        dead_letters: 0,
         sent: Lsn::ZERO,
         confirmed: Lsn::ZERO,
         skipping: false,
@@ -71,6 +79,12 @@ pub(super) async fn run(
         .set_position(pump.resume_after, pump.resume_after);
 
     let outcome = pump.pump(shutdown).await;
+    if pump.dead_letters > 0 {
+        tracing::warn!(
+            dead_letters = pump.dead_letters,
+            "changes went to the dead-letter topic during this run"
+        );
+    }
     // Closing the channel tells the sink to commit what is complete (or abort a cut transaction).
     let Pump {
         source,
@@ -109,6 +123,14 @@ struct Pump<'a> {
     status: Interval,
     /// The checkpoint resumed from: transactions whose commit starts before it are already in Kafka.
     resume_after: Lsn,
+    /// End of the last transaction read (Debezium's `sequence[0]` of the next one's events).
+    last_commit: Lsn,
+    /// Primary keys and column types of the tables seen.
+    schema: Schema,
+    /// The records of the change being routed (reused).
+    routed: Vec<Record>,
+    /// Changes turned into dead letters during this attempt.
+    dead_letters: u64,
     /// Identity fields of every checkpoint (system, timeline, slot).
     template: Checkpoint,
     /// The last boundary handed to the sink.
@@ -186,14 +208,15 @@ impl Pump<'_> {
                 self.open = Some(begin);
                 Ok(true)
             }
-            SourceEvent::Change(change) => {
+            SourceEvent::Change { lsn, change } => {
                 if self.skipping {
                     return Ok(true);
                 }
-                self.route(&change).await
+                self.route(&change, lsn).await
             }
             SourceEvent::Commit(commit) => {
                 let open = self.open.take();
+                self.last_commit = commit.end_lsn;
                 if std::mem::take(&mut self.skipping) {
                     return Ok(true);
                 }
@@ -217,7 +240,7 @@ impl Pump<'_> {
                     content,
                     lsn,
                 };
-                if !self.route(&change).await? {
+                if !self.route(&change, lsn).await? {
                     return Ok(false);
                 }
                 let mut checkpoint = self.template.clone();
@@ -229,12 +252,53 @@ impl Pump<'_> {
         }
     }
 
-    /// Routes a change and hands its record, if any, to the sink.
-    async fn route(&mut self, change: &Change) -> Result<bool, RelayError> {
-        match self.config.router.route(change)? {
-            Some(record) => self.forward(SinkInput::Record(record)).await,
-            None => Ok(true),
+    /// Routes a change and hands its records to the sink.
+    async fn route(&mut self, change: &Change, lsn: Lsn) -> Result<bool, RelayError> {
+        match change {
+            Change::Insert { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. } => self.learn(relation).await?,
+            Change::Truncate { relations, .. } => {
+                for relation in relations {
+                    self.learn(relation).await?;
+                }
+            }
+            Change::Message { .. } => {}
         }
+        let context = RouteContext {
+            schema: &self.schema,
+            xid: self.open.as_ref().map(|b| b.xid),
+            commit_ts: self
+                .open
+                .as_ref()
+                .map_or_else(PgTimestamp::now, |b| b.commit_ts),
+            lsn,
+            last_commit_lsn: self.last_commit,
+        };
+        let mut routed = std::mem::take(&mut self.routed);
+        self.dead_letters += u64::from(self.config.router.route(change, &context, &mut routed));
+        let mut open = true;
+        for record in routed.drain(..) {
+            if open {
+                open = self.forward(SinkInput::Record(record)).await?;
+            }
+        }
+        self.routed = routed;
+        Ok(open)
+    }
+
+    /// Reads the primary key and column types of a table first seen (or changed) mid-stream, on a
+    /// connection of its own: the replication connection is streaming.
+    async fn learn(&mut self, relation: &Relation) -> Result<(), RelayError> {
+        let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
+        if self.schema.knows(relation.id, &types) {
+            return Ok(());
+        }
+        let mut connection = ReplicationConnection::connect(&self.config.postgres).await?;
+        self.schema.load_table(&mut connection, relation.id).await?;
+        // Types the table no longer has (a dropped column's) are still in this Relation message.
+        self.schema.types.load(&mut connection, &types).await?;
+        Ok(())
     }
 
     /// While nothing is in flight and the WAL moved past the confirmed position, commits a

@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::checkpoint::{Checkpoint, OffsetsTopic};
+use crate::pg::schema::Schema;
 use crate::pg::wire::{
     quote_literal, PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
 };
@@ -46,6 +47,10 @@ pub(super) async fn attempt(
         checkpoint = %resume.lsn,
         "starting replication"
     );
+    let mut schema = Schema::default();
+    schema
+        .load_publications(&mut connection, &config.publications)
+        .await?;
     let options = PgOutputOptions {
         proto_version: PROTOCOL_VERSION,
         publication_names: config.publications.clone(),
@@ -56,7 +61,16 @@ pub(super) async fn attempt(
     let stream = connection
         .start_replication(&config.slot, resume.lsn, &options)
         .await?;
-    pump::run(config, stream, PROTOCOL_VERSION, producer, resume, shutdown).await
+    pump::run(
+        config,
+        stream,
+        PROTOCOL_VERSION,
+        producer,
+        resume,
+        schema,
+        shutdown,
+    )
+    .await
 }
 
 /// Runs a blocking Kafka call off the async runtime.

@@ -2,10 +2,28 @@
 //!
 //! The router's output, [`Record`], is the sink's only input: the sink knows nothing of Postgres
 //! rows, and the router nothing of Kafka transactions.
+//!
+//! - [`outbox`]: outbox rows and outbox logical messages become events in the `debezium-outbox`
+//!   or `cloudevents` envelope.
+//! - [`cdc`]: changes of other published tables become Debezium change events.
+//! - [`dead_letter`]: a change that cannot become a record becomes a dead letter instead, produced
+//!   in the same Kafka transaction, so a poison row never blocks the relay and is never lost.
 
+pub mod cdc;
+pub mod dead_letter;
 pub mod outbox;
+pub mod template;
 
 use bytes::Bytes;
+
+use crate::pg::pgoutput::Relation;
+use crate::pg::schema::Schema;
+use crate::pg::{Lsn, PgTimestamp, Xid};
+use crate::source::logical::Change;
+
+use cdc::CdcRouter;
+use dead_letter::{DeadLetters, Failure};
+use outbox::OutboxRouter;
 
 /// One Kafka record, ready to produce.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +39,9 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// Headers in order; a header may repeat, as Kafka allows.
     pub headers: Vec<Header>,
+    /// The record's timestamp in milliseconds since the Unix epoch (the event's time, as Debezium
+    /// sets it); `None` lets the producer use its clock.
+    pub timestamp_ms: Option<i64>,
 }
 
 /// A Kafka record header.
@@ -30,6 +51,16 @@ pub struct Header {
     pub name: String,
     /// Header value; `None` is a null header value.
     pub value: Option<Bytes>,
+}
+
+impl Header {
+    /// A header with a text value.
+    pub fn text(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            value: Some(Bytes::from(value.into())),
+        }
+    }
 }
 
 impl Record {
@@ -45,3 +76,90 @@ impl Record {
             + header_bytes
     }
 }
+
+/// Where and when a change happened: what envelopes put in their metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct RouteContext<'a> {
+    /// Primary keys and column types.
+    pub schema: &'a Schema,
+    /// The transaction, `None` for a non-transactional logical message.
+    pub xid: Option<Xid>,
+    /// Commit time of the transaction (for a non-transactional message: when it was read).
+    pub commit_ts: PgTimestamp,
+    /// WAL position of the change.
+    pub lsn: Lsn,
+    /// End of the last transaction committed before this one (Debezium's `sequence[0]`).
+    pub last_commit_lsn: Lsn,
+}
+
+/// Routes every change: outbox events, CDC events, and dead letters for what fails.
+#[derive(Debug, Clone)]
+pub struct Router {
+    outbox: OutboxRouter,
+    cdc: Option<CdcRouter>,
+    dead_letters: DeadLetters,
+}
+
+impl Router {
+    /// A router; `cdc` is `None` when changes of non-outbox tables are not published.
+    pub fn new(outbox: OutboxRouter, cdc: Option<CdcRouter>, dead_letters: DeadLetters) -> Self {
+        Self {
+            outbox,
+            cdc,
+            dead_letters,
+        }
+    }
+
+    /// Appends the records `change` becomes to `out`; returns how many of them are dead letters.
+    pub fn route(&self, change: &Change, context: &RouteContext<'_>, out: &mut Vec<Record>) -> u32 {
+        let first = out.len();
+        let routed = match change {
+            Change::Insert { relation, new } if self.outbox.is_outbox(relation) => self
+                .outbox
+                .route_row(relation, new, context)
+                .map(|r| out.push(r)),
+            Change::Update { relation, .. } if self.outbox.is_outbox(relation) => {
+                tracing::warn!(
+                    table = %qualified(relation),
+                    lsn = %context.lsn,
+                    "an outbox row was updated; outbox rows are events and are only published \
+                     when inserted, so the update is ignored"
+                );
+                Ok(())
+            }
+            // Deleting published rows is how an outbox is emptied: not an event.
+            Change::Delete { relation, .. } if self.outbox.is_outbox(relation) => Ok(()),
+            Change::Message {
+                prefix, content, ..
+            } if self.outbox.is_outbox_message(prefix) => self
+                .outbox
+                .route_message(prefix, content, context)
+                .map(|r| out.push(r)),
+            _ => match &self.cdc {
+                Some(cdc) => cdc.route(change, &|r| self.outbox.is_outbox(r), context, out),
+                None => Ok(()),
+            },
+        };
+        let mut dead = 0;
+        if let Err(failure) = routed {
+            out.truncate(first);
+            out.push(self.dead_letters.record(change, &failure, context));
+            return 1;
+        }
+        for record in &mut out[first..] {
+            if let Some(failure) = self.dead_letters.too_large(record) {
+                *record = self.dead_letters.record(change, &failure, context);
+                dead += 1;
+            }
+        }
+        dead
+    }
+}
+
+/// `schema.table`.
+pub(crate) fn qualified(relation: &Relation) -> String {
+    format!("{}.{}", relation.namespace, relation.name)
+}
+
+/// Why a change could not become a record; the dead letter's headers carry it.
+pub type RouteResult<T> = Result<T, Failure>;

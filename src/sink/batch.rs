@@ -305,6 +305,7 @@ mod tests {
             key: None,
             value: Some(vec![0u8; 10].into()),
             headers: Vec::new(),
+            timestamp_ms: None,
         })
     }
 

@@ -235,6 +235,9 @@ impl TransactionalProducer {
         if let Some(partition) = record.partition {
             base = base.partition(partition);
         }
+        if let Some(timestamp) = record.timestamp_ms {
+            base = base.timestamp(timestamp);
+        }
         loop {
             match self.producer.send(base) {
                 Ok(()) => return Ok(()),

@@ -102,7 +102,12 @@ pub enum SourceEvent {
     /// A transaction began.
     Begin(TxnBegin),
     /// A change of the open transaction.
-    Change(Change),
+    Change {
+        /// WAL position of the change.
+        lsn: Lsn,
+        /// The change.
+        change: Change,
+    },
     /// The open transaction committed.
     Commit(TxnCommit),
     /// A non-transactional `pg_logical_emit_message`: outside any transaction, visible at once.
@@ -323,7 +328,7 @@ impl LogicalSource {
                 what: "a change outside a transaction".into(),
             });
         }
-        make(self).map(SourceEvent::Change)
+        make(self).map(|change| SourceEvent::Change { lsn, change })
     }
 
     /// The cached description of table `id`.

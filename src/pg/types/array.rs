@@ -3,7 +3,7 @@
 
 /// One parsed element: NULL, a text to convert by the element type, or a nested array.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Element {
+pub enum Element {
     /// The unquoted word NULL.
     Null,
     /// An element's text, unquoted and unescaped.
@@ -13,7 +13,7 @@ pub(super) enum Element {
 }
 
 /// Parses an array literal with element delimiter `delim`; `None` if it is malformed.
-pub(super) fn parse(text: &str, delim: char) -> Option<Vec<Element>> {
+pub fn parse(text: &str, delim: char) -> Option<Vec<Element>> {
     // Explicit bounds, `[1:3]={...}` or `[0:1][1:2]={...}`: the elements are what follows `=`.
     let body = if text.starts_with('[') {
         &text[text.find('=')? + 1..]

@@ -18,7 +18,7 @@
 //! domains by their text and base type, anything else as its text. An unchanged TOASTed value has
 //! no value at all: it stays [`Datum::UnchangedToast`] and the router decides what to show.
 
-mod array;
+pub mod array;
 mod catalog;
 
 use base64::Engine;

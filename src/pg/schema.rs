@@ -1,0 +1,138 @@
+//! What the router needs to know about tables beyond pgoutput's Relation message: primary keys
+//! (Debezium keys change events by the primary key, while pgoutput flags the replica identity, which
+//! is every column under `REPLICA IDENTITY FULL`) and the types of the columns.
+//!
+//! Read over SQL on a replication connection (a logical walsender runs SQL too): once for every
+//! published table before replication starts, and again for a table first seen mid-stream.
+
+use std::collections::HashMap;
+
+use crate::pg::types::TypeCatalog;
+use crate::pg::wire::{quote_literal, ReplicationConnection, WireError};
+use crate::pg::{RelationId, TypeOid};
+
+/// Primary keys and column types of the tables the relay has seen.
+#[derive(Debug, Clone)]
+pub struct Schema {
+    /// Type OID to conversion.
+    pub types: TypeCatalog,
+    /// Primary key column names of each table, in key order; absent when the table has none.
+    primary_keys: HashMap<RelationId, Vec<String>>,
+    /// Tables whose primary key has been looked up (with or without one).
+    known: std::collections::HashSet<RelationId>,
+}
+
+impl Default for Schema {
+    fn default() -> Self {
+        Self {
+            types: TypeCatalog::builtin(),
+            primary_keys: HashMap::new(),
+            known: std::collections::HashSet::new(),
+        }
+    }
+}
+
+impl Schema {
+    /// The primary key column names of `table`, or `None` when it has none.
+    pub fn primary_key(&self, table: RelationId) -> Option<&[String]> {
+        self.primary_keys.get(&table).map(Vec::as_slice)
+    }
+
+    /// Whether `table` and all of `types` have been looked up.
+    pub fn knows(&self, table: RelationId, types: &[TypeOid]) -> bool {
+        self.known.contains(&table) && types.iter().all(|t| self.types.contains(*t))
+    }
+
+    /// Records `table`'s primary key (tests and callers that know it already).
+    pub fn set_primary_key(&mut self, table: RelationId, key: Option<Vec<String>>) {
+        self.known.insert(table);
+        match key {
+            Some(key) => self.primary_keys.insert(table, key),
+            None => self.primary_keys.remove(&table),
+        };
+    }
+
+    /// Loads the primary keys and column types of every table in `publications`.
+    pub async fn load_publications(
+        &mut self,
+        connection: &mut ReplicationConnection,
+        publications: &[String],
+    ) -> Result<(), WireError> {
+        let names = publications
+            .iter()
+            .map(|p| quote_literal(p))
+            .collect::<Vec<_>>()
+            .join(",");
+        let tables = format!(
+            "SELECT DISTINCT c.oid FROM pg_catalog.pg_publication_tables p \
+             JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+             WHERE p.pubname IN ({names})"
+        );
+        self.load_tables(connection, &tables).await
+    }
+
+    /// Loads the primary key and column types of `table`.
+    pub async fn load_table(
+        &mut self,
+        connection: &mut ReplicationConnection,
+        table: RelationId,
+    ) -> Result<(), WireError> {
+        self.load_tables(connection, &format!("SELECT {}::oid", table.0))
+            .await
+    }
+
+    /// Loads keys and types of the tables whose OIDs `tables_sql` selects.
+    async fn load_tables(
+        &mut self,
+        connection: &mut ReplicationConnection,
+        tables_sql: &str,
+    ) -> Result<(), WireError> {
+        let table_oids = connection.simple_query(tables_sql).await?;
+        let list: Vec<u32> = table_oids
+            .iter()
+            .filter_map(|row| row.first()?.as_deref()?.parse().ok())
+            .collect();
+        if list.is_empty() {
+            return Ok(());
+        }
+        let list_sql = list
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let keys = connection
+            .simple_query(&format!(
+                "SELECT i.indrelid, a.attname FROM pg_catalog.pg_index i \
+                 CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
+                 JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
+                 WHERE i.indisprimary AND i.indrelid IN ({list_sql}) \
+                 ORDER BY i.indrelid, k.position"
+            ))
+            .await?;
+        for oid in &list {
+            self.set_primary_key(RelationId(*oid), None);
+        }
+        for row in keys {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let Ok(table) = field(0).parse::<u32>() else {
+                continue;
+            };
+            self.primary_keys
+                .entry(RelationId(table))
+                .or_default()
+                .push(field(1));
+        }
+        let types = connection
+            .simple_query(&format!(
+                "SELECT DISTINCT atttypid FROM pg_catalog.pg_attribute \
+                 WHERE attrelid IN ({list_sql}) AND attnum > 0 AND NOT attisdropped"
+            ))
+            .await?;
+        let oids: Vec<TypeOid> = types
+            .iter()
+            .filter_map(|row| row.first()?.as_deref()?.parse().ok().map(TypeOid))
+            .collect();
+        self.types.load(connection, &oids).await
+    }
+}

@@ -1,0 +1,337 @@
+//! CDC events: changes of published tables that are not outboxes, as Debezium's Postgres connector
+//! writes them (JSON converter, schemas disabled).
+//!
+//! - topic `<prefix>.<schema>.<table>`; key `{pk columns}` (no key without a primary key);
+//! - value `{before, after, source, op, ts_ms, ts_us, ts_ns, transaction}` with `op` `c`, `u`, `d`
+//!   or `t`; `source` as Debezium's (`version, connector: "postgresql", name, ts_ms, ts_us, ts_ns,
+//!   snapshot: "false", db, sequence, schema, table, txId, lsn, xmin`);
+//! - a tombstone (same key, null value) after each delete, unless switched off;
+//! - an update that changes the primary key becomes a delete (+ tombstone) of the old key and a
+//!   create of the new one, with `__debezium.newkey` / `__debezium.oldkey` headers, as Debezium does;
+//! - truncates as `op: "t"` events when switched on (Debezium skips them by default);
+//! - logical messages of other prefixes on `<prefix>.message` as `{source, op: "m", ts_ms,
+//!   message: {prefix, content (base64)}}`, keyed by `{"prefix"}`, when switched on.
+//!
+//! Column values follow the [`values::ValueConvention`]; a TOASTed value an update did not change
+//! (Postgres does not send it) shows as the configured placeholder, Debezium's
+//! `__debezium_unavailable_value` by default.
+
+pub mod values;
+
+use base64::Engine;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
+use crate::route::dead_letter::{Failure, Reason};
+use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
+use crate::source::logical::Change;
+
+use values::ValueConvention;
+
+/// The connector version reported in `source.version`.
+const VERSION: &str = concat!("outboxd-", env!("CARGO_PKG_VERSION"));
+
+/// Debezium-compatible change events for non-outbox tables.
+#[derive(Debug, Clone)]
+pub struct CdcRouter {
+    /// Topic prefix and `source.name` (Debezium's `topic.prefix`).
+    pub topic_prefix: String,
+    /// `source.db`.
+    pub database: String,
+    /// Whether a tombstone follows each delete (`tombstones.on.delete`).
+    pub tombstones_on_delete: bool,
+    /// Whether truncates become events.
+    pub truncate_events: bool,
+    /// Whether logical messages of other prefixes become events.
+    pub messages: bool,
+    /// What an unchanged TOASTed value shows as (`unavailable.value.placeholder`).
+    pub unavailable_value_placeholder: String,
+    /// How column values are written.
+    pub values: ValueConvention,
+}
+
+/// Debezium's operation codes.
+#[derive(Debug, Clone, Copy)]
+enum Op {
+    Create,
+    Update,
+    Delete,
+    Truncate,
+}
+
+impl Op {
+    fn code(self) -> &'static str {
+        match self {
+            Self::Create => "c",
+            Self::Update => "u",
+            Self::Delete => "d",
+            Self::Truncate => "t",
+        }
+    }
+}
+
+impl CdcRouter {
+    /// Appends the events of `change` to `out`; changes of outbox tables are skipped.
+    pub fn route(
+        &self,
+        change: &Change,
+        is_outbox: &dyn Fn(&Relation) -> bool,
+        context: &RouteContext<'_>,
+        out: &mut Vec<Record>,
+    ) -> RouteResult<()> {
+        match change {
+            Change::Insert { relation, new } if !is_outbox(relation) => {
+                let after = self.row(relation, new, context)?;
+                let key = self.key(relation, &after, context);
+                out.push(self.event(relation, key, Op::Create, Value::Null, after, context));
+            }
+            Change::Update { relation, old, new } if !is_outbox(relation) => {
+                let after = self.row(relation, new, context)?;
+                let before = match old {
+                    Some(OldTuple::Key(row) | OldTuple::Full(row)) => {
+                        self.row(relation, row, context)?
+                    }
+                    None => Value::Null,
+                };
+                let new_key = self.key(relation, &after, context);
+                let old_key = match &before {
+                    Value::Null => new_key.clone(),
+                    before => self.key(relation, before, context),
+                };
+                if old_key == new_key {
+                    out.push(self.event(relation, new_key, Op::Update, before, after, context));
+                } else {
+                    // The primary key changed: Debezium's delete + tombstone + create.
+                    let mut delete = self.event(
+                        relation,
+                        old_key.clone(),
+                        Op::Delete,
+                        before,
+                        Value::Null,
+                        context,
+                    );
+                    delete
+                        .headers
+                        .push(key_header("__debezium.newkey", &new_key));
+                    out.push(delete);
+                    self.tombstone(relation, &old_key, context, out);
+                    let mut create =
+                        self.event(relation, new_key, Op::Create, Value::Null, after, context);
+                    create
+                        .headers
+                        .push(key_header("__debezium.oldkey", &old_key));
+                    out.push(create);
+                }
+            }
+            Change::Delete { relation, old } if !is_outbox(relation) => {
+                let (OldTuple::Key(row) | OldTuple::Full(row)) = old;
+                let before = self.row(relation, row, context)?;
+                let key = self.key(relation, &before, context);
+                out.push(self.event(
+                    relation,
+                    key.clone(),
+                    Op::Delete,
+                    before,
+                    Value::Null,
+                    context,
+                ));
+                self.tombstone(relation, &key, context, out);
+            }
+            Change::Truncate { relations, .. } if self.truncate_events => {
+                for relation in relations.iter().filter(|r| !is_outbox(r)) {
+                    out.push(self.event(
+                        relation,
+                        None,
+                        Op::Truncate,
+                        Value::Null,
+                        Value::Null,
+                        context,
+                    ));
+                }
+            }
+            Change::Message {
+                prefix, content, ..
+            } if self.messages => out.push(self.message(prefix, content, context)),
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// The row as `{column: value}` in the configured convention.
+    fn row(
+        &self,
+        relation: &Relation,
+        row: &TupleData,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Value> {
+        let mut object = Map::with_capacity(relation.columns.len());
+        for (column, value) in relation.columns.iter().zip(&row.0) {
+            let json = match value {
+                ColumnValue::Null => Value::Null,
+                ColumnValue::UnchangedToast => {
+                    Value::String(self.unavailable_value_placeholder.clone())
+                }
+                ColumnValue::Binary(_) => {
+                    return Err(Failure::new(
+                        Reason::InvalidValue,
+                        format!(
+                            "{}.{} came in binary format",
+                            qualified(relation),
+                            column.name
+                        ),
+                    ))
+                }
+                ColumnValue::Text(bytes) => {
+                    let text = std::str::from_utf8(bytes).map_err(|_| {
+                        Failure::new(
+                            Reason::InvalidValue,
+                            format!("{}.{} is not valid UTF-8", qualified(relation), column.name),
+                        )
+                    })?;
+                    self.values
+                        .convert(
+                            &context.schema.types,
+                            column.type_oid,
+                            column.type_modifier,
+                            text,
+                        )
+                        .map_err(|e| {
+                            Failure::new(
+                                Reason::InvalidValue,
+                                format!("{}.{}: {e}", qualified(relation), column.name),
+                            )
+                        })?
+                }
+            };
+            object.insert(column.name.clone(), json);
+        }
+        Ok(Value::Object(object))
+    }
+
+    /// `{pk columns}` taken from a converted row; `None` without a primary key.
+    fn key(&self, relation: &Relation, row: &Value, context: &RouteContext<'_>) -> Option<Value> {
+        let columns = context.schema.primary_key(relation.id)?;
+        let mut key = Map::new();
+        for column in columns {
+            key.insert(
+                column.clone(),
+                row.get(column).cloned().unwrap_or(Value::Null),
+            );
+        }
+        Some(Value::Object(key))
+    }
+
+    fn topic(&self, relation: &Relation) -> String {
+        format!(
+            "{}.{}.{}",
+            self.topic_prefix, relation.namespace, relation.name
+        )
+    }
+
+    /// Debezium's `source` block.
+    fn source(&self, schema: &str, table: &str, context: &RouteContext<'_>) -> Value {
+        let micros = context.commit_ts.unix_micros();
+        json!({
+            "version": VERSION,
+            "connector": "postgresql",
+            "name": self.topic_prefix,
+            "ts_ms": micros.div_euclid(1000),
+            "ts_us": micros,
+            "ts_ns": micros.saturating_mul(1000),
+            "snapshot": "false",
+            "db": self.database,
+            "sequence": json!([context.last_commit_lsn.0.to_string(), context.lsn.0.to_string()]).to_string(),
+            "schema": schema,
+            "table": table,
+            "txId": context.xid.map(|x| x.0),
+            "lsn": context.lsn.0,
+            "xmin": null,
+        })
+    }
+
+    fn envelope(&self, mut body: Map<String, Value>, source: Value) -> Value {
+        let now = crate::pg::PgTimestamp::now().unix_micros();
+        body.insert("source".into(), source);
+        body.insert("ts_ms".into(), now.div_euclid(1000).into());
+        body.insert("ts_us".into(), now.into());
+        body.insert("ts_ns".into(), now.saturating_mul(1000).into());
+        body.insert("transaction".into(), Value::Null);
+        Value::Object(body)
+    }
+
+    fn event(
+        &self,
+        relation: &Relation,
+        key: Option<Value>,
+        op: Op,
+        before: Value,
+        after: Value,
+        context: &RouteContext<'_>,
+    ) -> Record {
+        let mut body = Map::new();
+        body.insert("before".into(), before);
+        body.insert("after".into(), after);
+        body.insert("op".into(), op.code().into());
+        let value = self.envelope(
+            body,
+            self.source(&relation.namespace, &relation.name, context),
+        );
+        Record {
+            topic: self.topic(relation),
+            partition: None,
+            key: key.map(|k| Bytes::from(k.to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: Some(context.commit_ts.unix_millis()),
+        }
+    }
+
+    fn tombstone(
+        &self,
+        relation: &Relation,
+        key: &Option<Value>,
+        context: &RouteContext<'_>,
+        out: &mut Vec<Record>,
+    ) {
+        // Compaction removes a key only by a tombstone; without a key there is nothing to remove.
+        if let (true, Some(key)) = (self.tombstones_on_delete, key) {
+            out.push(Record {
+                topic: self.topic(relation),
+                partition: None,
+                key: Some(Bytes::from(key.to_string())),
+                value: None,
+                headers: Vec::new(),
+                timestamp_ms: Some(context.commit_ts.unix_millis()),
+            });
+        }
+    }
+
+    fn message(&self, prefix: &str, content: &[u8], context: &RouteContext<'_>) -> Record {
+        let mut body = Map::new();
+        body.insert("op".into(), "m".into());
+        body.insert(
+            "message".into(),
+            json!({
+                "prefix": prefix,
+                "content": base64::engine::general_purpose::STANDARD.encode(content),
+            }),
+        );
+        let value = self.envelope(body, self.source("", "", context));
+        Record {
+            topic: format!("{}.message", self.topic_prefix),
+            partition: None,
+            key: Some(Bytes::from(json!({ "prefix": prefix }).to_string())),
+            value: Some(Bytes::from(value.to_string())),
+            headers: Vec::new(),
+            timestamp_ms: Some(context.commit_ts.unix_millis()),
+        }
+    }
+}
+
+fn key_header(name: &str, key: &Option<Value>) -> Header {
+    Header {
+        name: name.into(),
+        value: key.as_ref().map(|k| Bytes::from(k.to_string())),
+    }
+}

@@ -1,0 +1,558 @@
+//! Column values of CDC events, in one of two conventions.
+//!
+//! `debezium`: what Debezium's Postgres connector writes through Kafka Connect's JsonConverter
+//! with schemas disabled, under the options named as Debezium names them:
+//!
+//! | type | `debezium` (defaults) |
+//! |---|---|
+//! | numeric(p,s) | `decimal.handling.mode=precise`: base64 of the unscaled two's-complement value; `double`: number; `string`: text |
+//! | numeric | precise: `{"scale": s, "value": base64}` (Debezium's VariableScaleDecimal) |
+//! | date | days since 1970-01-01 |
+//! | time(p) | `time.precision.mode=adaptive`: ms since midnight for p ≤ 3, else µs; `adaptive_time_microseconds`: µs; `connect`: ms |
+//! | timestamp(p) | adaptive: ms since the epoch for p ≤ 3, else µs; `connect`: ms |
+//! | timestamptz | ISO-8601 in UTC, `Z` (`2024-01-31T12:34:56.789Z`) |
+//! | timetz | ISO-8601 time in UTC (`07:04:56.789Z`) |
+//! | interval | µs, a month counted as 30.4375 days (Debezium's MicroDuration) |
+//! | bytea | `binary.handling.mode=bytes` or `base64`: base64; `hex`: hex |
+//! | json, jsonb | the JSON text as a string |
+//! | arrays | JSON arrays of the element's value |
+//! | bool, integers, floats | JSON booleans and numbers (NaN and infinities as strings) |
+//! | everything else (text, uuid, enums, inet, ranges, money, bit, geometry, ...) | the text |
+//!
+//! Known differences from Debezium: `money` (Debezium: a precise decimal), `bit(n)` (Debezium:
+//! boolean or little-endian bytes), `point` (Debezium: a struct with WKB), `hstore` (Debezium: a JSON
+//! string of the map) and `infinity` dates and timestamps (Debezium: sentinel numbers) are the
+//! PostgreSQL text here.
+//!
+//! `natural`: ISO-8601 everywhere, exact numerics as strings, JSON nested: the conversion of
+//! [`crate::pg::types::text_to_json`].
+
+use base64::Engine;
+use serde_json::Value;
+
+use crate::pg::types::array::{self, Element};
+use crate::pg::types::{text_to_json, TypeCatalog, TypeError, TypeKind};
+use crate::pg::TypeOid;
+
+/// Which value convention CDC events use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueConvention {
+    /// Debezium's JSON, for drop-in consumers.
+    Debezium(DebeziumModes),
+    /// ISO-8601, exact numerics as strings, JSON nested.
+    Natural,
+}
+
+/// Debezium's value options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DebeziumModes {
+    /// `decimal.handling.mode`.
+    pub decimal: DecimalMode,
+    /// `time.precision.mode`.
+    pub time: TimePrecisionMode,
+    /// `binary.handling.mode`.
+    pub binary: BinaryMode,
+}
+
+/// `decimal.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DecimalMode {
+    /// Exact, as Kafka Connect's Decimal (base64 bytes in JSON).
+    #[default]
+    Precise,
+    /// A JSON number.
+    Double,
+    /// The text.
+    String,
+}
+
+/// `time.precision.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimePrecisionMode {
+    /// Milliseconds or microseconds by the column's precision.
+    #[default]
+    Adaptive,
+    /// As adaptive, but `time` always in microseconds.
+    AdaptiveTimeMicroseconds,
+    /// Kafka Connect's types: always milliseconds.
+    Connect,
+}
+
+/// `binary.handling.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BinaryMode {
+    /// Kafka Connect bytes: base64 in JSON.
+    #[default]
+    Bytes,
+    /// Base64 text.
+    Base64,
+    /// Hex text.
+    Hex,
+}
+
+const MICROS_PER_DAY: i64 = 86_400_000_000;
+
+/// Debezium's average month: 365.25 / 12 days.
+const DAYS_PER_MONTH_AVG: f64 = 365.25 / 12.0;
+
+impl ValueConvention {
+    /// The JSON of a column's text value of type `oid` with modifier `typmod`.
+    pub fn convert(
+        self,
+        types: &TypeCatalog,
+        oid: TypeOid,
+        typmod: i32,
+        text: &str,
+    ) -> Result<Value, TypeError> {
+        match self {
+            Self::Natural => text_to_json(types, oid, text),
+            Self::Debezium(modes) => modes.convert(types, oid, typmod, text),
+        }
+    }
+}
+
+impl DebeziumModes {
+    fn convert(
+        self,
+        types: &TypeCatalog,
+        oid: TypeOid,
+        typmod: i32,
+        text: &str,
+    ) -> Result<Value, TypeError> {
+        let bad = || TypeError::Invalid {
+            oid,
+            text: text.chars().take(200).collect(),
+        };
+        match types.kind(oid) {
+            TypeKind::Domain { base } => return self.convert(types, base, -1, text),
+            TypeKind::Array { element, delimiter } => {
+                let elements = array::parse(text, delimiter).ok_or_else(bad)?;
+                return self.convert_array(types, element, typmod, elements);
+            }
+            TypeKind::Enum | TypeKind::Other => return Ok(Value::String(text.to_owned())),
+            TypeKind::Builtin(_) => {}
+        }
+        Ok(match oid.0 {
+            // json, jsonb: io.debezium.data.Json is a string.
+            114 | 3802 => Value::String(text.to_owned()),
+            1700 => self.numeric(typmod, text).ok_or_else(bad)?,
+            17 => {
+                let bytes = text
+                    .strip_prefix("\\x")
+                    .and_then(decode_hex)
+                    .ok_or_else(bad)?;
+                match self.binary {
+                    BinaryMode::Bytes | BinaryMode::Base64 => {
+                        Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+                    }
+                    BinaryMode::Hex => Value::String(text[2..].to_owned()),
+                }
+            }
+            1082 => match epoch_days(text) {
+                Some(days) => Value::from(days),
+                None => special_or(text, bad)?,
+            },
+            1083 => {
+                let micros = time_micros(text).ok_or_else(bad)?;
+                let precision = precision(typmod);
+                match self.time {
+                    TimePrecisionMode::Connect => Value::from(micros / 1000),
+                    TimePrecisionMode::Adaptive if precision <= 3 => Value::from(micros / 1000),
+                    _ => Value::from(micros),
+                }
+            }
+            1114 => match timestamp_micros(text) {
+                Some(micros) => {
+                    let millis = self.time == TimePrecisionMode::Connect || precision(typmod) <= 3;
+                    Value::from(if millis {
+                        micros.div_euclid(1000)
+                    } else {
+                        micros
+                    })
+                }
+                None => special_or(text, bad)?,
+            },
+            1184 => match timestamptz_utc(text) {
+                Some(iso) => Value::String(iso),
+                None => special_or(text, bad)?,
+            },
+            1266 => Value::String(timetz_utc(text).ok_or_else(bad)?),
+            1186 => Value::from(interval_micros(text).ok_or_else(bad)?),
+            // bool, integers, floats, text and the rest: as in the natural convention.
+            _ => text_to_json(types, oid, text)?,
+        })
+    }
+
+    fn convert_array(
+        self,
+        types: &TypeCatalog,
+        element: TypeOid,
+        typmod: i32,
+        elements: Vec<Element>,
+    ) -> Result<Value, TypeError> {
+        elements
+            .into_iter()
+            .map(|e| match e {
+                Element::Null => Ok(Value::Null),
+                Element::Text(text) => self.convert(types, element, typmod, &text),
+                Element::Array(inner) => self.convert_array(types, element, typmod, inner),
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map(Value::Array)
+    }
+
+    /// numeric by `decimal.handling.mode`; `None` when the text is not a number.
+    fn numeric(self, typmod: i32, text: &str) -> Option<Value> {
+        if matches!(text, "NaN" | "Infinity" | "-Infinity") {
+            // Neither a Connect Decimal nor a JSON number can hold these.
+            return Some(match self.decimal {
+                DecimalMode::Precise => Value::Null,
+                _ => Value::String(text.to_owned()),
+            });
+        }
+        match self.decimal {
+            DecimalMode::String => Some(Value::String(text.to_owned())),
+            DecimalMode::Double => {
+                serde_json::Number::from_f64(text.parse().ok()?).map(Value::Number)
+            }
+            DecimalMode::Precise => {
+                let (negative, digits) = match text.strip_prefix('-') {
+                    Some(rest) => (true, rest),
+                    None => (false, text),
+                };
+                let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+                if !(whole
+                    .bytes()
+                    .chain(fraction.bytes())
+                    .all(|b| b.is_ascii_digit()))
+                {
+                    return None;
+                }
+                let declared_scale = (typmod >= 4).then(|| ((typmod - 4) & 0xffff) as usize);
+                let scale = declared_scale.unwrap_or(fraction.len()).max(fraction.len());
+                let unscaled = format!("{whole}{fraction}{}", "0".repeat(scale - fraction.len()));
+                let encoded = base64::engine::general_purpose::STANDARD
+                    .encode(twos_complement(negative, &unscaled));
+                Some(match declared_scale {
+                    Some(_) => Value::String(encoded),
+                    None => serde_json::json!({"scale": scale, "value": encoded}),
+                })
+            }
+        }
+    }
+}
+
+/// `infinity` and `-infinity` as their text; anything else unparsed is an error.
+fn special_or(text: &str, bad: impl Fn() -> TypeError) -> Result<Value, TypeError> {
+    match text {
+        "infinity" | "-infinity" => Ok(Value::String(text.to_owned())),
+        _ => Err(bad()),
+    }
+}
+
+/// A time's declared fractional digits (6 when not declared).
+fn precision(typmod: i32) -> i32 {
+    if typmod < 0 {
+        6
+    } else {
+        typmod
+    }
+}
+
+/// The minimal big-endian two's-complement bytes of a decimal integer, as Java's
+/// `BigInteger.toByteArray` (what Kafka Connect's Decimal holds).
+fn twos_complement(negative: bool, digits: &str) -> Vec<u8> {
+    let mut magnitude: Vec<u8> = Vec::new(); // little-endian base 256
+    for digit in digits.bytes().map(|b| b - b'0') {
+        let mut carry = u32::from(digit);
+        for byte in &mut magnitude {
+            let value = u32::from(*byte) * 10 + carry;
+            *byte = (value & 0xff) as u8;
+            carry = value >> 8;
+        }
+        while carry > 0 {
+            magnitude.push((carry & 0xff) as u8);
+            carry >>= 8;
+        }
+    }
+    while magnitude.last() == Some(&0) {
+        magnitude.pop();
+    }
+    if magnitude.is_empty() {
+        return vec![0];
+    }
+    magnitude.reverse(); // big-endian
+    if !negative {
+        if magnitude[0] & 0x80 != 0 {
+            magnitude.insert(0, 0);
+        }
+        return magnitude;
+    }
+    // Negate: invert and add one, from the least significant byte.
+    let mut carry = true;
+    for byte in magnitude.iter_mut().rev() {
+        *byte = !*byte;
+        if carry {
+            let (sum, overflow) = byte.overflowing_add(1);
+            *byte = sum;
+            carry = overflow;
+        }
+    }
+    if magnitude[0] & 0x80 == 0 {
+        magnitude.insert(0, 0xff);
+    }
+    magnitude
+}
+
+/// `2024-01-31` (or `0044-03-15 BC`) as days since 1970-01-01.
+fn epoch_days(text: &str) -> Option<i64> {
+    let date = parse_date(text)?;
+    let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?;
+    Some((date - epoch).num_days())
+}
+
+fn parse_date(text: &str) -> Option<chrono::NaiveDate> {
+    use chrono::Datelike;
+    let (body, bc) = match text.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    let date = chrono::NaiveDate::parse_from_str(body, "%Y-%m-%d").ok()?;
+    if bc {
+        date.with_year(1 - date.year())
+    } else {
+        Some(date)
+    }
+}
+
+/// `12:34:56.789` as microseconds since midnight (`24:00:00` is a whole day).
+fn time_micros(text: &str) -> Option<i64> {
+    let mut parts = text.splitn(3, ':');
+    let hours: i64 = parts.next()?.parse().ok()?;
+    let minutes: i64 = parts.next()?.parse().ok()?;
+    let seconds = parts.next()?;
+    let (whole, fraction) = seconds.split_once('.').unwrap_or((seconds, ""));
+    let whole: i64 = whole.parse().ok()?;
+    if fraction.len() > 6 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let micros: i64 = format!("{fraction:0<6}").parse().ok()?;
+    let total = ((hours * 60 + minutes) * 60 + whole) * 1_000_000 + micros;
+    (0..=MICROS_PER_DAY).contains(&total).then_some(total)
+}
+
+/// `2024-01-31 12:34:56.789` (UTC) as microseconds since the epoch.
+fn timestamp_micros(text: &str) -> Option<i64> {
+    let (body, bc) = match text.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    let (date, time) = body.split_once(' ')?;
+    let date = parse_date(&if bc {
+        format!("{date} BC")
+    } else {
+        date.to_owned()
+    })?;
+    let days = (date - chrono::NaiveDate::from_ymd_opt(1970, 1, 1)?).num_days();
+    Some(days * MICROS_PER_DAY + time_micros(time)?)
+}
+
+/// Splits a trailing `+hh`, `+hh:mm` or `+hh:mm:ss` offset; returns the rest and the offset in
+/// seconds.
+fn split_offset(text: &str) -> Option<(&str, i64)> {
+    let at = text.rfind(['+', '-'])?;
+    let (body, offset) = text.split_at(at);
+    let sign = if offset.starts_with('-') { -1 } else { 1 };
+    let mut seconds = 0;
+    for (i, part) in offset[1..].split(':').enumerate() {
+        let value: i64 = part.parse().ok()?;
+        seconds += value * [3600, 60, 1].get(i)?;
+    }
+    Some((body, sign * seconds))
+}
+
+/// A timestamptz (sent in UTC by the session's TimeZone) as ISO-8601 with `Z`.
+fn timestamptz_utc(text: &str) -> Option<String> {
+    let (body, bc) = match text.strip_suffix(" BC") {
+        Some(body) => (body, true),
+        None => (text, false),
+    };
+    let (local, offset) = split_offset(body)?;
+    let local = if bc {
+        format!("{local} BC")
+    } else {
+        local.to_owned()
+    };
+    let micros = timestamp_micros(&local)? - offset * 1_000_000;
+    let time = chrono::DateTime::from_timestamp_micros(micros)?;
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+}
+
+/// A timetz as ISO-8601 time in UTC with `Z`.
+fn timetz_utc(text: &str) -> Option<String> {
+    let (local, offset) = split_offset(text)?;
+    let micros = (time_micros(local)? - offset * 1_000_000).rem_euclid(MICROS_PER_DAY);
+    let (seconds, fraction) = (micros / 1_000_000, micros % 1_000_000);
+    let base = format!(
+        "{:02}:{:02}:{:02}",
+        seconds / 3600,
+        seconds / 60 % 60,
+        seconds % 60
+    );
+    Some(if fraction == 0 {
+        format!("{base}Z")
+    } else {
+        let digits = format!("{fraction:06}");
+        format!("{base}.{}Z", digits.trim_end_matches('0'))
+    })
+}
+
+/// An ISO-8601 interval (`P1Y2M3DT4H5M6.5S`, components may be negative) as Debezium's
+/// MicroDuration.
+fn interval_micros(text: &str) -> Option<i64> {
+    let body = text.strip_prefix('P')?;
+    let (date_part, time_part) = body.split_once('T').unwrap_or((body, ""));
+    let mut total = 0.0_f64;
+    for (part, units) in [
+        (date_part, &[('Y', 0), ('M', 1), ('W', 2), ('D', 3)][..]),
+        (time_part, &[('H', 4), ('M', 5), ('S', 6)][..]),
+    ] {
+        let mut rest = part;
+        while !rest.is_empty() {
+            let end = rest.find(|c: char| c.is_ascii_alphabetic())?;
+            let number: f64 = rest[..end].parse().ok()?;
+            let unit = rest[end..].chars().next()?;
+            let kind = units.iter().find(|(u, _)| *u == unit)?.1;
+            let micros_per_unit = match kind {
+                0 => 12.0 * DAYS_PER_MONTH_AVG * 86_400e6,
+                1 => DAYS_PER_MONTH_AVG * 86_400e6,
+                2 => 7.0 * 86_400e6,
+                3 => 86_400e6,
+                4 => 3_600e6,
+                5 => 60e6,
+                _ => 1e6,
+            };
+            total += number * micros_per_unit;
+            rest = &rest[end + 1..];
+        }
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some(total.round() as i64)
+}
+
+fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn debezium(oid: u32, typmod: i32, text: &str) -> Value {
+        ValueConvention::Debezium(DebeziumModes::default())
+            .convert(&TypeCatalog::builtin(), TypeOid(oid), typmod, text)
+            .expect("converts")
+    }
+
+    /// numeric(p,s) carries typmod ((p << 16) | s) + 4.
+    fn numeric_typmod(precision: i32, scale: i32) -> i32 {
+        ((precision << 16) | scale) + 4
+    }
+
+    #[test]
+    fn decimals_are_java_big_integer_bytes() {
+        // Values checked against java.math.BigInteger#toByteArray.
+        let cases: &[(&str, &[u8])] = &[
+            ("0", &[0]),
+            ("1", &[1]),
+            ("127", &[0x7f]),
+            ("128", &[0x00, 0x80]),
+            ("-1", &[0xff]),
+            ("-128", &[0x80]),
+            ("-129", &[0xff, 0x7f]),
+            ("-256", &[0xff, 0x00]),
+            ("123456", &[0x01, 0xe2, 0x40]),
+        ];
+        for (digits, bytes) in cases {
+            let (negative, digits) = match digits.strip_prefix('-') {
+                Some(rest) => (true, rest),
+                None => (false, *digits),
+            };
+            assert_eq!(twos_complement(negative, digits), *bytes, "{digits}");
+        }
+        // 1234.56 as numeric(10,2): unscaled 123456 = 0x01E240.
+        assert_eq!(
+            debezium(1700, numeric_typmod(10, 2), "1234.56"),
+            json!("AeJA")
+        );
+        // Declared scale pads: 1.5 in numeric(5,2) is 150.
+        assert_eq!(debezium(1700, numeric_typmod(5, 2), "1.50"), json!("AJY="));
+        assert_eq!(
+            debezium(1700, -1, "-12.345"),
+            json!({"scale": 3, "value": "z8c="})
+        );
+        assert_eq!(debezium(1700, -1, "NaN"), Value::Null);
+    }
+
+    #[test]
+    fn dates_and_times_follow_adaptive_precision() {
+        assert_eq!(debezium(1082, -1, "1970-01-02"), json!(1));
+        assert_eq!(debezium(1082, -1, "1969-12-31"), json!(-1));
+        assert_eq!(debezium(1082, -1, "2024-01-31"), json!(19753));
+        assert_eq!(debezium(1083, 3, "12:34:56.789"), json!(45_296_789));
+        assert_eq!(
+            debezium(1083, -1, "12:34:56.789"),
+            json!(45_296_789_000_i64)
+        );
+        assert_eq!(
+            debezium(1114, 3, "2024-01-31 12:34:56.789"),
+            json!(1_706_704_496_789_i64)
+        );
+        assert_eq!(
+            debezium(1114, -1, "2024-01-31 12:34:56.789"),
+            json!(1_706_704_496_789_000_i64)
+        );
+        assert_eq!(
+            debezium(1184, -1, "2024-01-31 12:34:56.789+00"),
+            json!("2024-01-31T12:34:56.789Z")
+        );
+        assert_eq!(
+            debezium(1184, -1, "2024-01-31 14:34:56+02"),
+            json!("2024-01-31T12:34:56Z")
+        );
+        assert_eq!(debezium(1266, -1, "12:34:56.5+05:30"), json!("07:04:56.5Z"));
+        assert_eq!(debezium(1266, -1, "01:00:00-03"), json!("04:00:00Z"));
+        assert_eq!(debezium(1184, -1, "infinity"), json!("infinity"));
+    }
+
+    #[test]
+    fn intervals_are_micro_durations() {
+        assert_eq!(debezium(1186, -1, "PT1S"), json!(1_000_000));
+        assert_eq!(debezium(1186, -1, "P1DT-1H"), json!(82_800_000_000_i64));
+        // One month is 30.4375 days.
+        assert_eq!(debezium(1186, -1, "P1M"), json!(2_629_800_000_000_i64));
+        assert_eq!(debezium(1186, -1, "P1Y"), json!(31_557_600_000_000_i64));
+        assert_eq!(debezium(1186, -1, "PT0.5S"), json!(500_000));
+    }
+
+    #[test]
+    fn json_is_a_string_bytes_are_base64_arrays_nest() {
+        assert_eq!(debezium(3802, -1, r#"{"a": 1}"#), json!(r#"{"a": 1}"#));
+        assert_eq!(debezium(17, -1, "\\x0102ff"), json!("AQL/"));
+        assert_eq!(debezium(1007, -1, "{1,NULL,3}"), json!([1, null, 3]));
+        assert_eq!(debezium(1182, -1, "{1970-01-02}"), json!([1]));
+        assert_eq!(debezium(16, -1, "t"), json!(true));
+        assert_eq!(
+            debezium(2950, -1, "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+            json!("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11")
+        );
+    }
+}

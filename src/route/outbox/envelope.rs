@@ -1,0 +1,353 @@
+//! Envelopes: how an [`OutboxEvent`] is laid out in a Kafka record.
+//!
+//! - `debezium-outbox` (default), as Debezium's outbox event router with the JSON converter and
+//!   schemas disabled: topic from the template, key = aggregate id, value = payload, header `id`;
+//!   additional fields as headers, as fields of an envelope `{"payload": ..., alias: ...}`, or as
+//!   the partition.
+//! - `cloudevents`, CloudEvents 1.0 in the Kafka protocol binding: structured mode (the whole event
+//!   as `application/cloudevents+json`) or binary mode (`ce_*` headers, the payload as value).
+//!
+//! In both, a trace context becomes the W3C `traceparent` header, and correlation id, causation id
+//! and schema version travel as headers (CloudEvents: extensions and `dataschema`).
+
+use bytes::Bytes;
+use serde_json::{Map, Value};
+
+use super::{OutboxEvent, OutboxSpec, Placement};
+use crate::route::dead_letter::{Failure, Reason};
+use crate::route::template::Template;
+use crate::route::{Header, Record, RouteContext, RouteResult};
+
+/// How a record's key is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFormat {
+    /// The aggregate id's text, as Kafka Connect's StringConverter writes it.
+    String,
+    /// The aggregate id as a JSON string (quoted), as Kafka Connect's JsonConverter writes it.
+    Json,
+}
+
+/// CloudEvents content mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloudEventsMode {
+    /// The event as one JSON document (`application/cloudevents+json`).
+    Structured,
+    /// Attributes as `ce_*` headers, the payload as value.
+    Binary,
+}
+
+/// Which envelope, and its options.
+#[derive(Debug, Clone)]
+pub struct Envelope {
+    /// The layout.
+    pub kind: EnvelopeKind,
+    /// Whether the payload is JSON and goes into the value as JSON (`table.expand.json.payload`);
+    /// otherwise it goes in as a JSON string, as Debezium's default does.
+    pub expand_json_payload: bool,
+    /// How keys are written.
+    pub key_format: KeyFormat,
+}
+
+/// The layout of the record.
+#[derive(Debug, Clone)]
+pub enum EnvelopeKind {
+    /// Debezium's outbox event router.
+    DebeziumOutbox,
+    /// CloudEvents 1.0.
+    CloudEvents {
+        /// Structured or binary.
+        mode: CloudEventsMode,
+        /// The `source` attribute; variables as in [`SOURCE_VARIABLES`].
+        source: Template,
+        /// The `dataschema` attribute, set when the event has a schema version; variables as in
+        /// [`DATASCHEMA_VARIABLES`].
+        dataschema: Template,
+    },
+}
+
+/// Variables of the CloudEvents `source` template.
+pub const SOURCE_VARIABLES: &[&str] = &["schema", "table", "aggregatetype"];
+
+/// Variables of the CloudEvents `dataschema` template.
+pub const DATASCHEMA_VARIABLES: &[&str] =
+    &["schema", "table", "aggregatetype", "type", "schema_version"];
+
+/// Kafka's legal topic names: `[a-zA-Z0-9._-]`, at most 249 characters.
+fn legal_topic(topic: &str) -> bool {
+    !topic.is_empty()
+        && topic.len() <= 249
+        && topic != "."
+        && topic != ".."
+        && topic
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Envelope {
+    /// The record of `event`.
+    pub fn render(
+        &self,
+        event: &OutboxEvent,
+        spec: &OutboxSpec,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Record> {
+        let (schema, table) = (&event.origin.0, &event.origin.1);
+        let topic = spec
+            .topic
+            .render(|name| match name {
+                "routedByValue" | "aggregatetype" => Some(&event.aggregate_type),
+                "schema" => Some(schema),
+                "table" => Some(table),
+                _ => None,
+            })
+            .unwrap_or_default();
+        if !legal_topic(&topic) {
+            return Err(Failure::new(
+                Reason::InvalidValue,
+                format!(
+                    "outbox event from {schema}.{table}: topic {topic:?} (from the routing \
+                     value {:?}) is not a legal Kafka topic name ([a-zA-Z0-9._-], 1 to 249 \
+                     characters)",
+                    event.aggregate_type
+                ),
+            ));
+        }
+        let fail = |reason, message: String| Failure {
+            reason,
+            message: format!("outbox event from {schema}.{table}: {message}"),
+            topic: Some(topic.clone()),
+        };
+        let key = event.aggregate_id.as_ref().map(|id| match self.key_format {
+            KeyFormat::String => Bytes::from(id.clone()),
+            KeyFormat::Json => Bytes::from(Value::String(id.clone()).to_string()),
+        });
+        let payload = match &event.payload {
+            None => None,
+            Some(text) if self.expand_json_payload => {
+                Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                    fail(
+                        Reason::InvalidJson,
+                        format!(
+                            "payload is not JSON ({e}); with expand_json_payload = true it must be"
+                        ),
+                    )
+                })?)
+            }
+            Some(text) => Some(Value::String(text.clone())),
+        };
+        let mut partition = None;
+        let mut headers = Vec::new();
+        let mut envelope_fields = Map::new();
+        for (field, value) in &event.additional {
+            match field.placement {
+                Placement::Header => headers.push(Header {
+                    name: field.alias.clone(),
+                    value: header_text(value).map(Bytes::from),
+                }),
+                Placement::Envelope => {
+                    envelope_fields.insert(field.alias.clone(), value.clone());
+                }
+                Placement::Partition => {
+                    let number = match value {
+                        Value::Number(n) => n.as_i64(),
+                        Value::String(s) => s.parse().ok(),
+                        _ => None,
+                    };
+                    partition = Some(
+                        number
+                            .and_then(|n| i32::try_from(n).ok())
+                            .filter(|n| *n >= 0)
+                            .ok_or_else(|| {
+                                fail(
+                                    Reason::InvalidValue,
+                                    format!(
+                                        "partition field {:?} is {value}, not a partition number",
+                                        field.column
+                                    ),
+                                )
+                            })?,
+                    );
+                }
+            }
+        }
+        let trace_headers = [
+            ("traceparent", &event.traceparent),
+            ("correlation_id", &event.correlation_id),
+            ("causation_id", &event.causation_id),
+            ("schema_version", &event.schema_version),
+        ];
+        let mut record = Record {
+            topic: topic.clone(),
+            partition,
+            key,
+            value: None,
+            headers: Vec::new(),
+            timestamp_ms: Some(event.time_micros.div_euclid(1000)),
+        };
+        match &self.kind {
+            EnvelopeKind::DebeziumOutbox => {
+                if let Some(id) = &event.id {
+                    record.headers.push(Header::text("id", id.clone()));
+                }
+                record.headers.extend(headers);
+                for (name, value) in trace_headers {
+                    if let Some(value) = value {
+                        record.headers.push(Header::text(name, value.clone()));
+                    }
+                }
+                record.value = if envelope_fields.is_empty() {
+                    payload.map(|p| json_bytes(&p))
+                } else {
+                    let mut object = Map::new();
+                    object.insert("payload".into(), payload.unwrap_or(Value::Null));
+                    object.extend(envelope_fields);
+                    Some(json_bytes(&Value::Object(object)))
+                };
+            }
+            EnvelopeKind::CloudEvents {
+                mode,
+                source,
+                dataschema,
+            } => {
+                let event_type = event.event_type.clone().ok_or_else(|| {
+                    fail(
+                        Reason::MissingField,
+                        "the event type is missing or NULL; CloudEvents requires `type`".into(),
+                    )
+                })?;
+                let vars = |name: &str| -> Option<&str> {
+                    match name {
+                        "schema" => Some(schema),
+                        "table" => Some(table),
+                        "aggregatetype" => Some(&event.aggregate_type),
+                        "type" => Some(&event_type),
+                        "schema_version" => event.schema_version.as_deref(),
+                        _ => None,
+                    }
+                };
+                let mut attributes: Vec<(String, String)> = vec![
+                    ("specversion".into(), "1.0".into()),
+                    (
+                        "id".into(),
+                        event.id.clone().unwrap_or_else(|| context.lsn.to_string()),
+                    ),
+                    ("source".into(), source.render(vars).unwrap_or_default()),
+                    ("type".into(), event_type.clone()),
+                    ("time".into(), rfc3339(event.time_micros)),
+                ];
+                if let Some(subject) = &event.aggregate_id {
+                    attributes.push(("subject".into(), subject.clone()));
+                }
+                if let Some(uri) = event
+                    .schema_version
+                    .as_ref()
+                    .and_then(|_| dataschema.render(vars))
+                {
+                    attributes.push(("dataschema".into(), uri));
+                }
+                let extensions = [
+                    ("correlationid", &event.correlation_id),
+                    ("causationid", &event.causation_id),
+                    ("traceparent", &event.traceparent),
+                ];
+                for (name, value) in extensions {
+                    if let Some(value) = value {
+                        attributes.push((name.into(), value.clone()));
+                    }
+                }
+                for (alias, value) in envelope_fields {
+                    if let Some(text) = header_text(&value) {
+                        attributes.push((extension_name(&alias), text));
+                    }
+                }
+                if let Some(traceparent) = &event.traceparent {
+                    headers.push(Header::text("traceparent", traceparent.clone()));
+                }
+                match mode {
+                    CloudEventsMode::Structured => {
+                        let mut object: Map<String, Value> = attributes
+                            .into_iter()
+                            .map(|(name, value)| (name, Value::String(value)))
+                            .collect();
+                        object.insert(
+                            "datacontenttype".into(),
+                            Value::String("application/json".into()),
+                        );
+                        object.insert("data".into(), payload.unwrap_or(Value::Null));
+                        record.value = Some(json_bytes(&Value::Object(object)));
+                        record.headers.push(Header::text(
+                            "content-type",
+                            "application/cloudevents+json; charset=UTF-8",
+                        ));
+                    }
+                    CloudEventsMode::Binary => {
+                        for (name, value) in attributes {
+                            record
+                                .headers
+                                .push(Header::text(format!("ce_{name}"), value));
+                        }
+                        record
+                            .headers
+                            .push(Header::text("content-type", "application/json"));
+                        record.value = payload.map(|p| json_bytes(&p));
+                    }
+                }
+                record.headers.extend(headers);
+            }
+        }
+        Ok(record)
+    }
+}
+
+/// A header's text for a JSON value: a string's content, other JSON as JSON text, null as null.
+fn header_text(value: &Value) -> Option<String> {
+    match value {
+        Value::Null => None,
+        Value::String(text) => Some(text.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// A CloudEvents extension attribute name: lower-case letters and digits only.
+fn extension_name(alias: &str) -> String {
+    alias
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect()
+}
+
+fn json_bytes(value: &Value) -> Bytes {
+    Bytes::from(value.to_string())
+}
+
+/// RFC 3339 in UTC with `Z`, fractional seconds only as precise as needed.
+fn rfc3339(micros: i64) -> String {
+    chrono::DateTime::from_timestamp_micros(micros)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topic_names_are_checked_as_kafka_does() {
+        assert!(legal_topic("outbox.event.order_v2-x"));
+        for bad in ["", ".", "..", "outbox.event.Ördér", "a b", &"x".repeat(250)] {
+            assert!(!legal_topic(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339(1_706_704_496_789_000), "2024-01-31T12:34:56.789Z");
+        assert_eq!(rfc3339(1_706_704_496_000_000), "2024-01-31T12:34:56Z");
+        assert_eq!(
+            rfc3339(1_706_704_496_000_001),
+            "2024-01-31T12:34:56.000001Z"
+        );
+        assert_eq!(extension_name("Event_Type-2"), "eventtype2");
+    }
+}

@@ -1,0 +1,168 @@
+//! Reading an outbox event's fields by name, from a row's columns or a message's JSON object.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+
+use crate::pg::pgoutput::{ColumnValue, Relation, TupleData};
+use crate::pg::types::{text_to_json, TypeCatalog};
+use crate::pg::TypeOid;
+
+/// Where the fields come from.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Fields<'a> {
+    /// An inserted row.
+    Row {
+        relation: &'a Relation,
+        row: &'a TupleData,
+    },
+    /// A logical message's JSON object.
+    Message(&'a Map<String, Value>),
+}
+
+/// One field's value.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) enum Field<'a> {
+    /// No such column or key.
+    Absent,
+    /// NULL (or JSON null).
+    Null,
+    /// A column's text, with its type.
+    Column { text: &'a str, oid: TypeOid },
+    /// A message field.
+    Json(&'a Value),
+    /// A value that cannot be read (not UTF-8, or sent in binary).
+    Unreadable(&'static str),
+}
+
+impl<'a> Fields<'a> {
+    /// The field called `name`.
+    pub(super) fn get(&self, name: &str) -> Field<'a> {
+        match *self {
+            Fields::Row { relation, row } => {
+                let Some(index) = relation.columns.iter().position(|c| c.name == name) else {
+                    return Field::Absent;
+                };
+                let oid = relation.columns[index].type_oid;
+                match row.0.get(index) {
+                    None => Field::Absent,
+                    Some(ColumnValue::Null) => Field::Null,
+                    Some(ColumnValue::Text(bytes)) => match std::str::from_utf8(bytes) {
+                        Ok(text) => Field::Column { text, oid },
+                        Err(_) => Field::Unreadable("is not valid UTF-8"),
+                    },
+                    Some(ColumnValue::UnchangedToast) => Field::Unreadable("was not sent"),
+                    Some(ColumnValue::Binary(_)) => Field::Unreadable("came in binary format"),
+                }
+            }
+            Fields::Message(object) => match object.get(name) {
+                None => Field::Absent,
+                Some(Value::Null) => Field::Null,
+                Some(value) => Field::Json(value),
+            },
+        }
+    }
+}
+
+impl<'a> Field<'a> {
+    /// The value as text: a column's text, a JSON string's content, other JSON as JSON text;
+    /// `None` when absent or NULL.
+    pub(super) fn text(&self) -> Result<Option<Cow<'a, str>>, String> {
+        match *self {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Column { text, .. } => Ok(Some(Cow::Borrowed(text))),
+            Field::Json(Value::String(text)) => Ok(Some(Cow::Borrowed(text))),
+            Field::Json(value) => Ok(Some(Cow::Owned(value.to_string()))),
+            Field::Unreadable(problem) => Err(problem.into()),
+        }
+    }
+
+    /// The value as JSON: a column converted by its type, a message field as it is.
+    pub(super) fn json(&self, types: &TypeCatalog) -> Result<Value, String> {
+        match *self {
+            Field::Absent | Field::Null => Ok(Value::Null),
+            Field::Column { text, oid } => {
+                text_to_json(types, oid, text).map_err(|e| e.to_string())
+            }
+            Field::Json(value) => Ok(value.clone()),
+            Field::Unreadable(problem) => Err(problem.into()),
+        }
+    }
+
+    /// The value as a point in time, in microseconds since the Unix epoch: a timestamp(tz)
+    /// column, an RFC 3339 string, or a number of milliseconds since the epoch.
+    pub(super) fn time_micros(&self) -> Result<Option<i64>, String> {
+        let bad = |text: &str| format!("{text:?} is not a timestamp");
+        match *self {
+            Field::Absent | Field::Null => Ok(None),
+            Field::Column { text, .. } => {
+                if let Ok(millis) = text.parse::<i64>() {
+                    return Ok(Some(millis.saturating_mul(1000)));
+                }
+                parse_postgres_time(text)
+                    .or_else(|| parse_rfc3339(text))
+                    .map(Some)
+                    .ok_or_else(|| bad(text))
+            }
+            Field::Json(Value::String(text)) => {
+                parse_rfc3339(text).map(Some).ok_or_else(|| bad(text))
+            }
+            Field::Json(Value::Number(number)) => number
+                .as_i64()
+                .map(|millis| Some(millis.saturating_mul(1000)))
+                .ok_or_else(|| bad(&number.to_string())),
+            Field::Json(other) => Err(bad(&other.to_string())),
+            Field::Unreadable(problem) => Err(problem.into()),
+        }
+    }
+}
+
+/// A timestamptz (`2024-01-31 12:34:56.789+00`) or timestamp (read as UTC) as PostgreSQL writes
+/// them with `DateStyle=ISO`.
+fn parse_postgres_time(text: &str) -> Option<i64> {
+    if let Ok(time) = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z") {
+        return Some(time.timestamp_micros());
+    }
+    chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|time| time.and_utc().timestamp_micros())
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|time| time.timestamp_micros())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_from_every_accepted_form() {
+        let column = |text| Field::Column {
+            text,
+            oid: TypeOid(1184),
+        };
+        let expected = Some(1_706_704_496_789_000);
+        assert_eq!(
+            column("2024-01-31 12:34:56.789+00").time_micros(),
+            Ok(expected)
+        );
+        assert_eq!(
+            column("2024-01-31 18:04:56.789+05:30").time_micros(),
+            Ok(expected)
+        );
+        assert_eq!(
+            column("2024-01-31 12:34:56.789").time_micros(),
+            Ok(expected)
+        );
+        assert_eq!(column("1706704496789").time_micros(), Ok(expected));
+        let rfc = Value::String("2024-01-31T12:34:56.789Z".into());
+        assert_eq!(Field::Json(&rfc).time_micros(), Ok(expected));
+        let millis = Value::from(1_706_704_496_789_i64);
+        assert_eq!(Field::Json(&millis).time_micros(), Ok(expected));
+        assert!(column("infinity").time_micros().is_err());
+        assert_eq!(Field::Null.time_micros(), Ok(None));
+    }
+}
