@@ -87,21 +87,27 @@ pub fn read_topic_at(
         .set("isolation.level", isolation.as_config())
         .create()
         .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
+    // A topic the relay creates by producing to it may not exist yet: wait for its partitions.
+    let deadline = Instant::now() + timeout;
     let mut assignment = TopicPartitionList::new();
-    for partition in metadata
-        .topics()
-        .iter()
-        .flat_map(rdkafka::metadata::MetadataTopic::partitions)
-    {
-        assignment
-            .add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
-            .expect("add partition");
+    while assignment.count() == 0 && Instant::now() < deadline {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .expect("topic metadata");
+        for partition in metadata
+            .topics()
+            .iter()
+            .flat_map(rdkafka::metadata::MetadataTopic::partitions)
+        {
+            assignment
+                .add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
+                .expect("add partition");
+        }
+        if assignment.count() == 0 {
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
     consumer.assign(&assignment).expect("assign partitions");
-    let deadline = Instant::now() + timeout;
     let mut records = Vec::new();
     while !done(&records) && Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {

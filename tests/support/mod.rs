@@ -8,6 +8,7 @@
 //! Not every test binary uses every helper.
 #![allow(dead_code)]
 
+pub mod all_types;
 pub mod kafka;
 pub mod postgres;
 pub mod relay;

@@ -121,19 +121,22 @@ impl Envelope {
             KeyFormat::String => Bytes::from(id.clone()),
             KeyFormat::Json => Bytes::from(Value::String(id.clone()).to_string()),
         });
+        // The payload as JSON text: as written when it is JSON (validated, not re-serialized, so
+        // key order and number precision survive), else as a JSON string.
         let payload = match &event.payload {
             None => None,
             Some(text) if self.expand_json_payload => {
-                Some(serde_json::from_str::<Value>(text).map_err(|e| {
+                serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
                     fail(
                         Reason::InvalidJson,
                         format!(
                             "payload is not JSON ({e}); with expand_json_payload = true it must be"
                         ),
                     )
-                })?)
+                })?;
+                Some(text.clone())
             }
-            Some(text) => Some(Value::String(text.clone())),
+            Some(text) => Some(Value::String(text.clone()).to_string()),
         };
         let mut partition = None;
         let mut headers = Vec::new();
@@ -196,12 +199,13 @@ impl Envelope {
                     }
                 }
                 record.value = if envelope_fields.is_empty() {
-                    payload.map(|p| json_bytes(&p))
+                    payload.map(Bytes::from)
                 } else {
-                    let mut object = Map::new();
-                    object.insert("payload".into(), payload.unwrap_or(Value::Null));
-                    object.extend(envelope_fields);
-                    Some(json_bytes(&Value::Object(object)))
+                    Some(object_with_raw(
+                        envelope_fields,
+                        "payload",
+                        payload.as_deref().unwrap_or("null"),
+                    ))
                 };
             }
             EnvelopeKind::CloudEvents {
@@ -273,8 +277,11 @@ impl Envelope {
                             "datacontenttype".into(),
                             Value::String("application/json".into()),
                         );
-                        object.insert("data".into(), payload.unwrap_or(Value::Null));
-                        record.value = Some(json_bytes(&Value::Object(object)));
+                        record.value = Some(object_with_raw(
+                            object,
+                            "data",
+                            payload.as_deref().unwrap_or("null"),
+                        ));
                         record.headers.push(Header::text(
                             "content-type",
                             "application/cloudevents+json; charset=UTF-8",
@@ -289,7 +296,7 @@ impl Envelope {
                         record
                             .headers
                             .push(Header::text("content-type", "application/json"));
-                        record.value = payload.map(|p| json_bytes(&p));
+                        record.value = payload.map(Bytes::from);
                     }
                 }
                 record.headers.extend(headers);
@@ -317,8 +324,18 @@ fn extension_name(alias: &str) -> String {
         .collect()
 }
 
-fn json_bytes(value: &Value) -> Bytes {
-    Bytes::from(value.to_string())
+/// `object` serialized with one more member, `name`, whose value is the JSON text `raw` as it is.
+fn object_with_raw(object: Map<String, Value>, name: &str, raw: &str) -> Bytes {
+    let mut text = Value::Object(object).to_string();
+    text.pop(); // the closing brace
+    if text.len() > 1 {
+        text.push(',');
+    }
+    text.push_str(&Value::String(name.to_owned()).to_string());
+    text.push(':');
+    text.push_str(raw);
+    text.push('}');
+    Bytes::from(text)
 }
 
 /// RFC 3339 in UTC with `Z`, fractional seconds only as precise as needed.
@@ -349,5 +366,20 @@ mod tests {
             "2024-01-31T12:34:56.000001Z"
         );
         assert_eq!(extension_name("Event_Type-2"), "eventtype2");
+    }
+
+    #[test]
+    fn a_raw_member_is_spliced_in_as_written() {
+        let mut object = Map::new();
+        object.insert("a".into(), Value::from(1));
+        let text = object_with_raw(object, "data", r#"{"z": 1, "big": 123456789012345678901}"#);
+        assert_eq!(
+            text,
+            r#"{"a":1,"data":{"z": 1, "big": 123456789012345678901}}"#
+        );
+        assert_eq!(
+            object_with_raw(Map::new(), "payload", "null"),
+            r#"{"payload":null}"#
+        );
     }
 }

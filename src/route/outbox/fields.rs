@@ -2,7 +2,10 @@
 
 use std::borrow::Cow;
 
-use serde_json::{Map, Value};
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+use serde_json::Value;
 
 use crate::pg::pgoutput::{ColumnValue, Relation, TupleData};
 use crate::pg::types::{text_to_json, TypeCatalog};
@@ -16,8 +19,8 @@ pub(super) enum Fields<'a> {
         relation: &'a Relation,
         row: &'a TupleData,
     },
-    /// A logical message's JSON object.
-    Message(&'a Map<String, Value>),
+    /// A logical message's JSON object, its values as they were written.
+    Message(&'a HashMap<String, Box<RawValue>>),
 }
 
 /// One field's value.
@@ -30,7 +33,7 @@ pub(super) enum Field<'a> {
     /// A column's text, with its type.
     Column { text: &'a str, oid: TypeOid },
     /// A message field.
-    Json(&'a Value),
+    Json(Value),
     /// A value that cannot be read (not UTF-8, or sent in binary).
     Unreadable(&'static str),
 }
@@ -57,9 +60,28 @@ impl<'a> Fields<'a> {
             }
             Fields::Message(object) => match object.get(name) {
                 None => Field::Absent,
-                Some(Value::Null) => Field::Null,
-                Some(value) => Field::Json(value),
+                Some(raw) => match serde_json::from_str(raw.get()) {
+                    Ok(Value::Null) => Field::Null,
+                    Ok(value) => Field::Json(value),
+                    Err(_) => Field::Unreadable("is not JSON"),
+                },
             },
+        }
+    }
+
+    /// A field's JSON text exactly as written (a message field), or a column's text; `None` when
+    /// absent or NULL. Payloads are taken so, to reach Kafka byte for byte.
+    pub(super) fn raw(&self, name: &str) -> Result<Option<Cow<'a, str>>, String> {
+        match *self {
+            Fields::Row { .. } => self
+                .get(name)
+                .text()
+                .map(|t| t.map(|t| Cow::Owned(t.into_owned()))),
+            Fields::Message(object) => Ok(object
+                .get(name)
+                .map(|raw| raw.get())
+                .filter(|raw| *raw != "null")
+                .map(Cow::Borrowed)),
         }
     }
 }
@@ -68,24 +90,24 @@ impl<'a> Field<'a> {
     /// The value as text: a column's text, a JSON string's content, other JSON as JSON text;
     /// `None` when absent or NULL.
     pub(super) fn text(&self) -> Result<Option<Cow<'a, str>>, String> {
-        match *self {
+        match self {
             Field::Absent | Field::Null => Ok(None),
             Field::Column { text, .. } => Ok(Some(Cow::Borrowed(text))),
-            Field::Json(Value::String(text)) => Ok(Some(Cow::Borrowed(text))),
+            Field::Json(Value::String(text)) => Ok(Some(Cow::Owned(text.clone()))),
             Field::Json(value) => Ok(Some(Cow::Owned(value.to_string()))),
-            Field::Unreadable(problem) => Err(problem.into()),
+            Field::Unreadable(problem) => Err((*problem).into()),
         }
     }
 
     /// The value as JSON: a column converted by its type, a message field as it is.
     pub(super) fn json(&self, types: &TypeCatalog) -> Result<Value, String> {
-        match *self {
+        match self {
             Field::Absent | Field::Null => Ok(Value::Null),
             Field::Column { text, oid } => {
-                text_to_json(types, oid, text).map_err(|e| e.to_string())
+                text_to_json(types, *oid, text).map_err(|e| e.to_string())
             }
             Field::Json(value) => Ok(value.clone()),
-            Field::Unreadable(problem) => Err(problem.into()),
+            Field::Unreadable(problem) => Err((*problem).into()),
         }
     }
 
@@ -93,7 +115,7 @@ impl<'a> Field<'a> {
     /// column, an RFC 3339 string, or a number of milliseconds since the epoch.
     pub(super) fn time_micros(&self) -> Result<Option<i64>, String> {
         let bad = |text: &str| format!("{text:?} is not a timestamp");
-        match *self {
+        match self {
             Field::Absent | Field::Null => Ok(None),
             Field::Column { text, .. } => {
                 if let Ok(millis) = text.parse::<i64>() {
@@ -112,7 +134,7 @@ impl<'a> Field<'a> {
                 .map(|millis| Some(millis.saturating_mul(1000)))
                 .ok_or_else(|| bad(&number.to_string())),
             Field::Json(other) => Err(bad(&other.to_string())),
-            Field::Unreadable(problem) => Err(problem.into()),
+            Field::Unreadable(problem) => Err((*problem).into()),
         }
     }
 }
@@ -159,9 +181,9 @@ mod tests {
         );
         assert_eq!(column("1706704496789").time_micros(), Ok(expected));
         let rfc = Value::String("2024-01-31T12:34:56.789Z".into());
-        assert_eq!(Field::Json(&rfc).time_micros(), Ok(expected));
+        assert_eq!(Field::Json(rfc).time_micros(), Ok(expected));
         let millis = Value::from(1_706_704_496_789_i64);
-        assert_eq!(Field::Json(&millis).time_micros(), Ok(expected));
+        assert_eq!(Field::Json(millis).time_micros(), Ok(expected));
         assert!(column("infinity").time_micros().is_err());
         assert_eq!(Field::Null.time_micros(), Ok(None));
     }

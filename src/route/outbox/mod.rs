@@ -9,7 +9,9 @@ pub mod envelope;
 mod fields;
 
 use std::borrow::Cow;
+use std::collections::HashMap;
 
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::pg::pgoutput::{Relation, TupleData};
@@ -158,7 +160,8 @@ pub struct OutboxEvent {
     pub aggregate_id: Option<String>,
     /// Event type.
     pub event_type: Option<String>,
-    /// Payload as JSON text (or any text when expansion is off); `None` for NULL.
+    /// Payload: a column's text, or a message field's JSON text exactly as written; `None` for
+    /// NULL.
     pub payload: Option<String>,
     /// Event time, microseconds since the Unix epoch.
     pub time_micros: i64,
@@ -251,18 +254,13 @@ impl OutboxRouter {
             ));
         };
         let source = format!("message {prefix:?}");
-        let value: Value = serde_json::from_slice(content).map_err(|e| {
-            Failure::new(
-                Reason::InvalidJson,
-                format!("outbox {source} is not JSON: {e}"),
-            )
-        })?;
-        let Value::Object(object) = value else {
-            return Err(Failure::new(
-                Reason::InvalidValue,
-                format!("outbox {source} is not a JSON object"),
-            ));
-        };
+        let object: HashMap<String, Box<RawValue>> =
+            serde_json::from_slice(content).map_err(|e| {
+                Failure::new(
+                    Reason::InvalidJson,
+                    format!("outbox {source} is not a JSON object: {e}"),
+                )
+            })?;
         let fields = Fields::Message(&object);
         let origin = ("pg_logical_emit_message".to_owned(), prefix.to_owned());
         let event = extract(&fields, spec, context, origin, &source)?;
@@ -291,10 +289,10 @@ fn extract(
         Field::Null => return Err(missing(source, &columns.aggregate_type, "NULL")),
         _ => text(&columns.aggregate_type)?.unwrap_or_default(),
     };
-    let payload = match fields.get(&columns.payload) {
-        Field::Json(value) => (!value.is_null()).then(|| value.to_string()),
-        _ => text(&columns.payload)?,
-    };
+    let payload = fields
+        .raw(&columns.payload)
+        .map_err(|problem| invalid(source, &columns.payload, &problem))?
+        .map(Cow::into_owned);
     let time_micros = match fields.get(&columns.timestamp).time_micros() {
         Ok(Some(micros)) => micros,
         Ok(None) => context.commit_ts.unix_micros(),
