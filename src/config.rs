@@ -120,11 +120,13 @@ pub struct OutboxSection {
     /// Prefix of `pg_logical_emit_message` calls that carry outbox events; empty: none do.
     pub message_prefix: String,
     /// `debezium-outbox` or `cloudevents`.
+    #[serde(deserialize_with = "choice")]
     pub envelope: EnvelopeName,
     /// Whether the payload must be JSON and is written as JSON (`table.expand.json.payload`).
     pub expand_json_payload: bool,
     /// `string` (Kafka Connect StringConverter) or `json` (JsonConverter: a quoted string).
-    pub key_format: KeyFormatName,
+    #[serde(deserialize_with = "choice")]
+    pub key_format: KeyFormat,
     /// Topic template (`route.topic.replacement`).
     pub topic: String,
     /// `column:header|envelope|partition[:alias]` entries (`table.fields.additional.placement`).
@@ -144,7 +146,7 @@ impl Default for OutboxSection {
             message_prefix: "outbox".into(),
             envelope: EnvelopeName::DebeziumOutbox,
             expand_json_payload: true,
-            key_format: KeyFormatName::String,
+            key_format: KeyFormat::String,
             topic: outbox::DEFAULT_TOPIC.into(),
             additional_placement: Vec::new(),
             columns: ColumnsSection::default(),
@@ -155,23 +157,12 @@ impl Default for OutboxSection {
 }
 
 /// `envelope` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnvelopeName {
     /// Debezium's outbox event router.
     DebeziumOutbox,
     /// CloudEvents 1.0.
     Cloudevents,
-}
-
-/// `key_format` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum KeyFormatName {
-    /// The text.
-    String,
-    /// A JSON string.
-    Json,
 }
 
 /// `[outbox.columns]` (and an override's `columns`): unset keys keep the default name (or, in an
@@ -231,7 +222,8 @@ impl ColumnsSection {
 #[serde(deny_unknown_fields, default)]
 pub struct CloudEventsSection {
     /// `structured` or `binary`.
-    pub mode: CloudEventsModeName,
+    #[serde(deserialize_with = "choice")]
+    pub mode: CloudEventsMode,
     /// The `source` template.
     pub source: String,
     /// The `dataschema` template, used when an event has a schema version.
@@ -241,21 +233,11 @@ pub struct CloudEventsSection {
 impl Default for CloudEventsSection {
     fn default() -> Self {
         Self {
-            mode: CloudEventsModeName::Structured,
+            mode: CloudEventsMode::Structured,
             source: "/outboxd/${schema}/${table}".into(),
             dataschema: "urn:outboxd:schema:${aggregatetype}:${type}:${schema_version}".into(),
         }
     }
-}
-
-/// `[outbox.cloudevents] mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CloudEventsModeName {
-    /// One JSON document.
-    Structured,
-    /// `ce_*` headers.
-    Binary,
 }
 
 /// `[[outbox.overrides]]`: settings of one outbox table that differ from `[outbox]`'s.
@@ -292,13 +274,17 @@ pub struct CdcSection {
     /// `unavailable.value.placeholder`.
     pub unavailable_value_placeholder: String,
     /// `debezium` or `natural`.
+    #[serde(deserialize_with = "choice")]
     pub value_convention: ValueConventionName,
     /// `decimal.handling.mode`: `precise`, `double` or `string`.
-    pub decimal_handling_mode: DecimalModeName,
+    #[serde(deserialize_with = "choice")]
+    pub decimal_handling_mode: DecimalMode,
     /// `time.precision.mode`: `adaptive`, `adaptive_time_microseconds` or `connect`.
-    pub time_precision_mode: TimePrecisionModeName,
+    #[serde(deserialize_with = "choice")]
+    pub time_precision_mode: TimePrecisionMode,
     /// `binary.handling.mode`: `bytes`, `base64` or `hex`.
-    pub binary_handling_mode: BinaryModeName,
+    #[serde(deserialize_with = "choice")]
+    pub binary_handling_mode: BinaryMode,
 }
 
 impl Default for CdcSection {
@@ -311,57 +297,20 @@ impl Default for CdcSection {
             messages: true,
             unavailable_value_placeholder: "__debezium_unavailable_value".into(),
             value_convention: ValueConventionName::Debezium,
-            decimal_handling_mode: DecimalModeName::Precise,
-            time_precision_mode: TimePrecisionModeName::Adaptive,
-            binary_handling_mode: BinaryModeName::Bytes,
+            decimal_handling_mode: DecimalMode::Precise,
+            time_precision_mode: TimePrecisionMode::Adaptive,
+            binary_handling_mode: BinaryMode::Bytes,
         }
     }
 }
 
 /// `value_convention` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ValueConventionName {
     /// Debezium's JSON.
     Debezium,
     /// ISO-8601 and exact strings.
     Natural,
-}
-
-/// `decimal_handling_mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DecimalModeName {
-    /// Connect Decimal.
-    Precise,
-    /// Number.
-    Double,
-    /// Text.
-    String,
-}
-
-/// `time_precision_mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum TimePrecisionModeName {
-    /// By column precision.
-    Adaptive,
-    /// By column precision, time in µs.
-    AdaptiveTimeMicroseconds,
-    /// Milliseconds.
-    Connect,
-}
-
-/// `binary_handling_mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum BinaryModeName {
-    /// Connect bytes (base64).
-    Bytes,
-    /// Base64.
-    Base64,
-    /// Hex.
-    Hex,
 }
 
 /// `[dead_letter]`: where changes go that cannot become their record.
@@ -446,6 +395,76 @@ impl Default for BatchSection {
             max_age: limits.max_age,
         }
     }
+}
+
+/// A setting with a fixed set of values, read from its name; an unknown name is an error that lists
+/// the allowed ones.
+trait Choice: Sized + Copy + 'static {
+    /// Every value by its name in the file.
+    const CHOICES: &'static [(&'static str, Self)];
+}
+
+/// Deserializes a [`Choice`] by name.
+fn choice<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Choice,
+{
+    let name = String::deserialize(deserializer)?;
+    T::CHOICES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| {
+            let allowed: Vec<_> = T::CHOICES.iter().map(|(n, _)| format!("{n:?}")).collect();
+            serde::de::Error::custom(format!("{name:?} is not one of {}", allowed.join(", ")))
+        })
+}
+
+impl Choice for EnvelopeName {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("debezium-outbox", Self::DebeziumOutbox),
+        ("cloudevents", Self::Cloudevents),
+    ];
+}
+
+impl Choice for KeyFormat {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("string", Self::String), ("json", Self::Json)];
+}
+
+impl Choice for CloudEventsMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("structured", Self::Structured), ("binary", Self::Binary)];
+}
+
+impl Choice for ValueConventionName {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("debezium", Self::Debezium), ("natural", Self::Natural)];
+}
+
+impl Choice for DecimalMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("precise", Self::Precise),
+        ("double", Self::Double),
+        ("string", Self::String),
+    ];
+}
+
+impl Choice for TimePrecisionMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("adaptive", Self::Adaptive),
+        ("adaptive_time_microseconds", Self::AdaptiveTimeMicroseconds),
+        ("connect", Self::Connect),
+    ];
+}
+
+impl Choice for BinaryMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("bytes", Self::Bytes),
+        ("base64", Self::Base64),
+        ("hex", Self::Hex),
+    ];
 }
 
 /// A configuration that cannot be used, with the key at fault.
@@ -641,29 +660,26 @@ impl Settings {
                 format!("table {:?} is not listed in outbox.tables", stray.table),
             ));
         }
+        // Parsed whatever the envelope, so a mistake shows before the envelope is switched on.
+        let source = Template::parse(&outbox.cloudevents.source, envelope::SOURCE_VARIABLES)
+            .map_err(|e| invalid("outbox.cloudevents.source", e.to_string()))?;
+        let dataschema = Template::parse(
+            &outbox.cloudevents.dataschema,
+            envelope::DATASCHEMA_VARIABLES,
+        )
+        .map_err(|e| invalid("outbox.cloudevents.dataschema", e.to_string()))?;
         let kind = match outbox.envelope {
             EnvelopeName::DebeziumOutbox => EnvelopeKind::DebeziumOutbox,
             EnvelopeName::Cloudevents => EnvelopeKind::CloudEvents {
-                mode: match outbox.cloudevents.mode {
-                    CloudEventsModeName::Structured => CloudEventsMode::Structured,
-                    CloudEventsModeName::Binary => CloudEventsMode::Binary,
-                },
-                source: Template::parse(&outbox.cloudevents.source, envelope::SOURCE_VARIABLES)
-                    .map_err(|e| invalid("outbox.cloudevents.source", e.to_string()))?,
-                dataschema: Template::parse(
-                    &outbox.cloudevents.dataschema,
-                    envelope::DATASCHEMA_VARIABLES,
-                )
-                .map_err(|e| invalid("outbox.cloudevents.dataschema", e.to_string()))?,
+                mode: outbox.cloudevents.mode,
+                source,
+                dataschema,
             },
         };
         let envelope = Envelope {
             kind,
             expand_json_payload: outbox.expand_json_payload,
-            key_format: match outbox.key_format {
-                KeyFormatName::String => KeyFormat::String,
-                KeyFormatName::Json => KeyFormat::Json,
-            },
+            key_format: outbox.key_format,
         };
         let message = (!outbox.message_prefix.is_empty())
             .then(|| (outbox.message_prefix.clone(), default_spec));
@@ -678,23 +694,9 @@ impl Settings {
             values: match cdc.value_convention {
                 ValueConventionName::Natural => ValueConvention::Natural,
                 ValueConventionName::Debezium => ValueConvention::Debezium(DebeziumModes {
-                    decimal: match cdc.decimal_handling_mode {
-                        DecimalModeName::Precise => DecimalMode::Precise,
-                        DecimalModeName::Double => DecimalMode::Double,
-                        DecimalModeName::String => DecimalMode::String,
-                    },
-                    time: match cdc.time_precision_mode {
-                        TimePrecisionModeName::Adaptive => TimePrecisionMode::Adaptive,
-                        TimePrecisionModeName::AdaptiveTimeMicroseconds => {
-                            TimePrecisionMode::AdaptiveTimeMicroseconds
-                        }
-                        TimePrecisionModeName::Connect => TimePrecisionMode::Connect,
-                    },
-                    binary: match cdc.binary_handling_mode {
-                        BinaryModeName::Bytes => BinaryMode::Bytes,
-                        BinaryModeName::Base64 => BinaryMode::Base64,
-                        BinaryModeName::Hex => BinaryMode::Hex,
-                    },
+                    decimal: cdc.decimal_handling_mode,
+                    time: cdc.time_precision_mode,
+                    binary: cdc.binary_handling_mode,
                 }),
             },
         });
@@ -768,6 +770,51 @@ mod tests {
             .relay_config()
             .expect_err("max_age over the transaction timeout refused");
         assert!(error.to_string().contains("batch.max_age"), "{error}");
+    }
+
+    #[test]
+    fn routing_settings_name_the_key_and_the_allowed_values() {
+        let base =
+            "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n";
+        let cases = [
+            ("[outbox]\nenvelope = \"avro\"\n", "debezium-outbox"),
+            (
+                "[outbox]\ntopic = \"events.${aggregate}\"\n",
+                "outbox.topic",
+            ),
+            (
+                "[outbox]\nadditional_placement = [\"type:body\"]\n",
+                "outbox.additional_placement",
+            ),
+            (
+                "[outbox.cloudevents]\nsource = \"/${db}\"\n",
+                "outbox.cloudevents.source",
+            ),
+            ("[cdc]\ndecimal_handling_mode = \"exact\"\n", "precise"),
+            (
+                "[[outbox.overrides]]\ntable = \"public.other\"\n",
+                "outbox.overrides",
+            ),
+        ];
+        for (section, named) in cases {
+            let file = write(&format!("{base}{section}"));
+            let error = match Settings::load(file.path()) {
+                Err(error) => error.to_string(),
+                Ok(settings) => settings
+                    .relay_config()
+                    .expect_err("invalid routing setting refused")
+                    .to_string(),
+            };
+            assert!(error.contains(named), "{section}: {error}");
+        }
+        let file = write(&format!(
+            "{base}[outbox]\ntables = [\"public.outbox\", \"billing.events\"]\n\
+             [[outbox.overrides]]\ntable = \"billing.events\"\ncolumns = {{ id = \"event_id\" }}\n"
+        ));
+        Settings::load(file.path())
+            .expect("parses")
+            .relay_config()
+            .expect("an override of a listed table is valid");
     }
 
     #[test]
