@@ -8,8 +8,10 @@
 //! - a status update goes to the walsender every `status_interval`, also while the sink
 //!   back-pressures, so `wal_sender_timeout` never fires during a long Kafka commit.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::{mpsc, watch};
@@ -19,7 +21,7 @@ use crate::checkpoint::Checkpoint;
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{ReplicationConnection, ReplicationStream};
-use crate::pg::{Lsn, PgTimestamp};
+use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{run_blocking, Batcher, SinkInput};
 use crate::sink::kafka::TransactionalProducer;
@@ -62,6 +64,7 @@ pub(super) async fn run(
         last_commit: resume.lsn,
         template: resume,
         schema,
+        checked: HashMap::new(),
         routed: Vec::new(),
         dead_letters: 0,
         sent: Lsn::ZERO,
@@ -127,6 +130,9 @@ struct Pump<'a> {
     last_commit: Lsn,
     /// Primary keys and column types of the tables seen.
     schema: Schema,
+    /// The Relation message each table was last checked against the schema with: a table is
+    /// looked up again only when pgoutput describes it anew (a new session or a schema change).
+    checked: HashMap<RelationId, Arc<Relation>>,
     /// The records of the change being routed (reused).
     routed: Vec<Record>,
     /// Changes turned into dead letters during this attempt.
@@ -289,15 +295,22 @@ impl Pump<'_> {
 
     /// Reads the primary key and column types of a table first seen (or changed) mid-stream, on a
     /// connection of its own: the replication connection is streaming.
-    async fn learn(&mut self, relation: &Relation) -> Result<(), RelayError> {
-        let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
-        if self.schema.knows(relation.id, &types) {
+    async fn learn(&mut self, relation: &Arc<Relation>) -> Result<(), RelayError> {
+        if self
+            .checked
+            .get(&relation.id)
+            .is_some_and(|seen| Arc::ptr_eq(seen, relation))
+        {
             return Ok(());
         }
-        let mut connection = ReplicationConnection::connect(&self.config.postgres).await?;
-        self.schema.load_table(&mut connection, relation.id).await?;
-        // Types the table no longer has (a dropped column's) are still in this Relation message.
-        self.schema.types.load(&mut connection, &types).await?;
+        let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
+        if !self.schema.knows(relation.id, &types) {
+            let mut connection = ReplicationConnection::connect(&self.config.postgres).await?;
+            self.schema.load_table(&mut connection, relation.id).await?;
+            // Types the table no longer has (a dropped column's) are still in this Relation message.
+            self.schema.types.load(&mut connection, &types).await?;
+        }
+        self.checked.insert(relation.id, Arc::clone(relation));
         Ok(())
     }
 
