@@ -192,7 +192,8 @@ fn full_offset(text: &str) -> String {
     }
 }
 
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
+/// The bytes of a hex string (bytea's text output after its `\x`); `None` if it is not hex.
+pub(crate) fn decode_hex(hex: &str) -> Option<Vec<u8>> {
     if hex.len() % 2 != 0 {
         return None;
     }

@@ -31,7 +31,7 @@ use base64::Engine;
 use serde_json::Value;
 
 use crate::pg::types::array::{self, Element};
-use crate::pg::types::{text_to_json, TypeCatalog, TypeError, TypeKind};
+use crate::pg::types::{decode_hex, text_to_json, TypeCatalog, TypeError, TypeKind};
 use crate::pg::TypeOid;
 
 /// Which value convention CDC events use.
@@ -438,16 +438,6 @@ fn interval_micros(text: &str) -> Option<i64> {
     }
     #[allow(clippy::cast_possible_truncation)]
     Some(total.round() as i64)
-}
-
-fn decode_hex(hex: &str) -> Option<Vec<u8>> {
-    if hex.len() % 2 != 0 {
-        return None;
-    }
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
-        .collect()
 }
 
 #[cfg(test)]
