@@ -10,9 +10,10 @@
 //! ```
 //!
 //! - [`pg`]: everything that speaks PostgreSQL: LSNs and ids, the replication connection, the pgoutput
-//!   decoder, column values to JSON.
+//!   decoder, column values to JSON, primary keys and column types of published tables.
 //! - [`source`]: the replication stream as ordered Postgres transactions of changes.
-//! - [`route`]: what a change becomes in Kafka, a [`route::Record`].
+//! - [`route`]: what a change becomes in Kafka, a [`route::Record`]: outbox events (Debezium outbox
+//!   or CloudEvents envelope), Debezium change events for other tables, dead letters.
 //! - [`sink`]: the transactional Kafka producer and the batching of Postgres transactions into
 //!   Kafka transactions.
 //! - [`checkpoint`]: the resume position, stored in Kafka with the events it covers.

@@ -185,7 +185,8 @@ impl Envelope {
             key,
             value: None,
             headers: Vec::new(),
-            timestamp_ms: Some(event.time_micros.div_euclid(1000)),
+            // Kafka refuses negative timestamps (before 1970): those records take the producer's.
+            timestamp_ms: Some(event.time_micros.div_euclid(1000)).filter(|ms| *ms >= 0),
         };
         match &self.kind {
             EnvelopeKind::DebeziumOutbox => {
