@@ -19,6 +19,7 @@
 //! - [`checkpoint`]: the resume position, stored in Kafka with the events it covers.
 //! - [`config`]: the TOML file and its environment overrides, validated into a relay configuration.
 //! - [`relay`]: the exactly-once loop joining source, router and sink.
+//! - [`service`]: systemd's readiness and watchdog notifications.
 //!
 //! # Delivery contract
 //! A change that PostgreSQL reports committed appears exactly once to a `read_committed` Kafka
@@ -31,5 +32,6 @@ pub mod config;
 pub mod pg;
 pub mod relay;
 pub mod route;
+pub mod service;
 pub mod sink;
 pub mod source;

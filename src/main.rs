@@ -78,6 +78,7 @@ fn run(config: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async {
         let shutdown = shutdown_signal()?;
+        outboxd::service::spawn_watchdog();
         relay::run(relay_config, shutdown).await?;
         tracing::info!("stopped cleanly");
         Ok(())
@@ -94,5 +95,6 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
             _ = term.recv() => tracing::info!("SIGTERM: stopping"),
             _ = int.recv() => tracing::info!("SIGINT: stopping"),
         }
+        outboxd::service::stopping();
     })
 }

@@ -61,6 +61,10 @@ pub(super) async fn attempt(
     let stream = connection
         .start_replication(&config.slot, resume.lsn, &options)
         .await?;
+    crate::service::ready(&format!(
+        "streaming slot {} from {}",
+        config.slot, resume.lsn
+    ));
     pump::run(
         config,
         stream,
