@@ -155,14 +155,7 @@ impl OffsetsTopic {
                 }
             }
         }
-        let metadata = admin
-            .inner()
-            .fetch_metadata(Some(&self.name), Duration::from_secs(10))
-            .map_err(self.kafka_error("reading metadata"))?;
-        let partitions = metadata
-            .topics()
-            .first()
-            .map_or(0, |t| t.partitions().len());
+        let partitions = self.partition_count(&admin).await?;
         if partitions != 1 {
             return Err(CheckpointError::Partitioned {
                 topic: self.name.clone(),
@@ -170,6 +163,36 @@ impl OffsetsTopic {
             });
         }
         Ok(())
+    }
+
+    /// The topic's partition count once the broker's metadata knows the topic.
+    ///
+    /// Right after `create_topics` returns, a broker may still answer metadata requests with
+    /// `UNKNOWN_TOPIC_OR_PARTITION` or `LEADER_NOT_AVAILABLE` and no partitions; that is the topic
+    /// being born, not a topic of the wrong shape, so it is asked again until it settles.
+    async fn partition_count(
+        &self,
+        admin: &AdminClient<DefaultClientContext>,
+    ) -> Result<usize, CheckpointError> {
+        const SETTLE: Duration = Duration::from_secs(30);
+        let deadline = Instant::now() + SETTLE;
+        loop {
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(&self.name), Duration::from_secs(10))
+                .map_err(self.kafka_error("reading metadata"))?;
+            let topic = metadata.topics().first();
+            let settled = topic.is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
+            if settled || Instant::now() >= deadline {
+                if let Some(code) = topic.and_then(rdkafka::metadata::MetadataTopic::error) {
+                    return Err(self.kafka_error("reading metadata")(
+                        KafkaError::MetadataFetch(code.into()),
+                    ));
+                }
+                return Ok(topic.map_or(0, |t| t.partitions().len()));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// The last committed checkpoint of `relay_name`, or `None` if it never committed one.
