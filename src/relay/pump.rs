@@ -305,7 +305,7 @@ impl Pump<'_> {
         }
         let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
         if !self.schema.knows(relation.id, &types) {
-            let mut connection = ReplicationConnection::connect(&self.config.postgres).await?;
+            let mut connection = ReplicationConnection::connect_sql(&self.config.postgres).await?;
             self.schema.load_table(&mut connection, relation.id).await?;
             // Types the table no longer has (a dropped column's) are still in this Relation message.
             self.schema.types.load(&mut connection, &types).await?;

@@ -288,10 +288,21 @@ impl ReplicationConnection {
     /// Connects, negotiates TLS, authenticates and waits for the server to be ready, all within
     /// `connect_timeout`.
     pub async fn connect(options: &ConnectOptions) -> Result<Self, WireError> {
+        Self::connect_as(options, true).await
+    }
+
+    /// Connects as an ordinary session (no walsender): for catalog lookups, preflight checks and
+    /// metrics, which must not take one of the server's `max_wal_senders` slots and must work for
+    /// a role without REPLICATION. Replication commands are refused on it.
+    pub async fn connect_sql(options: &ConnectOptions) -> Result<Self, WireError> {
+        Self::connect_as(options, false).await
+    }
+
+    async fn connect_as(options: &ConnectOptions, replication: bool) -> Result<Self, WireError> {
         let target = format!("{}:{}", options.host, options.port);
         tokio::time::timeout(
             options.connect_timeout,
-            Self::establish(options, target.clone()),
+            Self::establish(options, target.clone(), replication),
         )
         .await
         .map_err(|_| WireError::Timeout {
@@ -300,7 +311,11 @@ impl ReplicationConnection {
         })?
     }
 
-    async fn establish(options: &ConnectOptions, target: String) -> Result<Self, WireError> {
+    async fn establish(
+        options: &ConnectOptions,
+        target: String,
+        replication: bool,
+    ) -> Result<Self, WireError> {
         let io_error = |source| WireError::Io {
             target: target.clone(),
             source,
@@ -335,9 +350,11 @@ impl ReplicationConnection {
         let mut parameters: Vec<(&str, &str)> = vec![
             ("user", &options.user),
             ("database", &options.dbname),
-            ("replication", "database"),
             ("application_name", &options.application_name),
         ];
+        if replication {
+            parameters.push(("replication", "database"));
+        }
         parameters.extend_from_slice(SESSION_SETTINGS);
         frontend::startup_message(parameters, &mut framed.write)
             .map_err(|e| WireError::Protocol(e.to_string()))?;
