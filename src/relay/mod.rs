@@ -24,11 +24,13 @@
 
 mod pump;
 mod start;
+mod wal_watch;
 
 use std::future::Future;
 use std::time::Duration;
 
 use crate::checkpoint::CheckpointError;
+use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
@@ -64,6 +66,8 @@ pub struct RelayConfig {
     /// Minimum interval between idle confirmations (a checkpoint-only Kafka transaction at the
     /// keepalive's WAL end while the slot sees nothing to publish).
     pub idle_confirm_interval: Duration,
+    /// How often the server's WAL position is read for the lag metrics and readiness.
+    pub wal_poll_interval: Duration,
     /// Inputs buffered between source and sink.
     pub channel_capacity: usize,
     /// First and longest wait between attempts.
@@ -130,18 +134,27 @@ pub async fn run(
     let mut shutdown = std::pin::pin!(shutdown);
     let (first, longest) = config.backoff;
     let mut backoff = first;
-    loop {
-        match start::attempt(&config, shutdown.as_mut()).await {
-            Ok(()) => return Ok(()),
-            Err(error) if error.is_transient() => {
-                tracing::warn!(error = %error, retry_in = ?backoff, "relay attempt failed; resuming from the checkpoint");
+    let relay = async {
+        loop {
+            let attempt = start::attempt(&config, shutdown.as_mut()).await;
+            metrics().set_streaming(false);
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(error = %error, retry_in = ?backoff, "relay attempt failed; resuming from the checkpoint");
+                    metrics().reconnects.inc();
+                }
+                Err(error) => return Err(error),
             }
-            Err(error) => return Err(error),
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = shutdown.as_mut() => return Ok(()),
+            }
+            backoff = (backoff * 2).min(longest);
         }
-        tokio::select! {
-            () = tokio::time::sleep(backoff) => {}
-            () = shutdown.as_mut() => return Ok(()),
-        }
-        backoff = (backoff * 2).min(longest);
+    };
+    tokio::select! {
+        result = relay => result,
+        never = wal_watch::watch(&config) => match never {},
     }
 }

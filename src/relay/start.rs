@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::checkpoint::{Checkpoint, OffsetsTopic};
+use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
     quote_literal, PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
@@ -61,6 +62,10 @@ pub(super) async fn attempt(
     let stream = connection
         .start_replication(&config.slot, resume.lsn, &options)
         .await?;
+    metrics()
+        .checkpoint_lsn
+        .set(i64::try_from(resume.lsn.0).unwrap_or(i64::MAX));
+    metrics().set_streaming(true);
     crate::service::ready(&format!(
         "streaming slot {} from {}",
         config.slot, resume.lsn

@@ -8,6 +8,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use crate::metrics::metrics;
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
 use crate::route::{qualified, Header, Record, RouteContext};
 use crate::source::logical::Change;
@@ -26,6 +27,14 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, so each has its counter from the start.
+    pub const ALL: [Self; 4] = [
+        Self::MissingField,
+        Self::InvalidJson,
+        Self::InvalidValue,
+        Self::TooLarge,
+    ];
+
     /// The header value.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -74,6 +83,9 @@ impl DeadLetters {
     /// Dead letters go to `topic`; records over `max_record_bytes` (the producer's and broker's
     /// limit) become dead letters.
     pub fn new(topic: impl Into<String>, max_record_bytes: usize) -> Self {
+        for reason in Reason::ALL {
+            metrics().dead_letters.with_label_values(&[reason.as_str()]);
+        }
         Self {
             topic: topic.into(),
             max_record_bytes,
@@ -94,8 +106,13 @@ impl DeadLetters {
         })
     }
 
-    /// The dead letter for `change`.
+    /// The dead letter for `change`, counted in `outboxd_dead_letters_total` (when routed: a batch
+    /// retried after a failure counts its dead letters again).
     pub fn record(&self, change: &Change, failure: &Failure, context: &RouteContext<'_>) -> Record {
+        metrics()
+            .dead_letters
+            .with_label_values(&[failure.reason.as_str()])
+            .inc();
         let (source, value) = match change {
             Change::Insert { relation, new } | Change::Update { relation, new, .. } => {
                 (qualified(relation), Some(row_json(relation, new)))

@@ -11,12 +11,15 @@
 //! each commit goes out at once and the next batch gathers what arrived meanwhile (group commit).
 //! Records are handed to the producer as they arrive: a Postgres transaction is never held in memory.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::Checkpoint;
+use crate::metrics::metrics;
 use crate::route::Record;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
 
@@ -83,11 +86,54 @@ impl TransactionSink for TransactionalProducer {
 }
 
 /// The open Kafka transaction's tally.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug)]
 struct OpenBatch {
     started: Instant,
     events: u64,
     bytes: u64,
+    /// Records and bytes per topic, for the metrics once committed.
+    topics: HashMap<String, (u64, u64)>,
+    /// Commit times of the Postgres transactions with records in this batch (at most one per
+    /// event, so bounded by the batch limits), for the end-to-end latency once committed.
+    commit_times: Vec<DateTime<Utc>>,
+}
+
+impl OpenBatch {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            events: 0,
+            bytes: 0,
+            topics: HashMap::new(),
+            commit_times: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, record: &Record) {
+        let size = record.size() as u64;
+        self.events += 1;
+        self.bytes += size;
+        match self.topics.get_mut(&record.topic) {
+            Some((count, bytes)) => {
+                *count += 1;
+                *bytes += size;
+            }
+            None => {
+                self.topics.insert(record.topic.clone(), (1, size));
+            }
+        }
+    }
+
+    /// Tells the metrics what this batch published, once its transaction committed.
+    fn report(&self, checkpoint: &Checkpoint) {
+        let metrics = metrics();
+        metrics.committed(&self.topics, checkpoint.lsn);
+        let now = Utc::now();
+        for committed in &self.commit_times {
+            let latency = (now - *committed).to_std().unwrap_or_default();
+            metrics.end_to_end_latency.observe(latency.as_secs_f64());
+        }
+    }
 }
 
 /// Turns the source's input into Kafka transactions, each ending with its checkpoint record.
@@ -132,20 +178,22 @@ impl<S: TransactionSink> Batcher<S> {
     pub fn accept(&mut self, input: SinkInput) -> Result<Option<Checkpoint>, SinkError> {
         match input {
             SinkInput::Record(record) => {
-                let batch = self.ensure_open()?;
-                batch.events += 1;
-                batch.bytes += record.size() as u64;
+                self.ensure_open()?.add(&record);
                 self.mid_transaction = true;
                 self.sink.send(&record)?;
                 Ok(None)
             }
             SinkInput::Boundary(checkpoint) => {
-                let batch = *self.ensure_open()?;
-                self.mid_transaction = false;
+                let had_records = std::mem::take(&mut self.mid_transaction);
+                let limits = self.limits;
+                let batch = self.ensure_open()?;
+                if let Some(committed) = checkpoint.commit_ts.filter(|_| had_records) {
+                    batch.commit_times.push(committed);
+                }
+                let full = batch.events >= limits.max_events
+                    || batch.bytes >= limits.max_bytes
+                    || batch.started.elapsed() >= limits.max_age;
                 self.covered = Some(checkpoint);
-                let full = batch.events >= self.limits.max_events
-                    || batch.bytes >= self.limits.max_bytes
-                    || batch.started.elapsed() >= self.limits.max_age;
                 if full {
                     self.commit().map(Some)
                 } else {
@@ -174,10 +222,7 @@ impl<S: TransactionSink> Batcher<S> {
     /// in the middle. Returns the checkpoint if it committed.
     pub fn finish(&mut self) -> Result<Option<Checkpoint>, SinkError> {
         if self.mid_transaction {
-            self.open = None;
-            self.mid_transaction = false;
-            self.covered = None;
-            self.sink.abort()?;
+            self.abort()?;
             return Ok(None);
         }
         self.idle()
@@ -188,6 +233,7 @@ impl<S: TransactionSink> Batcher<S> {
         if self.open.take().is_some() {
             self.mid_transaction = false;
             self.covered = None;
+            metrics().aborted();
             self.sink.abort()?;
         }
         Ok(())
@@ -197,11 +243,7 @@ impl<S: TransactionSink> Batcher<S> {
         if self.open.is_none() {
             self.sink.begin()?;
         }
-        Ok(self.open.get_or_insert_with(|| OpenBatch {
-            started: Instant::now(),
-            events: 0,
-            bytes: 0,
-        }))
+        Ok(self.open.get_or_insert_with(OpenBatch::new))
     }
 
     /// Produces the checkpoint of the last boundary into the open transaction and commits it.
@@ -225,6 +267,7 @@ impl<S: TransactionSink> Batcher<S> {
             "committed a Kafka transaction"
         );
         // Crash tests widen the window between the Kafka commit and the slot confirmation here.
+        batch.report(&checkpoint);
         fail::fail_point!("after-kafka-commit");
         self.total_events = checkpoint.events;
         Ok(checkpoint)

@@ -1,0 +1,258 @@
+//! What the relay exports to Prometheus (DESIGN.md §7), and the state `/readyz` decides on.
+//!
+//! One process runs one relay, so the metrics live in one process-wide set ([`metrics`]) in a
+//! registry of their own (not the `prometheus` crate's default one, which any dependency may fill).
+//! Published means committed: events and bytes are counted when their Kafka transaction commits, so
+//! `outboxd_events_published_total` equals what a `read_committed` consumer can read.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::LazyLock;
+
+use prometheus::{
+    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
+};
+
+use crate::pg::Lsn;
+
+/// The relay's metrics and readiness inputs.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// 1 while the process runs (a scrape that finds nothing means it is down).
+    pub up: IntGauge,
+    /// 1 while `/readyz` would answer 200.
+    pub ready: IntGauge,
+    /// Constant 1, labelled with the version.
+    pub info: IntGaugeVec,
+    /// Records committed to Kafka, by topic (dead letters under the dead-letter topic; the
+    /// checkpoint records are not counted).
+    pub events_published: IntCounterVec,
+    /// Bytes (key + value + headers) of those records, by topic.
+    pub bytes_published: IntCounterVec,
+    /// Kafka transactions by `result`: `committed` or `aborted`.
+    pub kafka_transactions: IntCounterVec,
+    /// Records per committed Kafka transaction.
+    pub batch_events: Histogram,
+    /// Postgres commit timestamp to Kafka commit, per Postgres transaction with records.
+    pub end_to_end_latency: Histogram,
+    /// The server's current WAL position minus the last committed checkpoint.
+    pub replication_lag_bytes: IntGauge,
+    /// WAL the slot keeps on the server (current position minus the slot's `restart_lsn`).
+    pub slot_retained_wal_bytes: IntGauge,
+    /// The LSN of the last committed checkpoint, as a number.
+    pub checkpoint_lsn: IntGauge,
+    /// Changes routed to the dead-letter topic, by reason.
+    pub dead_letters: IntCounterVec,
+    /// Relay attempts restarted after a transient failure.
+    pub reconnects: IntCounter,
+    health: Health,
+}
+
+/// Inputs of readiness that are not metrics themselves.
+#[derive(Debug, Default)]
+struct Health {
+    /// Replication streams and the Kafka producer is initialised (an attempt is running).
+    streaming: AtomicBool,
+    /// The last look at the server's WAL position succeeded.
+    postgres_reachable: AtomicBool,
+    /// The largest lag at which the relay still counts as caught up.
+    max_ready_lag: AtomicU64,
+}
+
+/// The process-wide metrics.
+pub fn metrics() -> &'static Metrics {
+    static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
+    &METRICS
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let registry = Registry::new();
+        let register = |collector: Box<dyn prometheus::core::Collector>| {
+            registry
+                .register(collector)
+                .expect("metric names are unique and valid");
+        };
+        let gauge = |name: &str, help: &str| {
+            let gauge = IntGauge::new(name, help).expect("valid metric");
+            register(Box::new(gauge.clone()));
+            gauge
+        };
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            let counter =
+                IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric");
+            register(Box::new(counter.clone()));
+            counter
+        };
+        let histogram = |name: &str, help: &str, buckets: Vec<f64>| {
+            let histogram = Histogram::with_opts(HistogramOpts::new(name, help).buckets(buckets))
+                .expect("valid metric");
+            register(Box::new(histogram.clone()));
+            histogram
+        };
+        let info = IntGaugeVec::new(
+            Opts::new(
+                "outboxd_build_info",
+                "Constant 1, labelled with the outboxd version.",
+            ),
+            &["version"],
+        )
+        .expect("valid metric");
+        register(Box::new(info.clone()));
+        info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let reconnects = IntCounter::new(
+            "outboxd_reconnects_total",
+            "Relay attempts restarted from the checkpoint after a transient failure.",
+        )
+        .expect("valid metric");
+        register(Box::new(reconnects.clone()));
+
+        let metrics = Self {
+            up: gauge("outboxd_up", "1 while the outboxd process runs."),
+            ready: gauge(
+                "outboxd_ready",
+                "1 while the relay streams from Postgres into Kafka and is caught up.",
+            ),
+            info,
+            events_published: counter_vec(
+                "outboxd_events_published_total",
+                "Records committed to Kafka, by topic.",
+                "topic",
+            ),
+            bytes_published: counter_vec(
+                "outboxd_bytes_published_total",
+                "Bytes (key, value and headers) of the records committed to Kafka, by topic.",
+                "topic",
+            ),
+            kafka_transactions: counter_vec(
+                "outboxd_kafka_transactions_total",
+                "Kafka transactions by result (committed, aborted).",
+                "result",
+            ),
+            batch_events: histogram(
+                "outboxd_batch_events",
+                "Records per committed Kafka transaction.",
+                exponential_buckets(1.0, 4.0, 10).expect("valid buckets"),
+            ),
+            end_to_end_latency: histogram(
+                "outboxd_end_to_end_latency_seconds",
+                "Postgres commit timestamp to Kafka commit, per Postgres transaction with records.",
+                exponential_buckets(0.001, 2.0, 18).expect("valid buckets"),
+            ),
+            replication_lag_bytes: gauge(
+                "outboxd_replication_lag_bytes",
+                "The server's current WAL position minus the last committed checkpoint.",
+            ),
+            slot_retained_wal_bytes: gauge(
+                "outboxd_slot_retained_wal_bytes",
+                "WAL the replication slot keeps on the server.",
+            ),
+            checkpoint_lsn: gauge(
+                "outboxd_checkpoint_lsn",
+                "LSN of the last checkpoint committed to Kafka.",
+            ),
+            dead_letters: counter_vec(
+                "outboxd_dead_letters_total",
+                "Changes routed to the dead-letter topic, by reason.",
+                "reason",
+            ),
+            reconnects,
+            registry,
+            health: Health::default(),
+        };
+        metrics.up.set(1);
+        metrics
+    }
+
+    /// The Prometheus text exposition of every metric, with readiness brought up to date.
+    pub fn render(&self) -> String {
+        self.ready.set(i64::from(self.readiness().is_ok()));
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut text)
+            .expect("encoding into memory cannot fail");
+        String::from_utf8(text).expect("the text format is UTF-8")
+    }
+
+    /// Whether the relay streams from a reachable Postgres into Kafka with a lag within the bound;
+    /// if not, why.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.health.streaming.load(Ordering::Relaxed) {
+            return Err("not streaming: the relay is starting or reconnecting".into());
+        }
+        if !self.health.postgres_reachable.load(Ordering::Relaxed) {
+            return Err("Postgres did not answer the last WAL position query".into());
+        }
+        let lag = u64::try_from(self.replication_lag_bytes.get()).unwrap_or(0);
+        let bound = self.health.max_ready_lag.load(Ordering::Relaxed);
+        if lag > bound {
+            return Err(format!(
+                "lagging: {lag} bytes of WAL behind, over metrics.ready_max_lag ({bound} bytes)"
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sets the lag up to which the relay counts as caught up.
+    pub fn set_max_ready_lag(&self, bytes: u64) {
+        self.health.max_ready_lag.store(bytes, Ordering::Relaxed);
+    }
+
+    /// Replication started (`true`) or the attempt ended (`false`).
+    pub fn set_streaming(&self, streaming: bool) {
+        self.health.streaming.store(streaming, Ordering::Relaxed);
+    }
+
+    /// The result of the last look at the server's WAL position: its position and the slot's
+    /// `restart_lsn`, or `None` when Postgres could not be asked.
+    pub fn observe_server(&self, positions: Option<(Lsn, Lsn)>) {
+        self.health
+            .postgres_reachable
+            .store(positions.is_some(), Ordering::Relaxed);
+        if let Some((current, restart)) = positions {
+            self.slot_retained_wal_bytes.set(lsn_diff(current, restart));
+            let checkpoint = Lsn(u64::try_from(self.checkpoint_lsn.get()).unwrap_or(0));
+            self.replication_lag_bytes
+                .set(lsn_diff(current, checkpoint).max(0));
+        }
+    }
+
+    /// A Kafka transaction committed with these records (`(topic, count, bytes)`) and checkpoint.
+    pub fn committed(&self, topics: &HashMap<String, (u64, u64)>, checkpoint: Lsn) {
+        let mut events = 0;
+        for (topic, (count, bytes)) in topics {
+            self.events_published
+                .with_label_values(&[topic])
+                .inc_by(*count);
+            self.bytes_published
+                .with_label_values(&[topic])
+                .inc_by(*bytes);
+            events += count;
+        }
+        self.kafka_transactions
+            .with_label_values(&["committed"])
+            .inc();
+        #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52 records
+        self.batch_events.observe(events as f64);
+        self.checkpoint_lsn
+            .set(i64::try_from(checkpoint.0).unwrap_or(i64::MAX));
+    }
+
+    /// A Kafka transaction was aborted.
+    pub fn aborted(&self) {
+        self.kafka_transactions
+            .with_label_values(&["aborted"])
+            .inc();
+    }
+}
+
+/// `a - b` in bytes, saturating into an `i64`.
+fn lsn_diff(a: Lsn, b: Lsn) -> i64 {
+    if a.0 >= b.0 {
+        i64::try_from(a.0 - b.0).unwrap_or(i64::MAX)
+    } else {
+        -i64::try_from(b.0 - a.0).unwrap_or(i64::MAX)
+    }
+}
