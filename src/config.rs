@@ -4,6 +4,7 @@
 //! errors (a typo must not silently fall back to a default), and so are values out of range.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,6 +50,70 @@ pub struct Settings {
     /// `[dead_letter]`.
     #[serde(default)]
     pub dead_letter: DeadLetterSection,
+    /// `[metrics]`.
+    #[serde(default)]
+    pub metrics: MetricsSection,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogSection,
+}
+
+/// `[metrics]`: the HTTP endpoint with `/metrics`, `/healthz` and `/readyz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsSection {
+    /// Whether the endpoint is served.
+    pub enabled: bool,
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// WAL bytes behind the server up to which `/readyz` still says ready.
+    pub ready_max_lag: u64,
+    /// How often the server's WAL position is read (lag and retained-WAL metrics, readiness).
+    #[serde(with = "humantime_serde")]
+    pub wal_poll_interval: Duration,
+}
+
+impl Default for MetricsSection {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
+            ready_max_lag: 64 * 1024 * 1024,
+            wal_poll_interval: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[log]`: what is logged and how.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogSection {
+    /// A `tracing` filter: a level (`info`) or directives (`info,outboxd::relay=debug`). `RUST_LOG`
+    /// wins when set. Re-read on SIGHUP.
+    pub level: String,
+    /// `auto` (text on a terminal, JSON otherwise), `json` or `text`.
+    #[serde(deserialize_with = "choice")]
+    pub format: LogFormat,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+/// `log.format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON lines otherwise.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
 }
 
 /// `[relay]`: identity and pacing of this relay.
@@ -92,6 +157,9 @@ impl Default for RelaySection {
 pub struct PostgresSection {
     /// libpq-style URL (`postgresql://user@host:port/db?sslmode=verify-full`).
     pub url: String,
+    /// The password, best given as `OUTBOXD__POSTGRES__PASSWORD` rather than in the file.
+    #[serde(default)]
+    pub password: Option<Secret>,
     /// A file whose first line is the password (instead of one in the URL).
     #[serde(default)]
     pub password_file: Option<PathBuf>,
@@ -351,6 +419,38 @@ pub struct KafkaSection {
     /// librdkafka properties passed through as they are.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// librdkafka properties whose value is the first line of a file (secrets: `sasl.password`,
+    /// `ssl.key.password`).
+    #[serde(default)]
+    pub property_files: BTreeMap<String, PathBuf>,
+}
+
+/// A secret setting: never shown by `Debug`.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The first line of a secret file, for the error naming `key`.
+fn read_secret_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
 }
 
 fn default_max_record_bytes() -> usize {
@@ -425,6 +525,14 @@ impl Choice for EnvelopeName {
     const CHOICES: &'static [(&'static str, Self)] = &[
         ("debezium-outbox", Self::DebeziumOutbox),
         ("cloudevents", Self::Cloudevents),
+    ];
+}
+
+impl Choice for LogFormat {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("auto", Self::Auto),
+        ("json", Self::Json),
+        ("text", Self::Text),
     ];
 }
 
@@ -539,13 +647,11 @@ impl Settings {
             .url
             .parse()
             .map_err(|e| invalid("postgres.url", format!("{e}")))?;
+        if let Some(password) = &self.postgres.password {
+            postgres.password = Some(password.expose().to_owned());
+        }
         if let Some(path) = &self.postgres.password_file {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
-                key: "postgres.password_file",
-                path: path.clone(),
-                source,
-            })?;
-            postgres.password = Some(text.lines().next().unwrap_or_default().to_owned());
+            postgres.password = Some(read_secret_file("postgres.password_file", path)?);
         }
         let router = self.router(&postgres.dbname)?;
         if self.relay.channel_capacity == 0 {
@@ -571,7 +677,7 @@ impl Settings {
             router,
             kafka: KafkaSettings {
                 bootstrap_servers: self.kafka.bootstrap_servers.clone(),
-                properties: self.kafka_properties(),
+                properties: self.kafka_properties()?,
             },
             offsets_topic: self.kafka.offsets_topic.clone(),
             batch: BatchLimits {
@@ -586,15 +692,25 @@ impl Settings {
             idle_confirm_interval: self.relay.idle_confirm_interval,
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
+            wal_poll_interval: self.metrics.wal_poll_interval,
         })
     }
 }
 
 impl Settings {
-    /// The librdkafka properties: `[kafka.properties]`, plus a `message.max.bytes` that admits
-    /// `max_record_bytes` unless set there.
-    fn kafka_properties(&self) -> BTreeMap<String, String> {
+    /// The librdkafka properties: `[kafka.properties]` and `[kafka.property_files]`, plus a
+    /// `message.max.bytes` that admits `max_record_bytes` unless set there.
+    fn kafka_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut properties = self.kafka.properties.clone();
+        for (name, path) in &self.kafka.property_files {
+            let value = read_secret_file("kafka.property_files", path)?;
+            if properties.insert(name.clone(), value).is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.property_files",
+                    problem: format!("{name:?} is also set in kafka.properties; keep one"),
+                });
+            }
+        }
         properties
             .entry("message.max.bytes".into())
             .or_insert_with(|| {
@@ -602,7 +718,7 @@ impl Settings {
                     .max(1_000_000)
                     .to_string()
             });
-        properties
+        Ok(properties)
     }
 
     /// The router: outbox tables and messages, CDC, dead letters.
@@ -835,6 +951,30 @@ mod tests {
         assert_eq!(relay.kafka.bootstrap_servers, "other:9093");
         assert_eq!(relay.name, "from-env");
         assert_eq!(relay.publications, ["a", "b"]);
+    }
+
+    #[test]
+    fn secret_files_supply_kafka_properties_and_debug_hides_every_secret() {
+        let secret = write("kafka-s3cret\n");
+        let file = write(&format!(
+            "[postgres]\nurl = \"postgresql://u@h/db\"\npassword = \"pg-s3cret\"\n\
+             [kafka]\nbootstrap_servers = \"b:9092\"\n\
+             [kafka.property_files]\n\"sasl.password\" = {:?}\n",
+            secret.path()
+        ));
+        let settings = Settings::load(file.path()).expect("parses");
+        let relay = settings.relay_config().expect("valid");
+        assert_eq!(
+            relay
+                .kafka
+                .properties
+                .get("sasl.password")
+                .map(String::as_str),
+            Some("kafka-s3cret")
+        );
+        assert_eq!(relay.postgres.password.as_deref(), Some("pg-s3cret"));
+        let shown = format!("{settings:?} {relay:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
     }
 
     #[test]

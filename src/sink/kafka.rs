@@ -14,14 +14,37 @@ use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedPr
 
 use crate::route::Record;
 
-/// How to reach the broker: what every Kafka client of outboxd shares.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// How to reach the broker: what every Kafka client of outboxd shares. `Debug` hides the values of
+/// secret properties.
+#[derive(Clone, PartialEq, Eq)]
 pub struct KafkaSettings {
     /// `bootstrap.servers`.
     pub bootstrap_servers: String,
     /// librdkafka properties passed through as given (security, timeouts, tuning); they override
     /// outboxd's defaults except the ones exactly-once depends on.
     pub properties: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for KafkaSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let properties: BTreeMap<&str, &str> = self
+            .properties
+            .iter()
+            .map(|(name, value)| {
+                let secret = ["password", "secret", "key.pem", "token"]
+                    .iter()
+                    .any(|word| name.contains(word));
+                (
+                    name.as_str(),
+                    if secret { "<redacted>" } else { value.as_str() },
+                )
+            })
+            .collect();
+        f.debug_struct("KafkaSettings")
+            .field("bootstrap_servers", &self.bootstrap_servers)
+            .field("properties", &properties)
+            .finish()
+    }
 }
 
 impl KafkaSettings {
