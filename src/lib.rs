@@ -29,6 +29,10 @@
 
 pub mod checkpoint;
 pub mod config;
+pub mod http;
+pub mod logging;
+pub mod metrics;
+pub mod ops;
 pub mod pg;
 pub mod relay;
 pub mod route;

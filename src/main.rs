@@ -1,51 +1,143 @@
 //! The `outboxd` command line.
 
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use futures_util::StreamExt;
 use outboxd::config::Settings;
+use outboxd::logging::{self, LogControl};
+use outboxd::metrics::metrics;
+use outboxd::ops::{check, migrate, status};
 use outboxd::relay::{self, RelayError};
 use outboxd::sink::kafka::SinkError;
-use tracing_subscriber::EnvFilter;
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+use signal_hook_tokio::Signals;
 
 /// Moves committed PostgreSQL changes into Apache Kafka exactly once.
 #[derive(Debug, Parser)]
 #[command(name = "outboxd", version, about)]
 struct Cli {
+    /// The configuration file (`config/outboxd.toml` documents every key).
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "OUTBOXD_CONFIG",
+        default_value = "/etc/outboxd/outboxd.toml"
+    )]
+    config: PathBuf,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the relay until SIGTERM or SIGINT.
-    Run {
-        /// The configuration file (`config/outboxd.toml` documents every key).
-        #[arg(
-            short,
-            long,
-            env = "OUTBOXD_CONFIG",
-            default_value = "/etc/outboxd/outboxd.toml"
-        )]
-        config: PathBuf,
+    /// Run the relay until SIGTERM or SIGINT (SIGHUP re-reads log.level).
+    Run,
+    /// Check everything `run` needs, on Postgres and Kafka; each failure says how to fix it.
+    Check,
+    /// Apply the database migrations (outbox table, publication, grants); safe to repeat.
+    Migrate {
+        /// Connect with this URL instead of postgres.url (a role allowed to create tables and
+        /// publications); the grants still go to postgres.url's role.
+        #[arg(long, env = "OUTBOXD_MIGRATE_URL")]
+        admin_url: Option<String>,
+    },
+    /// Show the slot's position, retained WAL, lag and the last checkpoint in Kafka.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
     },
 }
 
+/// Exit status of a failure.
+const EXIT_FAILED: u8 = 1;
+/// Exit status of a configuration that cannot be used.
+const EXIT_CONFIG: u8 = 2;
 /// Exit status when another instance with the same relay name took over.
 const EXIT_FENCED: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    let settings = Settings::load(&cli.config);
+    let log_section = settings.as_ref().map(|s| s.log.clone()).unwrap_or_default();
+    let logs = match logging::init(&log_section) {
+        Ok(logs) => logs,
+        Err(error) => {
+            eprintln!("outboxd: {error}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let settings = match settings {
+        Ok(settings) => settings,
+        Err(error) => {
+            tracing::error!(error = %error, "outboxd stopped: the configuration cannot be used");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
     // Failpoints from FAILPOINTS, only in builds with the `failpoints` feature (crash tests).
     let _failpoints = fail::FailScenario::setup();
-    let result = match cli.command {
-        Command::Run { config } => run(&config),
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            tracing::error!(error = %error, "cannot start the async runtime");
+            return ExitCode::from(EXIT_FAILED);
+        }
     };
-    match result {
+    match cli.command {
+        Command::Run => runtime.block_on(run(&cli.config, settings, logs)),
+        Command::Check => runtime.block_on(async {
+            let report = check::run(&settings).await;
+            print!("{report}");
+            ExitCode::from(if report.passed() { 0 } else { EXIT_FAILED })
+        }),
+        Command::Migrate { admin_url } => {
+            let outcome = runtime.block_on(migrate::run(&settings, admin_url.as_deref()));
+            finish_command(outcome.map(|applied| print!("{applied}")))
+        }
+        Command::Status { json } => {
+            let outcome = runtime.block_on(status::read(&settings));
+            finish_command(outcome.map(|status| {
+                if json {
+                    println!("{}", status.to_json());
+                } else {
+                    print!("{status}");
+                }
+            }))
+        }
+    }
+}
+
+/// The exit of a one-shot command.
+fn finish_command(outcome: anyhow::Result<()>) -> ExitCode {
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!(error = format!("{error:#}"), "outboxd failed");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
+}
+
+async fn run(config_path: &Path, settings: Settings, logs: LogControl) -> ExitCode {
+    let outcome = async {
+        let relay_config = settings.relay_config()?;
+        tracing::info!(version = env!("CARGO_PKG_VERSION"), relay = %relay_config.name, "outboxd starting");
+        if settings.metrics.enabled {
+            metrics().set_max_ready_lag(settings.metrics.ready_max_lag);
+            outboxd::http::serve(settings.metrics.listen).await?;
+        }
+        let shutdown = handle_signals(config_path.to_owned(), logs)?;
+        outboxd::service::spawn_watchdog();
+        relay::run(relay_config, shutdown).await?;
+        tracing::info!("stopped cleanly");
+        anyhow::Ok(())
+    }
+    .await;
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "outboxd stopped");
@@ -53,48 +145,66 @@ fn main() -> ExitCode {
                 error.downcast_ref::<RelayError>(),
                 Some(RelayError::Sink(SinkError::Fenced { .. }))
             );
-            ExitCode::from(if fenced { EXIT_FENCED } else { 1 })
+            let config = error.is::<outboxd::config::ConfigError>();
+            ExitCode::from(match (fenced, config) {
+                (true, _) => EXIT_FENCED,
+                (_, true) => EXIT_CONFIG,
+                _ => EXIT_FAILED,
+            })
         }
     }
 }
 
-/// Logs as text on a terminal, as JSON lines otherwise; `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if std::io::stderr().is_terminal() {
-        builder.init();
-    } else {
-        builder.json().init();
-    }
-}
-
-fn run(config: &Path) -> anyhow::Result<()> {
-    let settings = Settings::load(config)?;
-    let relay_config = settings.relay_config()?;
-    tracing::info!(version = env!("CARGO_PKG_VERSION"), relay = %relay_config.name, "outboxd starting");
-    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-    runtime.block_on(async {
-        let shutdown = shutdown_signal()?;
-        outboxd::service::spawn_watchdog();
-        relay::run(relay_config, shutdown).await?;
-        tracing::info!("stopped cleanly");
-        Ok(())
-    })
-}
-
-/// Completes on the first SIGTERM or SIGINT.
-fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+/// Handles signals on a task: SIGHUP re-reads `log.level` from the configuration file; the first
+/// SIGTERM or SIGINT completes the returned future (a graceful stop).
+fn handle_signals(
+    config_path: PathBuf,
+    logs: LogControl,
+) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    let mut signals =
+        Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing the signal handlers")?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let mut stop_tx = Some(stop_tx);
+        while let Some(signal) = signals.next().await {
+            match signal {
+                SIGHUP => reload_log_level(&config_path, &logs),
+                _ => {
+                    let name = if signal == SIGTERM {
+                        "SIGTERM"
+                    } else {
+                        "SIGINT"
+                    };
+                    tracing::info!("{name}: stopping");
+                    outboxd::service::stopping();
+                    if let Some(stop) = stop_tx.take() {
+                        let _ = stop.send(());
+                    }
+                }
+            }
+        }
+    });
     Ok(async move {
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-            _ = int.recv() => tracing::info!("SIGINT: stopping"),
-        }
-        outboxd::service::stopping();
+        // A dropped sender (the task ended) also stops: better than running deaf to signals.
+        let _ = stop_rx.await;
     })
+}
+
+/// SIGHUP: the file's `log.level` (or `RUST_LOG`) becomes the filter; a bad file keeps the old one.
+fn reload_log_level(config_path: &Path, logs: &LogControl) {
+    let reloaded = Settings::load(config_path)
+        .map_err(anyhow::Error::from)
+        .and_then(|settings| {
+            logs.set_level(&settings.log.level)?;
+            Ok(settings.log.level)
+        });
+    match reloaded {
+        Ok(level) => tracing::info!(level = %level, "SIGHUP: log level reloaded"),
+        Err(error) => {
+            tracing::warn!(
+                error = format!("{error:#}"),
+                "SIGHUP: keeping the log level"
+            );
+        }
+    }
 }

@@ -1,0 +1,154 @@
+//! `outboxd status`: where the relay stands, from the two places that know: the replication slot
+//! on the server and the last committed checkpoint in Kafka.
+
+use std::fmt;
+
+use anyhow::Context;
+use serde::Serialize;
+
+use super::first_row;
+use crate::checkpoint::{Checkpoint, OffsetsTopic};
+use crate::config::Settings;
+use crate::pg::wire::{quote_literal, ReplicationConnection};
+use crate::pg::Lsn;
+
+/// The relay's position.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Relay name.
+    pub relay: String,
+    /// Slot name.
+    pub slot: String,
+    /// The server's current WAL position.
+    pub server_lsn: Lsn,
+    /// The slot, if it exists.
+    pub slot_state: Option<SlotState>,
+    /// The last checkpoint committed to Kafka, if any.
+    pub checkpoint: Option<Checkpoint>,
+    /// WAL bytes between the checkpoint (or, without one, the slot's confirmed position) and the
+    /// server's position.
+    pub lag_bytes: Option<u64>,
+}
+
+/// `pg_replication_slots` for the slot.
+#[derive(Debug, Clone, Serialize)]
+pub struct SlotState {
+    /// Whether a process streams it now.
+    pub active: bool,
+    /// Oldest WAL the slot keeps.
+    pub restart_lsn: Option<Lsn>,
+    /// What the relay confirmed (trails the checkpoint).
+    pub confirmed_flush_lsn: Option<Lsn>,
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    pub wal_status: Option<String>,
+    /// WAL bytes the slot keeps on the server.
+    pub retained_wal_bytes: Option<u64>,
+}
+
+impl Status {
+    /// As one JSON object.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("status serializes")
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "relay          {}", self.relay)?;
+        writeln!(f, "server WAL     {}", self.server_lsn)?;
+        match &self.slot_state {
+            None => writeln!(f, "slot           {} (does not exist yet)", self.slot)?,
+            Some(slot) => {
+                let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
+                writeln!(
+                    f,
+                    "slot           {} ({}, wal_status {})",
+                    self.slot,
+                    if slot.active { "active" } else { "inactive" },
+                    slot.wal_status.as_deref().unwrap_or("-")
+                )?;
+                writeln!(f, "  confirmed    {}", lsn(slot.confirmed_flush_lsn))?;
+                writeln!(f, "  restart      {}", lsn(slot.restart_lsn))?;
+                if let Some(bytes) = slot.retained_wal_bytes {
+                    writeln!(f, "  retained WAL {bytes} bytes")?;
+                }
+            }
+        }
+        match &self.checkpoint {
+            None => writeln!(f, "checkpoint     none committed yet")?,
+            Some(checkpoint) => writeln!(
+                f,
+                "checkpoint     {} (xid {}, committed {}, {} events in total)",
+                checkpoint.lsn,
+                checkpoint
+                    .xid
+                    .map_or_else(|| "-".to_owned(), |x| x.to_string()),
+                checkpoint
+                    .commit_ts
+                    .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
+                checkpoint.events
+            )?,
+        }
+        if let Some(lag) = self.lag_bytes {
+            writeln!(f, "lag            {lag} bytes of WAL")?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads the slot and the checkpoint.
+pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
+    let relay = settings.relay_config()?;
+    let mut session = ReplicationConnection::connect_sql(&relay.postgres)
+        .await
+        .context("connecting to Postgres")?;
+    let server = first_row(
+        &mut session,
+        "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() \
+                 ELSE pg_current_wal_lsn() END)::text",
+    )
+    .await?
+    .and_then(|row| row.into_iter().next().flatten())
+    .context("the server reported no WAL position")?;
+    let server_lsn: Lsn = server
+        .parse()
+        .map_err(|_| anyhow::anyhow!("unexpected WAL position {server:?}"))?;
+    let slot = first_row(
+        &mut session,
+        &format!(
+            "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
+             FROM pg_replication_slots WHERE slot_name = {}",
+            quote_literal(&relay.slot)
+        ),
+    )
+    .await?;
+    let slot_state = slot.map(|row| {
+        let text = |i: usize| row.get(i).cloned().flatten();
+        let lsn = |i: usize| text(i).and_then(|t| t.parse::<Lsn>().ok());
+        SlotState {
+            active: text(0).as_deref() == Some("true"),
+            restart_lsn: lsn(1),
+            confirmed_flush_lsn: lsn(2),
+            wal_status: text(3),
+            retained_wal_bytes: lsn(1).map(|r| server_lsn.0.saturating_sub(r.0)),
+        }
+    });
+    let offsets = OffsetsTopic::new(relay.kafka.clone(), &relay.offsets_topic);
+    let (name, timeout) = (relay.name.clone(), relay.kafka_call_timeout);
+    let checkpoint = tokio::task::spawn_blocking(move || offsets.read_last(&name, timeout))
+        .await
+        .context("reading the checkpoint")?
+        .context("reading the checkpoint from Kafka")?;
+    let position = checkpoint
+        .as_ref()
+        .map(|c| c.lsn)
+        .or_else(|| slot_state.as_ref().and_then(|s| s.confirmed_flush_lsn));
+    Ok(Status {
+        relay: relay.name,
+        slot: relay.slot,
+        server_lsn,
+        slot_state,
+        checkpoint,
+        lag_bytes: position.map(|p| server_lsn.0.saturating_sub(p.0)),
+    })
+}
