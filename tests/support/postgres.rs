@@ -189,6 +189,16 @@ impl PrivateCluster {
         );
     }
 
+    /// Stops the server (fast shutdown).
+    pub fn stop(&self) {
+        run_as_pg_owner(
+            Command::new(dev_env().pg_bin.join("pg_ctl"))
+                .args(["-w", "-t", "60", "-m", "fast", "-D"])
+                .arg(self.dir().join("data"))
+                .arg("stop"),
+        );
+    }
+
     /// Writes a file into the cluster's directory, owned by the server's user.
     pub fn write_file(&self, name: &str, contents: &[u8], mode: &str) -> PathBuf {
         let path = self.dir().join(name);

@@ -41,14 +41,16 @@ impl RelaySpec {
         }
     }
 
-    fn toml(&self) -> String {
+    /// The configuration file's text.
+    pub fn toml(&self) -> String {
         format!(
             "[relay]\nname = {name:?}\nstatus_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
              backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n\n\
              [postgres]\nurl = {url:?}\nslot = {slot:?}\npublications = [{publication:?}]\n\n\
              [kafka]\nbootstrap_servers = {bootstrap:?}\noffsets_topic = {offsets:?}\n\
              transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n\n\
-             [batch]\nmax_age = \"10s\"\n\n{extra}\n",
+             [batch]\nmax_age = \"10s\"\n\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\nwal_poll_interval = \"200ms\"\n\n{extra}\n",
             name = self.name,
             url = self.url,
             slot = self.slot,
@@ -66,7 +68,7 @@ pub struct RelayProcess {
     child: Child,
     /// Where its stderr (JSON log lines) goes, for assertions and for failing tests' output.
     pub log: PathBuf,
-    _dir: tempfile::TempDir,
+    dir: tempfile::TempDir,
 }
 
 impl RelayProcess {
@@ -89,16 +91,53 @@ impl RelayProcess {
             command.env(key, value);
         }
         let child = command.spawn().expect("spawn outboxd");
-        RelayProcess {
-            child,
-            log,
-            _dir: dir,
-        }
+        RelayProcess { child, log, dir }
     }
 
     /// Starts `outboxd run` with `spec`.
     pub fn start(spec: &RelaySpec) -> RelayProcess {
         Self::start_with_env(spec, &[])
+    }
+
+    /// The configuration file it runs with (tests may rewrite it before a SIGHUP).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("outboxd.toml")
+    }
+
+    /// The address of its metrics endpoint, from its log (it listens on an ephemeral port).
+    pub fn metrics_address(&self, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let log = self.log_text();
+            let found = log.lines().find_map(|line| {
+                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
+                (entry["fields"]["message"] == "serving /metrics, /healthz and /readyz")
+                    .then(|| entry["fields"]["address"].as_str().map(str::to_owned))
+                    .flatten()
+            });
+            if let Some(address) = found {
+                return address;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no metrics address in the log:\n{log}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits until it logged that it starts replication: its slot exists, so every change
+    /// committed from now on reaches Kafka.
+    pub fn wait_streaming(&self, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while !self.log_text().contains("starting replication") {
+            assert!(
+                Instant::now() < deadline,
+                "the relay did not start replication:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The process id.
