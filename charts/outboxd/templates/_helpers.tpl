@@ -45,9 +45,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 secret properties. */}}
 {{- define "outboxd.secretsDir" -}}/run/secrets/outboxd{{- end }}
 
-{{/* Values parsed from YAML are float64 even when whole (4096), and toToml would write them as
-4096.0, which outboxd's integer keys refuse: turn whole floats back into integers, in place (the
-argument is a deep copy). Recurses into sub-tables and arrays of tables. */}}
+{{/* Values parsed from YAML are float64 even when whole, and toToml would write 4096 as 4096.0
+and 67108864 as 6.7108864e+07: turn whole floats back into integers, so that the file reads as the
+values were written. In place (the argument is a deep copy); recurses into sub-tables and arrays of
+tables. */}}
 {{- define "outboxd.wholeNumbers" -}}
 {{- $table := . }}
 {{- range $key, $value := $table }}
