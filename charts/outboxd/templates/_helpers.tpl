@@ -1,0 +1,89 @@
+{{/* The chart's name, or nameOverride. */}}
+{{- define "outboxd.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's resource name: fullnameOverride, else <release>-outboxd (or the release's
+name alone when it already contains the chart's name). */}}
+{{- define "outboxd.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "outboxd.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Standard labels, on every resource. */}}
+{{- define "outboxd.labels" -}}
+helm.sh/chart: {{ include "outboxd.chart" . }}
+{{ include "outboxd.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: outboxd
+{{- end }}
+
+{{/* Labels that select the relay's pod (immutable in the Deployment's selector). */}}
+{{- define "outboxd.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "outboxd.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "outboxd.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* Where the secret files are mounted: one projected volume of the Postgres password and the Kafka
+secret properties. */}}
+{{- define "outboxd.secretsDir" -}}/run/secrets/outboxd{{- end }}
+
+{{/* Values parsed from YAML are float64 even when whole, and toToml would write 4096 as 4096.0
+and 67108864 as 6.7108864e+07: turn whole floats back into integers, so that the file reads as the
+values were written. In place (the argument is a deep copy); recurses into sub-tables and arrays of
+tables. */}}
+{{- define "outboxd.wholeNumbers" -}}
+{{- $table := . }}
+{{- range $key, $value := $table }}
+{{- if and (kindIs "float64" $value) (eq $value (float64 (int64 $value))) }}
+{{- $_ := set $table $key (int64 $value) }}
+{{- else if kindIs "map" $value }}
+{{- include "outboxd.wholeNumbers" $value }}
+{{- else if kindIs "slice" $value }}
+{{- range $value }}{{ if kindIs "map" . }}{{ include "outboxd.wholeNumbers" . }}{{ end }}{{ end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* outboxd.toml: values.config with the keys the chart owns set. */}}
+{{- define "outboxd.config" -}}
+{{- $config := deepCopy (default dict .Values.config) }}
+{{- $secrets := include "outboxd.secretsDir" . }}
+{{- $metrics := default dict $config.metrics }}
+{{- $_ := set $metrics "listen" "0.0.0.0:9187" }}
+{{- $_ := set $config "metrics" $metrics }}
+{{- if .Values.postgres.passwordSecret.name }}
+{{- $postgres := default dict $config.postgres }}
+{{- $_ := set $postgres "password_file" (printf "%s/postgres/password" $secrets) }}
+{{- $_ := set $config "postgres" $postgres }}
+{{- end }}
+{{- if .Values.kafka.secretProperties }}
+{{- $kafka := default dict $config.kafka }}
+{{- $files := dict }}
+{{- range .Values.kafka.secretProperties }}
+{{- $property := required "each kafka.secretProperties entry needs a property (e.g. sasl.password)" .property }}
+{{- $_ := set $files $property (printf "%s/kafka/%s" $secrets $property) }}
+{{- end }}
+{{- $_ := set $kafka "property_files" $files }}
+{{- $_ := set $config "kafka" $kafka }}
+{{- end }}
+{{- include "outboxd.wholeNumbers" $config }}
+{{- toToml $config }}
+{{- end }}
