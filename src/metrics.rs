@@ -47,6 +47,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Relay attempts restarted after a transient failure.
     pub reconnects: IntCounter,
+    /// Every metric's name, as registered.
+    names: Vec<String>,
     health: Health,
 }
 
@@ -70,7 +72,11 @@ pub fn metrics() -> &'static Metrics {
 impl Metrics {
     fn new() -> Self {
         let registry = Registry::new();
+        let names = std::cell::RefCell::new(Vec::new());
         let register = |collector: Box<dyn prometheus::core::Collector>| {
+            names
+                .borrow_mut()
+                .extend(collector.desc().iter().map(|d| d.fq_name.clone()));
             registry
                 .register(collector)
                 .expect("metric names are unique and valid");
@@ -109,7 +115,7 @@ impl Metrics {
         .expect("valid metric");
         register(Box::new(reconnects.clone()));
 
-        let metrics = Self {
+        let mut metrics = Self {
             up: gauge("outboxd_up", "1 while the outboxd process runs."),
             ready: gauge(
                 "outboxd_ready",
@@ -160,10 +166,17 @@ impl Metrics {
             ),
             reconnects,
             registry,
+            names: Vec::new(),
             health: Health::default(),
         };
+        metrics.names = names.into_inner();
         metrics.up.set(1);
         metrics
+    }
+
+    /// The name of every exported metric (a labelled one is exported once it has a sample).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The Prometheus text exposition of every metric, with readiness brought up to date.

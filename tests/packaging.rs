@@ -539,6 +539,17 @@ fn dashboard_queries_exported_metrics() {
         .chain(HISTOGRAMS)
         .copied()
         .collect();
+    // The lists above are what the daemon registers (besides its constant build info).
+    let registered: BTreeSet<&str> = outboxd::metrics::metrics()
+        .names()
+        .iter()
+        .map(String::as_str)
+        .filter(|name| *name != "outboxd_build_info")
+        .collect();
+    assert_eq!(
+        exported, registered,
+        "the dashboard's metric list and the daemon's differ"
+    );
     let mut used = BTreeSet::new();
     let expressions = expressions(&dashboard);
     for expr in &expressions {
