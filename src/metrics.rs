@@ -170,6 +170,9 @@ impl Metrics {
             health: Health::default(),
         };
         metrics.names = names.into_inner();
+        for result in ["committed", "aborted"] {
+            metrics.kafka_transactions.with_label_values(&[result]);
+        }
         metrics.up.set(1);
         metrics
     }
