@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use support::kafka::{read_topic, Isolation};
 use support::postgres::{free_port, psql, PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
-use support::{dev_env, unique_name};
+use support::unique_name;
 
 /// Runs `outboxd <args>` with `spec`'s configuration and extra environment.
 fn outboxd(spec: &RelaySpec, args: &[&str], env: &[(&str, &str)]) -> Output {
@@ -149,15 +149,7 @@ fn check_refuses_a_server_without_logical_decoding() {
     let cluster =
         PrivateCluster::start("wal_level = replica", &["host all all 127.0.0.1/32 trust"]);
     let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
-    let spec = RelaySpec {
-        name: unique_name("ops_wal"),
-        url,
-        slot: "outboxd".into(),
-        publication: "outboxd".into(),
-        offsets_topic: unique_name("ops_wal_offsets"),
-        bootstrap: dev_env().kafka_bootstrap.clone(),
-        extra: String::new(),
-    };
+    let spec = RelaySpec::for_url("ops_wal", &url);
     assert_check_fails(
         &outboxd(&spec, &["check"], &[]),
         "wal_level = replica",
@@ -206,17 +198,9 @@ async fn metrics_count_what_consumers_receive_and_readyz_follows_postgres() {
         "wal_level = logical\nmax_wal_senders = 10\nmax_replication_slots = 10",
         &["host all all 127.0.0.1/32 trust"],
     );
-    let name = unique_name("ops_metrics");
     let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
-    let spec = RelaySpec {
-        name: name.clone(),
-        url: url.clone(),
-        slot: format!("{name}_slot"),
-        publication: format!("{name}_pub"),
-        offsets_topic: format!("{name}.offsets"),
-        bootstrap: dev_env().kafka_bootstrap.clone(),
-        extra: String::new(),
-    };
+    let spec = RelaySpec::for_url("ops_metrics", &url);
+    let name = spec.name.clone();
     let migrated = outboxd(&spec, &["migrate"], &[]);
     assert!(migrated.status.success(), "{migrated:?}");
 
@@ -344,23 +328,16 @@ async fn no_log_line_or_output_shows_a_secret() {
         ))
         .expect("create role");
     let secret_file = cluster.write_file("kafka-secret", KAFKA_SECRET.as_bytes(), "0644");
-    let name = unique_name("ops_secret");
     let url = format!(
         "postgresql://app:{PASSWORD}@127.0.0.1:{}/postgres",
         cluster.port
     );
-    let spec = RelaySpec {
-        name: name.clone(),
-        url: url.clone(),
-        slot: format!("{name}_slot"),
-        publication: format!("{name}_pub"),
-        offsets_topic: format!("{name}.offsets"),
-        bootstrap: dev_env().kafka_bootstrap.clone(),
-        extra: format!(
-            "[kafka.property_files]\n\"sasl.password\" = {:?}\n",
-            secret_file.display().to_string()
-        ),
-    };
+    let mut spec = RelaySpec::for_url("ops_secret", &url);
+    let name = spec.name.clone();
+    spec.extra = format!(
+        "[kafka.property_files]\n\"sasl.password\" = {:?}\n",
+        secret_file.display().to_string()
+    );
     let debug = [("RUST_LOG", "debug")];
     let mut outputs = vec![
         outboxd(&spec, &["migrate"], &debug),

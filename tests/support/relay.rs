@@ -41,6 +41,20 @@ impl RelaySpec {
         }
     }
 
+    /// A relay over the database at `url` (a private cluster's), with names derived from `prefix`.
+    pub fn for_url(prefix: &str, url: &str) -> RelaySpec {
+        let name = super::unique_name(prefix);
+        RelaySpec {
+            url: url.to_owned(),
+            slot: format!("{name}_slot"),
+            publication: format!("{name}_pub"),
+            offsets_topic: format!("{name}.offsets"),
+            bootstrap: dev_env().kafka_bootstrap.clone(),
+            extra: String::new(),
+            name,
+        }
+    }
+
     /// The configuration file's text.
     pub fn toml(&self) -> String {
         format!(
