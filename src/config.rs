@@ -151,8 +151,8 @@ impl Default for RelaySection {
     }
 }
 
-/// `[postgres]`: the database and its replication slot.
-#[derive(Debug, Clone, Deserialize)]
+/// `[postgres]`: the database and its replication slot. `Debug` leaves out the URL's password.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PostgresSection {
     /// libpq-style URL (`postgresql://user@host:port/db?sslmode=verify-full`).
@@ -169,6 +169,26 @@ pub struct PostgresSection {
     /// Publications the slot streams.
     #[serde(default = "default_publications")]
     pub publications: Vec<String>,
+}
+
+impl std::fmt::Debug for PostgresSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let url = match url::Url::parse(&self.url) {
+            Ok(mut url) if url.password().is_some() => {
+                let _ = url.set_password(Some("redacted"));
+                url.to_string()
+            }
+            Ok(url) => url.to_string(),
+            Err(_) => "<unparsable>".into(),
+        };
+        f.debug_struct("PostgresSection")
+            .field("url", &url)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("slot", &self.slot)
+            .field("publications", &self.publications)
+            .finish()
+    }
 }
 
 fn default_slot() -> String {
@@ -957,7 +977,7 @@ mod tests {
     fn secret_files_supply_kafka_properties_and_debug_hides_every_secret() {
         let secret = write("kafka-s3cret\n");
         let file = write(&format!(
-            "[postgres]\nurl = \"postgresql://u@h/db\"\npassword = \"pg-s3cret\"\n\
+            "[postgres]\nurl = \"postgresql://u:url-s3cret@h/db\"\npassword = \"pg-s3cret\"\n\
              [kafka]\nbootstrap_servers = \"b:9092\"\n\
              [kafka.property_files]\n\"sasl.password\" = {:?}\n",
             secret.path()

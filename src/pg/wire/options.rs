@@ -117,7 +117,14 @@ impl FromStr for ConnectOptions {
                 db => decode(db)?,
             },
             user,
-            password: url.password().map(decode).transpose()?,
+            // Never echo the password, not even a malformed one.
+            password: url
+                .password()
+                .map(|p| {
+                    percent_decode(p)
+                        .ok_or_else(|| invalid("bad percent-encoding in the password".into()))
+                })
+                .transpose()?,
             sslmode: SslMode::Prefer,
             sslrootcert: None,
             application_name: "outboxd".into(),
