@@ -497,7 +497,7 @@ pub struct BatchSection {
     pub max_events: u64,
     /// Bytes after which the Kafka transaction closes at the next Postgres commit.
     pub max_bytes: u64,
-    /// How long to wait at a commit boundary for more before committing.
+    /// How long a Kafka transaction stays open for more input, from its start.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Age after which the Kafka transaction closes at the next Postgres commit.

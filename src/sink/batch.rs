@@ -6,9 +6,11 @@
 //! kafka:   begin R R R     R          R R R R ...  cp3 commit  -> committed(cp3)
 //! ```
 //!
-//! A Kafka transaction closes at a boundary when a limit is reached (events, bytes, age) or when no
-//! more input arrives within `linger` — under a backlog batches grow to the limits, when caught up
-//! each commit goes out at once and the next batch gathers what arrived meanwhile (group commit).
+//! A Kafka transaction closes at a boundary when a limit is reached (events, bytes, age) or, once it
+//! is `linger` old, when no input is waiting — under a backlog batches grow to the limits; when
+//! caught up, a steady stream is committed every `linger` (like Kafka's `linger.ms`, counted from
+//! the batch's start, so a stream with no pauses still commits), and the next batch gathers what
+//! arrived during the commit (group commit).
 //! Records are handed to the producer as they arrive: a Postgres transaction is never held in memory.
 
 use std::collections::HashMap;
@@ -40,7 +42,7 @@ pub struct BatchLimits {
     pub max_events: u64,
     /// Record bytes after which the batch closes at the next boundary.
     pub max_bytes: u64,
-    /// How long to wait at a boundary for more input before committing.
+    /// How long a batch stays open for more input at a boundary, counted from the batch's start.
     pub linger: Duration,
     /// Age after which the batch closes at the next boundary; keep it well under the producer's
     /// `transaction.timeout.ms`, which aborts older transactions.
@@ -203,10 +205,13 @@ impl<S: TransactionSink> Batcher<S> {
         }
     }
 
-    /// How long to wait for input before [`Batcher::idle`]; `None` waits indefinitely (nothing to
-    /// commit, or a Postgres transaction is in progress and only its end may close the batch).
+    /// How long to wait for input before [`Batcher::idle`]: what is left of `linger` since the
+    /// batch began (zero once it is that old: input already waiting is still taken first). `None`
+    /// waits indefinitely (nothing to commit, or a Postgres transaction is in progress and only its
+    /// end may close the batch).
     pub fn wait_limit(&self) -> Option<Duration> {
-        (self.open.is_some() && !self.mid_transaction).then_some(self.limits.linger)
+        let open = self.open.as_ref().filter(|_| !self.mid_transaction)?;
+        Some(self.limits.linger.saturating_sub(open.started.elapsed()))
     }
 
     /// No input arrived within [`Batcher::wait_limit`]: commit at the boundary.
@@ -406,7 +411,8 @@ mod tests {
         b.accept(record()).expect("accept");
         assert_eq!(b.idle().expect("idle"), None);
         b.accept(boundary(5)).expect("accept");
-        assert_eq!(b.wait_limit(), Some(BatchLimits::default().linger));
+        let wait = b.wait_limit().expect("a batch open at a boundary waits");
+        assert!(wait <= BatchLimits::default().linger, "{wait:?}");
         assert_eq!(b.idle().expect("idle").map(|c| c.lsn), Some(Lsn(5)));
         assert_eq!(b.wait_limit(), None, "nothing open after the commit");
     }
