@@ -33,6 +33,8 @@ use steady::Steady;
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let scale: f64 = env("OUTBOXD_BENCH_SCALE").map_or(1.0, |v| v.parse().expect("a number"));
+    // Counts of at most a million, scaled: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
     let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(1);
     let selected = env("OUTBOXD_BENCH_WORKLOADS").unwrap_or_else(|| "w1,w2,w3,w4".into());
     let runs = |name: &str| selected.split(',').any(|w| w.trim() == name);

@@ -100,6 +100,8 @@ async fn measure(steady: Steady, kind: Kind) -> Value {
         })
         .collect();
     latencies.sort_by(f64::total_cmp);
+    // A rank between 1 and the number of events: no truncation.
+    #[allow(clippy::cast_possible_truncation)]
     let percentile = |p: f64| {
         let at = ((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len());
         latencies[at - 1]

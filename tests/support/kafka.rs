@@ -134,13 +134,9 @@ pub fn consume_topic_at(
     consumer.assign(&assignment).expect("assign partitions");
     while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => {
-                if on_record(&message) {
-                    return;
-                }
-            }
+            Some(Ok(message)) if on_record(&message) => return,
+            Some(Ok(_)) | None => {}
             Some(Err(e)) => panic!("consume {topic}: {e}"),
-            None => {}
         }
     }
 }
