@@ -25,19 +25,7 @@ use support::postgres::{create_pgoutput_slot, TestDb};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let transactions = common::transactions();
-    let db = TestDb::create("bench_drain").await;
-    let client = db.client().await;
-    client
-        .batch_execute(include_str!("../migrations/0001_outbox.sql"))
-        .await
-        .expect("outbox table");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE outbox",
-            db.publication
-        ))
-        .await
-        .expect("publication");
+    let (db, client) = common::outbox_db("bench_drain").await;
     let rounds: usize = std::env::var("DRAIN_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -71,12 +59,7 @@ async fn main() {
         .await
         .expect("backlog");
     let fill_time = filling.elapsed();
-    let end: String = client
-        .query_one("SELECT pg_current_wal_lsn()::text", &[])
-        .await
-        .expect("end lsn")
-        .get(0);
-    let end: Lsn = end.parse().expect("lsn");
+    let end: Lsn = common::current_lsn(&client).await.parse().expect("lsn");
 
     let (mut ceiling, mut ours) = (Vec::new(), Vec::new());
     for (ceiling_slot, our_slot) in &slots {

@@ -55,6 +55,7 @@ impl OutboxDb {
                 offsets_topic: format!("{name}.offsets"),
                 bootstrap: support::dev_env().kafka_bootstrap.clone(),
                 extra: String::new(),
+                test_timings: true,
             },
             url,
             aggregate_type: name,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::OwnedMessage;
+use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
 use super::dev_env;
@@ -81,10 +81,34 @@ pub fn read_topic_at(
     timeout: Duration,
     done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
+    let mut records = Vec::new();
+    if done(&records) {
+        return records;
+    }
+    consume_topic_at(bootstrap, topic, isolation, timeout, |message| {
+        records.push(message.detach());
+        done(&records)
+    });
+    records
+}
+
+/// Reads every partition of `topic` from the beginning, handing each record to `on_record` as it
+/// arrives, until `on_record` returns true or until `timeout`. Nothing is kept: the benchmarks
+/// count and time millions of records this way without holding them.
+pub fn consume_topic_at(
+    bootstrap: &str,
+    topic: &str,
+    isolation: Isolation,
+    timeout: Duration,
+    mut on_record: impl FnMut(&BorrowedMessage<'_>) -> bool,
+) {
     let consumer: BaseConsumer = client_config_at(bootstrap)
         .set("group.id", super::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation.as_config())
+        // The broker answers a fetch as soon as there is something to return; this only bounds
+        // the wait of an empty one, so a benchmark's receipt times are not rounded up by it.
+        .set("fetch.wait.max.ms", "10")
         .create()
         .expect("consumer");
     // A topic the relay creates by producing to it may not exist yet: wait for its partitions.
@@ -108,15 +132,13 @@ pub fn read_topic_at(
         }
     }
     consumer.assign(&assignment).expect("assign partitions");
-    let mut records = Vec::new();
-    while !done(&records) && Instant::now() < deadline {
+    while Instant::now() < deadline {
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => records.push(message.detach()),
+            Some(Ok(message)) if on_record(&message) => return,
+            Some(Ok(_)) | None => {}
             Some(Err(e)) => panic!("consume {topic}: {e}"),
-            None => {}
         }
     }
-    records
 }
 
 /// The value of a record as UTF-8 text (panics on a tombstone or non-UTF-8 value).

@@ -25,6 +25,9 @@ pub struct RelaySpec {
     pub bootstrap: String,
     /// Extra TOML lines appended to the file (sections included).
     pub extra: String,
+    /// Short status, backoff and batch-age settings that keep tests quick. The benchmarks turn them
+    /// off so the relay runs with the defaults a user gets.
+    pub test_timings: bool,
 }
 
 impl RelaySpec {
@@ -38,6 +41,7 @@ impl RelaySpec {
             offsets_topic: db.topic("offsets"),
             bootstrap: dev_env().kafka_bootstrap.clone(),
             extra: String::new(),
+            test_timings: true,
         }
     }
 
@@ -51,20 +55,30 @@ impl RelaySpec {
             offsets_topic: format!("{name}.offsets"),
             bootstrap: dev_env().kafka_bootstrap.clone(),
             extra: String::new(),
+            test_timings: true,
             name,
         }
     }
 
     /// The configuration file's text.
     pub fn toml(&self) -> String {
+        let (relay_timings, kafka_timings, batch, metrics) = if self.test_timings {
+            (
+                "status_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
+                 backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n",
+                "transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n",
+                "[batch]\nmax_age = \"10s\"\n",
+                "wal_poll_interval = \"200ms\"\n",
+            )
+        } else {
+            ("", "", "", "")
+        };
         format!(
-            "[relay]\nname = {name:?}\nstatus_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
-             backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n\n\
+            "[relay]\nname = {name:?}\n{relay_timings}\n\
              [postgres]\nurl = {url:?}\nslot = {slot:?}\npublications = [{publication:?}]\n\n\
              [kafka]\nbootstrap_servers = {bootstrap:?}\noffsets_topic = {offsets:?}\n\
-             transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n\n\
-             [batch]\nmax_age = \"10s\"\n\n\
-             [metrics]\nlisten = \"127.0.0.1:0\"\nwal_poll_interval = \"200ms\"\n\n{extra}\n",
+             {kafka_timings}\n{batch}\n\
+             [metrics]\nlisten = \"127.0.0.1:0\"\n{metrics}\n{extra}\n",
             name = self.name,
             url = self.url,
             slot = self.slot,

@@ -1,0 +1,230 @@
+//! The relays compared, each started the way its user starts it: the `outboxd` release binary with a
+//! config file that sets only what is required, and Debezium Server's own `run.sh` with an
+//! `application.properties` (Postgres connector on pgoutput, the outbox event router, Kafka sink),
+//! otherwise at its defaults. Both read an existing slot over the same publication and write the
+//! same records (key = aggregate id, value = the payload JSON) to topics of their own.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use crate::support::postgres::TestDb;
+use crate::support::relay::{RelayProcess, RelaySpec};
+use crate::support::{dev_env, kafka::create_topic};
+
+/// Which relay.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `target/release/outboxd run --config outboxd.toml`: exactly-once, transactional producer.
+    Outboxd,
+    /// Debezium Server: at-least-once, its Kafka sink does not use transactions.
+    Debezium,
+}
+
+impl Kind {
+    /// outboxd, and Debezium Server when `bench/run` resolved one (`OUTBOXD_BENCH_DEBEZIUM_HOME`).
+    pub fn selected() -> Vec<Kind> {
+        let mut kinds = vec![Kind::Outboxd];
+        if debezium_home().is_some() {
+            kinds.push(Kind::Debezium);
+        } else {
+            eprintln!("OUTBOXD_BENCH_DEBEZIUM_HOME is not set: Debezium Server is left out (bench/run sets it)");
+        }
+        kinds
+    }
+
+    /// Its name in the results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Outboxd => "outboxd",
+            Kind::Debezium => "debezium",
+        }
+    }
+
+    /// The topic its events of aggregate type `aggregate` go to.
+    pub fn topic(self, aggregate: &str) -> String {
+        match self {
+            Kind::Outboxd => format!("outbox.event.{aggregate}"),
+            Kind::Debezium => format!("debezium.outbox.event.{aggregate}"),
+        }
+    }
+
+    /// The slot it reads in `db` (create it before the backlog is written).
+    pub fn slot(self, db: &TestDb) -> String {
+        format!("{}_{}", db.slot, self.name())
+    }
+
+    /// Creates its topic for `aggregate` with 3 partitions, as an operator would beforehand (both
+    /// relays hash keys over partitions the same way).
+    pub async fn create_topic(self, aggregate: &str) {
+        create_topic(&self.topic(aggregate), 3).await;
+    }
+
+    /// Starts it on `db` and its slot.
+    pub fn start(self, db: &TestDb) -> Relay {
+        match self {
+            Kind::Outboxd => {
+                let mut spec = RelaySpec::for_db(db);
+                spec.slot = self.slot(db);
+                spec.test_timings = false;
+                // For experiments (profiling a missed target): more TOML for its config file and
+                // the log filter (`outboxd=debug` logs each Kafka transaction's size and timing).
+                spec.extra = std::env::var("OUTBOXD_BENCH_OUTBOXD_TOML").unwrap_or_default();
+                let log = std::env::var("OUTBOXD_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
+                Relay::Outboxd(RelayProcess::start_with_env(&spec, &[("RUST_LOG", &log)]))
+            }
+            Kind::Debezium => Relay::Debezium(DebeziumServer::start(db, &self.slot(db))),
+        }
+    }
+}
+
+/// A running relay; stopped when dropped.
+#[derive(Debug)]
+pub enum Relay {
+    /// The outboxd process.
+    Outboxd(RelayProcess),
+    /// The Debezium Server JVM.
+    Debezium(DebeziumServer),
+}
+
+impl Relay {
+    /// The process whose memory is measured (for Debezium the JVM: `run.sh` execs it).
+    pub fn pid(&self) -> u32 {
+        match self {
+            Relay::Outboxd(process) => process.pid(),
+            Relay::Debezium(server) => server.child.id(),
+        }
+    }
+
+    /// SIGTERM and wait for the exit (the events are in Kafka by then, so this is not timed).
+    pub fn stop(self) {
+        match self {
+            Relay::Outboxd(mut process) => {
+                process.signal_and_wait("TERM", Duration::from_secs(30));
+            }
+            Relay::Debezium(server) => drop(server),
+        }
+    }
+}
+
+/// Where `bench/run` unpacked Debezium Server.
+fn debezium_home() -> Option<PathBuf> {
+    std::env::var_os("OUTBOXD_BENCH_DEBEZIUM_HOME").map(PathBuf::from)
+}
+
+/// Debezium Server run from a directory of its own: the distribution's files linked in, its own
+/// `config/application.properties`, offsets and log.
+#[derive(Debug)]
+pub struct DebeziumServer {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl DebeziumServer {
+    fn start(db: &TestDb, slot: &str) -> DebeziumServer {
+        let home = debezium_home().expect("OUTBOXD_BENCH_DEBEZIUM_HOME");
+        let dir = tempfile::Builder::new()
+            .prefix("outboxd-bench-debezium-")
+            .tempdir()
+            .expect("temp dir");
+        link_distribution(&home, dir.path());
+        std::fs::write(
+            dir.path().join("config/application.properties"),
+            application_properties(db, slot, &dir.path().join("offsets.dat")),
+        )
+        .expect("write application.properties");
+        let log = std::fs::File::create(dir.path().join("debezium.log")).expect("log file");
+        let mut command = Command::new(dir.path().join("run.sh"));
+        command
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log file"))
+            .stderr(log);
+        if let Some(java_home) = std::env::var_os("OUTBOXD_BENCH_JAVA_HOME") {
+            command.env("JAVA_HOME", java_home);
+        }
+        let child = command.spawn().expect("start Debezium Server");
+        DebeziumServer { child, dir }
+    }
+}
+
+impl Drop for DebeziumServer {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        for _ in 0..200 {
+            if !matches!(self.child.try_wait(), Ok(None)) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            let log = std::fs::read_to_string(self.dir.path().join("debezium.log"));
+            eprintln!("--- Debezium Server log ---\n{}", log.unwrap_or_default());
+        }
+    }
+}
+
+/// Links every entry of the distribution into `dir`, except `config/`, which gets its own
+/// directory with the distribution's `config/lib` linked in (`run.sh` puts it on the classpath).
+fn link_distribution(home: &Path, dir: &Path) {
+    for entry in std::fs::read_dir(home).expect("Debezium Server distribution") {
+        let entry = entry.expect("directory entry");
+        if entry.file_name() != "config" {
+            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).expect("link");
+        }
+    }
+    std::fs::create_dir(dir.join("config")).expect("config dir");
+    std::os::unix::fs::symlink(home.join("config/lib"), dir.join("config/lib")).expect("link");
+}
+
+/// The configuration: the connector keys of RECIPES.md, the existing slot and publication, no
+/// snapshot (the backlog is in the slot), the outbox router with the payload expanded as JSON (as
+/// outboxd's default), plain JSON keys and values, and a topic prefix of its own. `\\${` keeps
+/// Quarkus from expanding the router's `${routedByValue}` itself.
+fn application_properties(db: &TestDb, slot: &str, offsets: &Path) -> String {
+    let url = url::Url::parse(&db.url).expect("database URL");
+    let bootstrap = &dev_env().kafka_bootstrap;
+    format!(
+        "debezium.sink.type=kafka
+debezium.sink.kafka.producer.bootstrap.servers={bootstrap}
+debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer
+debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer
+debezium.format.key=json
+debezium.format.key.schemas.enable=false
+debezium.format.value=json
+debezium.format.value.schemas.enable=false
+debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector
+debezium.source.offset.storage.file.filename={offsets}
+debezium.source.database.hostname={host}
+debezium.source.database.port={port}
+debezium.source.database.user={user}
+debezium.source.database.password=unused
+debezium.source.database.dbname={dbname}
+debezium.source.topic.prefix={dbname}
+debezium.source.plugin.name=pgoutput
+debezium.source.slot.name={slot}
+debezium.source.publication.name={publication}
+debezium.source.publication.autocreate.mode=disabled
+debezium.source.snapshot.mode=no_data
+debezium.source.table.include.list=public.outbox
+debezium.source.tombstones.on.delete=false
+debezium.transforms=outbox
+debezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
+debezium.transforms.outbox.table.expand.json.payload=true
+debezium.transforms.outbox.route.topic.replacement={topic}
+quarkus.http.port=0
+quarkus.log.console.json=false
+",
+        offsets = offsets.display(),
+        host = url.host_str().expect("host"),
+        port = url.port().unwrap_or(5432),
+        user = url.username(),
+        dbname = db.name,
+        publication = db.publication,
+        topic = Kind::Debezium.topic("\\\\${routedByValue}"),
+    )
+}
