@@ -12,8 +12,9 @@ mod tls;
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::time::Duration;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use fallible_iterator::FallibleIterator;
 use postgres_protocol::message::backend::{ErrorResponseBody, Message as Backend};
 use postgres_protocol::message::frontend;
@@ -23,7 +24,7 @@ use tokio::net::{TcpStream, UnixStream};
 pub use options::{ConnectOptions, OptionsError, SslMode, SESSION_SETTINGS};
 pub use stream::{ReplicationEvent, ReplicationStream};
 
-use crate::pg::Lsn;
+use crate::pg::{Lsn, TypeOid};
 
 /// A replication connection failure, by what a caller does about it.
 #[derive(Debug, thiserror::Error)]
@@ -282,6 +283,31 @@ pub fn max_pgoutput_protocol(server_version_num: u32) -> u32 {
 pub struct ReplicationConnection {
     framed: Framed,
     parameters: HashMap<String, String>,
+    /// A NotificationResponse (of a `LISTEN`ed channel) arrived and was not yet waited for.
+    notified: bool,
+}
+
+/// A column of a query's result, as its RowDescription describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultColumn {
+    /// Column name (its alias, if one was given).
+    pub name: String,
+    /// OID of the table it comes from, 0 for a computed column.
+    pub table_oid: u32,
+    /// Data type.
+    pub type_oid: TypeOid,
+    /// Type modifier (`atttypmod`).
+    pub type_modifier: i32,
+}
+
+/// What a simple query returned: the last result's columns and every row, values in text format
+/// (`None` for NULL).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueryResult {
+    /// The columns of the last statement that returned rows.
+    pub columns: Vec<ResultColumn>,
+    /// The rows of every statement, in order.
+    pub rows: Vec<Vec<Option<Bytes>>>,
 }
 
 impl ReplicationConnection {
@@ -381,7 +407,11 @@ impl ReplicationConnection {
                 }
             }
         }
-        Ok(Self { framed, parameters })
+        Ok(Self {
+            framed,
+            parameters,
+            notified: false,
+        })
     }
 
     /// `server_version_num` of the server (e.g. 150004), from its startup parameters.
@@ -406,10 +436,25 @@ impl ReplicationConnection {
     /// Runs a query with the simple protocol and returns its rows as text (`None` for NULL).
     /// Replication commands and, on a logical walsender, ordinary SQL are allowed.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WireError> {
-        frontend::query(sql, &mut self.framed.write)
-            .map_err(|e| WireError::Protocol(e.to_string()))?;
+        let result = self.query(sql).await?;
+        Ok(result
+            .rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Runs a query with the simple protocol and returns its rows with their description. A
+    /// notification arriving meanwhile is remembered for [`Self::wait_for_notification`].
+    pub async fn query(&mut self, sql: &str) -> Result<QueryResult, WireError> {
+        let protocol = |e: std::io::Error| WireError::Protocol(e.to_string());
+        frontend::query(sql, &mut self.framed.write).map_err(protocol)?;
         self.framed.flush().await?;
-        let mut rows = Vec::new();
+        let mut result = QueryResult::default();
         let mut error = None;
         loop {
             match self.framed.next().await? {
@@ -417,19 +462,29 @@ impl ReplicationConnection {
                     let buffer = row.buffer();
                     let mut ranges = row.ranges();
                     let mut values = Vec::new();
-                    while let Some(range) = ranges
-                        .next()
-                        .map_err(|e| WireError::Protocol(e.to_string()))?
-                    {
-                        values
-                            .push(range.map(|r| String::from_utf8_lossy(&buffer[r]).into_owned()));
+                    while let Some(range) = ranges.next().map_err(protocol)? {
+                        values.push(range.map(|r| Bytes::copy_from_slice(&buffer[r])));
                     }
-                    rows.push(values);
+                    result.rows.push(values);
+                }
+                Backend::RowDescription(description) => {
+                    result.columns = description
+                        .fields()
+                        .map(|field| {
+                            Ok(ResultColumn {
+                                name: field.name().to_owned(),
+                                table_oid: field.table_oid(),
+                                type_oid: TypeOid(field.type_oid()),
+                                type_modifier: field.type_modifier(),
+                            })
+                        })
+                        .collect()
+                        .map_err(protocol)?;
                 }
                 Backend::ErrorResponse(body) => error = Some(ServerError::parse(&body)),
                 Backend::ReadyForQuery(_) => break,
-                Backend::RowDescription(_)
-                | Backend::CommandComplete(_)
+                Backend::NotificationResponse(_) => self.notified = true,
+                Backend::CommandComplete(_)
                 | Backend::EmptyQueryResponse
                 | Backend::NoticeResponse(_)
                 | Backend::ParameterStatus(_) => {}
@@ -442,7 +497,35 @@ impl ReplicationConnection {
         }
         match error {
             Some(error) => Err(WireError::Server(error)),
-            None => Ok(rows),
+            None => Ok(result),
+        }
+    }
+
+    /// Waits up to `limit` for a notification of a channel this session `LISTEN`s on; `true` if
+    /// one arrived (also one that arrived during an earlier query). Between queries only: the
+    /// server sends nothing else unasked but notices, parameter changes and a terminating error,
+    /// which ends the wait with that error, so a server shutdown is noticed at once.
+    pub async fn wait_for_notification(&mut self, limit: Duration) -> Result<bool, WireError> {
+        if std::mem::take(&mut self.notified) {
+            return Ok(true);
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let Ok(message) = tokio::time::timeout_at(deadline, self.framed.next()).await else {
+                return Ok(false);
+            };
+            match message? {
+                Backend::NotificationResponse(_) => return Ok(true),
+                Backend::NoticeResponse(_) | Backend::ParameterStatus(_) => {}
+                Backend::ErrorResponse(body) => {
+                    return Err(WireError::Server(ServerError::parse(&body)))
+                }
+                _ => {
+                    return Err(WireError::Protocol(
+                        "unexpected message between queries".into(),
+                    ))
+                }
+            }
         }
     }
 
