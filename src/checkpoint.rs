@@ -50,24 +50,123 @@ impl Checkpoint {
 
     /// The record that stores this checkpoint for `relay_name` in `topic`.
     pub fn to_record(&self, topic: &str, relay_name: &str) -> Record {
-        let value = serde_json::to_vec(self).expect("a checkpoint always serializes");
-        Record {
-            topic: topic.to_owned(),
-            partition: Some(0),
-            key: Some(relay_name.as_bytes().to_vec().into()),
-            value: Some(value.into()),
-            headers: Vec::new(),
-            timestamp_ms: None,
+        checkpoint_record(topic, relay_name, self)
+    }
+}
+
+/// The resume position of a relay in poll mode (DESIGN.md §5): the row ids of the last batch it
+/// published from `table`. The rows are deleted (or marked) only after this commits, so on start
+/// they may still be there: they are deleted first, never published again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PollCheckpoint {
+    /// Format version, as [`Checkpoint::VERSION`].
+    pub version: u32,
+    /// Always `"poll"`: what tells it from a logical-mode checkpoint.
+    pub mode: String,
+    /// The outbox table of the batch, `schema.table`.
+    pub table: String,
+    /// The batch's row ids, as text of the table's id column.
+    pub ids: Vec<String>,
+    /// Events this relay has published in total.
+    pub events: u64,
+}
+
+impl PollCheckpoint {
+    /// The `mode` of every poll checkpoint.
+    pub const MODE: &'static str = "poll";
+
+    /// The checkpoint of a batch of `ids` from `table`.
+    pub fn new(table: impl Into<String>, ids: Vec<String>, events: u64) -> Self {
+        Self {
+            version: Checkpoint::VERSION,
+            mode: Self::MODE.to_owned(),
+            table: table.into(),
+            ids,
+            events,
         }
     }
 
-    /// Parses a stored checkpoint.
+    /// The record that stores this checkpoint for `relay_name` in `topic`.
+    pub fn to_record(&self, topic: &str, relay_name: &str) -> Record {
+        checkpoint_record(topic, relay_name, self)
+    }
+}
+
+/// A relay's last committed checkpoint, of either mode.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum StoredCheckpoint {
+    /// Written by a relay streaming a replication slot.
+    Logical(Checkpoint),
+    /// Written by a relay polling outbox tables.
+    Poll(PollCheckpoint),
+}
+
+impl StoredCheckpoint {
+    /// Parses a stored checkpoint: one with `"mode": "poll"` is a poll checkpoint, one without a
+    /// mode a logical one (the format DESIGN.md §4 gives, unchanged).
     pub fn from_json(bytes: &[u8]) -> Result<Self, CheckpointError> {
-        let checkpoint: Self = serde_json::from_slice(bytes).map_err(CheckpointError::Corrupt)?;
-        if checkpoint.version != Self::VERSION {
-            return Err(CheckpointError::UnknownVersion(checkpoint.version));
+        #[derive(Deserialize)]
+        struct Probe {
+            version: u32,
+            mode: Option<String>,
         }
-        Ok(checkpoint)
+        let probe: Probe = serde_json::from_slice(bytes).map_err(CheckpointError::Corrupt)?;
+        if probe.version != Checkpoint::VERSION {
+            return Err(CheckpointError::UnknownVersion(probe.version));
+        }
+        match probe.mode.as_deref() {
+            None | Some("logical") => serde_json::from_slice(bytes).map(Self::Logical),
+            Some(PollCheckpoint::MODE) => serde_json::from_slice(bytes).map(Self::Poll),
+            Some(other) => return Err(CheckpointError::UnknownMode(other.to_owned())),
+        }
+        .map_err(CheckpointError::Corrupt)
+    }
+
+    /// The mode that wrote it.
+    pub fn mode(&self) -> &'static str {
+        match self {
+            Self::Logical(_) => "logical",
+            Self::Poll(_) => PollCheckpoint::MODE,
+        }
+    }
+
+    /// The logical checkpoint, or an error naming the mode that wrote this one: a relay name's
+    /// position means nothing to the other mode, and guessing would repeat or skip events.
+    pub fn into_logical(self, relay_name: &str) -> Result<Checkpoint, CheckpointError> {
+        match self {
+            Self::Logical(checkpoint) => Ok(checkpoint),
+            other => Err(other.mode_mismatch(relay_name, "logical")),
+        }
+    }
+
+    /// The poll checkpoint, or an error naming the mode that wrote this one.
+    pub fn into_poll(self, relay_name: &str) -> Result<PollCheckpoint, CheckpointError> {
+        match self {
+            Self::Poll(checkpoint) => Ok(checkpoint),
+            other => Err(other.mode_mismatch(relay_name, PollCheckpoint::MODE)),
+        }
+    }
+
+    fn mode_mismatch(&self, relay_name: &str, wanted: &'static str) -> CheckpointError {
+        CheckpointError::ModeMismatch {
+            relay: relay_name.to_owned(),
+            stored: self.mode(),
+            configured: wanted,
+        }
+    }
+}
+
+/// The record of a checkpoint: keyed by relay name, in the offsets topic's only partition.
+fn checkpoint_record(topic: &str, relay_name: &str, checkpoint: &impl Serialize) -> Record {
+    let value = serde_json::to_vec(checkpoint).expect("a checkpoint always serializes");
+    Record {
+        topic: topic.to_owned(),
+        partition: Some(0),
+        key: Some(relay_name.as_bytes().to_vec().into()),
+        value: Some(value.into()),
+        headers: Vec::new(),
+        timestamp_ms: None,
     }
 }
 
@@ -108,6 +207,24 @@ pub enum CheckpointError {
     /// A checkpoint written by a newer outboxd.
     #[error("stored checkpoint has format version {0}; this outboxd reads version 1 only")]
     UnknownVersion(u32),
+    /// A checkpoint of a mode this outboxd does not know.
+    #[error("stored checkpoint has mode {0:?}; this outboxd knows \"logical\" and \"poll\"")]
+    UnknownMode(String),
+    /// The relay's last checkpoint was written in the other mode.
+    #[error(
+        "relay {relay:?} last committed a {stored}-mode checkpoint, but runs in {configured} mode \
+         now: the position of one mode means nothing to the other, so resuming could repeat or \
+         skip events. Switch back to relay.mode = \"{stored}\", or give this mode its own \
+         relay.name (after draining: a new name starts from scratch)"
+    )]
+    ModeMismatch {
+        /// The relay name.
+        relay: String,
+        /// The mode of the stored checkpoint.
+        stored: &'static str,
+        /// The configured mode.
+        configured: &'static str,
+    },
 }
 
 /// The compacted one-partition topic that holds every relay's checkpoint, keyed by relay name.
@@ -205,7 +322,7 @@ impl OffsetsTopic {
         &self,
         relay_name: &str,
         timeout: Duration,
-    ) -> Result<Option<Checkpoint>, CheckpointError> {
+    ) -> Result<Option<StoredCheckpoint>, CheckpointError> {
         let deadline = Instant::now() + timeout;
         let end = self.end_offset(timeout)?;
         if end == 0 {
@@ -230,7 +347,7 @@ impl OffsetsTopic {
             .assign(&assignment)
             .map_err(self.kafka_error("assigning the partition"))?;
 
-        let mut last: Option<Checkpoint> = None;
+        let mut last: Option<StoredCheckpoint> = None;
         loop {
             if Instant::now() >= deadline {
                 return Err(CheckpointError::Timeout {
@@ -243,7 +360,10 @@ impl OffsetsTopic {
                 None => {}
                 Some(Ok(message)) => {
                     if message.key() == Some(relay_name.as_bytes()) {
-                        last = message.payload().map(Checkpoint::from_json).transpose()?;
+                        last = message
+                            .payload()
+                            .map(StoredCheckpoint::from_json)
+                            .transpose()?;
                     }
                     if message.offset() + 1 >= end {
                         return Ok(last);
@@ -311,3 +431,43 @@ impl ClientContext for EndIsNoError {
 }
 
 impl ConsumerContext for EndIsNoError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_parses_as_the_mode_that_wrote_it() {
+        let logical = br#"{"version":1,"system_id":"1","timeline":1,"slot":"s","lsn":"0/1","xid":null,"commit_ts":null,"events":3}"#;
+        let stored = StoredCheckpoint::from_json(logical).expect("logical");
+        assert_eq!(stored.mode(), "logical");
+        assert_eq!(stored.clone().into_logical("r").expect("logical").events, 3);
+        assert!(matches!(
+            stored.into_poll("r"),
+            Err(CheckpointError::ModeMismatch {
+                stored: "logical",
+                configured: "poll",
+                ..
+            })
+        ));
+
+        let poll = PollCheckpoint::new("public.outbox", vec!["a".into(), "b".into()], 9);
+        let record = poll.to_record("offsets", "r");
+        let json: serde_json::Value =
+            serde_json::from_slice(record.value.as_deref().expect("value")).expect("json");
+        assert_eq!(
+            json,
+            serde_json::json!({"version":1,"mode":"poll","table":"public.outbox",
+                "ids":["a","b"],"events":9})
+        );
+        let stored = StoredCheckpoint::from_json(record.value.as_deref().expect("value"))
+            .expect("poll checkpoint");
+        assert_eq!(stored.clone().into_poll("r").expect("poll"), poll);
+        assert!(stored.into_logical("r").is_err());
+
+        assert!(matches!(
+            StoredCheckpoint::from_json(br#"{"version":1,"mode":"snapshot"}"#),
+            Err(CheckpointError::UnknownMode(mode)) if mode == "snapshot"
+        ));
+    }
+}

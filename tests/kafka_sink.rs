@@ -6,7 +6,7 @@ mod support;
 
 use std::time::Duration;
 
-use outboxd::checkpoint::{Checkpoint, CheckpointError, OffsetsTopic};
+use outboxd::checkpoint::{Checkpoint, CheckpointError, OffsetsTopic, StoredCheckpoint};
 use outboxd::pg::{Lsn, Xid};
 use outboxd::route::Record;
 use outboxd::sink::batch::{BatchLimits, Batcher, SinkInput};
@@ -97,7 +97,9 @@ async fn checkpoint_commits_with_its_events_and_aborts_with_them() {
     let last = offsets
         .read_last(&relay, CALL_TIMEOUT)
         .expect("read checkpoint")
-        .expect("a checkpoint exists");
+        .expect("a checkpoint exists")
+        .into_logical(&relay)
+        .expect("a logical checkpoint");
     assert_eq!(
         (last.lsn, last.events),
         (Lsn(100), 2),
@@ -178,7 +180,7 @@ async fn reading_the_checkpoint_waits_out_another_relays_open_transaction() {
         .expect("read checkpoint");
     committer.join().expect("committer");
     assert_eq!(
-        last.map(|c| c.lsn),
+        last.map(|c| c.into_logical("r").expect("logical").lsn),
         Some(Lsn(42)),
         "our newest checkpoint, not none"
     );
@@ -254,7 +256,7 @@ fn checkpoint_json_is_the_documented_shape() {
     );
     let bad = br#"{"version":2,"system_id":"1","timeline":1,"slot":"s","lsn":"0/1","xid":null,"commit_ts":null,"events":0}"#;
     assert!(matches!(
-        Checkpoint::from_json(bad),
+        StoredCheckpoint::from_json(bad),
         Err(CheckpointError::UnknownVersion(2))
     ));
 }

@@ -7,16 +7,19 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::first_row;
-use crate::checkpoint::{Checkpoint, OffsetsTopic};
-use crate::config::Settings;
-use crate::pg::wire::{quote_literal, ReplicationConnection};
+use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
+use crate::config::{RelayMode, Settings};
+use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
 use crate::pg::Lsn;
+use crate::source::poll::AfterPublish;
 
 /// The relay's position.
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     /// Relay name.
     pub relay: String,
+    /// `logical` or `poll`.
+    pub mode: &'static str,
     /// Slot name.
     pub slot: String,
     /// The server's current WAL position.
@@ -24,10 +27,21 @@ pub struct Status {
     /// The slot, if it exists.
     pub slot_state: Option<SlotState>,
     /// The last checkpoint committed to Kafka, if any.
-    pub checkpoint: Option<Checkpoint>,
+    pub checkpoint: Option<StoredCheckpoint>,
+    /// Poll mode: rows waiting to be published, per outbox table.
+    pub backlog: Vec<TableBacklog>,
     /// WAL bytes between the checkpoint (or, without one, the slot's confirmed position) and the
     /// server's position.
     pub lag_bytes: Option<u64>,
+}
+
+/// Rows of one outbox table waiting for poll mode.
+#[derive(Debug, Clone, Serialize)]
+pub struct TableBacklog {
+    /// `schema.table`.
+    pub table: String,
+    /// Unpublished rows.
+    pub rows: u64,
 }
 
 /// `pg_replication_slots` for the slot.
@@ -54,9 +68,17 @@ impl Status {
 
 impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "relay          {}", self.relay)?;
+        writeln!(f, "relay          {} ({} mode)", self.relay, self.mode)?;
         writeln!(f, "server WAL     {}", self.server_lsn)?;
+        for table in &self.backlog {
+            writeln!(
+                f,
+                "outbox         {} ({} rows to publish)",
+                table.table, table.rows
+            )?;
+        }
         match &self.slot_state {
+            None if self.mode == RelayMode::Poll.as_str() => {}
             None => writeln!(f, "slot           {} (does not exist yet)", self.slot)?,
             Some(slot) => {
                 let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
@@ -76,7 +98,14 @@ impl fmt::Display for Status {
         }
         match &self.checkpoint {
             None => writeln!(f, "checkpoint     none committed yet")?,
-            Some(checkpoint) => writeln!(
+            Some(StoredCheckpoint::Poll(checkpoint)) => writeln!(
+                f,
+                "checkpoint     a batch of {} row(s) from {} ({} events in total)",
+                checkpoint.ids.len(),
+                checkpoint.table,
+                checkpoint.events
+            )?,
+            Some(StoredCheckpoint::Logical(checkpoint)) => writeln!(
                 f,
                 "checkpoint     {} (xid {}, committed {}, {} events in total)",
                 checkpoint.lsn,
@@ -113,15 +142,20 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
     let server_lsn: Lsn = server
         .parse()
         .map_err(|_| anyhow::anyhow!("unexpected WAL position {server:?}"))?;
-    let slot = first_row(
-        &mut session,
-        &format!(
-            "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
+    let poll = relay.mode == RelayMode::Poll;
+    let slot = if poll {
+        None
+    } else {
+        first_row(
+            &mut session,
+            &format!(
+                "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
              FROM pg_replication_slots WHERE slot_name = {}",
-            quote_literal(&relay.slot)
-        ),
-    )
-    .await?;
+                quote_literal(&relay.slot)
+            ),
+        )
+        .await?
+    };
     let slot_state = slot.map(|row| {
         let text = |i: usize| row.get(i).cloned().flatten();
         let lsn = |i: usize| text(i).and_then(|t| t.parse::<Lsn>().ok());
@@ -139,16 +173,44 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
         .await
         .context("reading the checkpoint")?
         .context("reading the checkpoint from Kafka")?;
-    let position = checkpoint
-        .as_ref()
-        .map(|c| c.lsn)
-        .or_else(|| slot_state.as_ref().and_then(|s| s.confirmed_flush_lsn));
+    let position = match &checkpoint {
+        Some(StoredCheckpoint::Logical(checkpoint)) => Some(checkpoint.lsn),
+        Some(StoredCheckpoint::Poll(_)) => None,
+        None => slot_state.as_ref().and_then(|s| s.confirmed_flush_lsn),
+    };
+    let mut backlog = Vec::new();
+    for table in relay.poll.tables.iter().filter(|_| poll) {
+        let unpublished = match &relay.poll.after_publish {
+            AfterPublish::Delete => String::new(),
+            AfterPublish::Mark { column } => format!(" WHERE {} IS NULL", quote_identifier(column)),
+        };
+        let rows = first_row(
+            &mut session,
+            &format!(
+                "SELECT count(*)::text FROM {}{unpublished}",
+                table.sql_name()
+            ),
+        )
+        .await
+        .with_context(|| format!("counting the rows of {}", table.qualified()))?
+        .and_then(|row| row.into_iter().next().flatten())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+        backlog.push(TableBacklog {
+            table: table.qualified(),
+            rows,
+        });
+    }
     Ok(Status {
         relay: relay.name,
+        mode: relay.mode.as_str(),
+        backlog,
         slot: relay.slot,
         server_lsn,
         slot_state,
         checkpoint,
-        lag_bytes: position.map(|p| server_lsn.0.saturating_sub(p.0)),
+        lag_bytes: position
+            .filter(|_| !poll)
+            .map(|p| server_lsn.0.saturating_sub(p.0)),
     })
 }

@@ -36,7 +36,10 @@ pub(super) async fn attempt(
     offsets.ensure().await?;
     let checkpoint = {
         let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
-        blocking(move || offsets.read_last(&name, timeout)).await??
+        blocking(move || offsets.read_last(&name, timeout))
+            .await??
+            .map(|stored| stored.into_logical(&config.name))
+            .transpose()?
     };
 
     let mut connection = ReplicationConnection::connect(&config.postgres).await?;
@@ -83,7 +86,7 @@ pub(super) async fn attempt(
 }
 
 /// Runs a blocking Kafka call off the async runtime.
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     call: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, RelayError> {
     tokio::task::spawn_blocking(call)
