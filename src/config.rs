@@ -26,6 +26,7 @@ use crate::route::template::Template;
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::KafkaSettings;
+use crate::source::poll::{AfterPublish, PollSettings, PollTable};
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Deserialize)]
@@ -56,6 +57,77 @@ pub struct Settings {
     /// `[log]`.
     #[serde(default)]
     pub log: LogSection,
+    /// `[poll]`.
+    #[serde(default)]
+    pub poll: PollSection,
+}
+
+/// `[poll]`: how poll mode reads outbox tables (`relay.mode = "poll"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PollSection {
+    /// Rows per batch: one Kafka transaction, and the ids its checkpoint names.
+    pub batch_size: usize,
+    /// The column rows are published in order of (then the id column): a sequence, so that
+    /// per key the order is the order writers took the aggregate's lock in.
+    pub order_by: String,
+    /// Longest wait between polls of an idle outbox.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// First wait after a poll that found fewer rows than a batch; doubles up to `interval`.
+    #[serde(with = "humantime_serde")]
+    pub min_interval: Duration,
+    /// `delete` the published rows, or `mark` them by setting `mark_column`.
+    #[serde(deserialize_with = "choice")]
+    pub after_publish: AfterPublishName,
+    /// The timestamp column `mark` sets; rows where it is not NULL are published already.
+    pub mark_column: String,
+    /// Wake up at once on the notifications of the trigger `outboxd migrate` installs in poll mode
+    /// (when the trigger exists).
+    pub notify: bool,
+}
+
+impl Default for PollSection {
+    fn default() -> Self {
+        let settings = PollSettings::default();
+        Self {
+            batch_size: settings.batch_size,
+            order_by: "seq".into(),
+            interval: settings.interval,
+            min_interval: settings.min_interval,
+            after_publish: AfterPublishName::Delete,
+            mark_column: "published_at".into(),
+            notify: settings.notify,
+        }
+    }
+}
+
+/// `poll.after_publish` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterPublishName {
+    /// Delete published rows.
+    Delete,
+    /// Set `mark_column` of published rows.
+    Mark,
+}
+
+/// `relay.mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Stream a logical replication slot (DESIGN.md §4).
+    Logical,
+    /// Poll outbox tables (DESIGN.md §5): no REPLICATION needed.
+    Poll,
+}
+
+impl RelayMode {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logical => "logical",
+            Self::Poll => "poll",
+        }
+    }
 }
 
 /// `[metrics]`: the HTTP endpoint with `/metrics`, `/healthz` and `/readyz`.
@@ -122,6 +194,9 @@ pub enum LogFormat {
 pub struct RelaySection {
     /// Relay name; the checkpoint key and the transactional id `outboxd-<name>`.
     pub name: String,
+    /// `logical` (stream a replication slot) or `poll` (select and delete outbox rows).
+    #[serde(deserialize_with = "choice")]
+    pub mode: RelayMode,
     /// Interval of standby status updates to the walsender.
     #[serde(with = "humantime_serde")]
     pub status_interval: Duration,
@@ -142,6 +217,7 @@ impl Default for RelaySection {
     fn default() -> Self {
         Self {
             name: "outboxd".into(),
+            mode: RelayMode::Logical,
             status_interval: Duration::from_secs(1),
             idle_confirm_interval: Duration::from_secs(1),
             channel_capacity: 4096,
@@ -548,6 +624,16 @@ impl Choice for EnvelopeName {
     ];
 }
 
+impl Choice for RelayMode {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("logical", Self::Logical), ("poll", Self::Poll)];
+}
+
+impl Choice for AfterPublishName {
+    const CHOICES: &'static [(&'static str, Self)] =
+        &[("delete", Self::Delete), ("mark", Self::Mark)];
+}
+
 impl Choice for LogFormat {
     const CHOICES: &'static [(&'static str, Self)] = &[
         ("auto", Self::Auto),
@@ -689,8 +775,11 @@ impl Settings {
                 ),
             ));
         }
+        let poll = self.poll_settings(&router)?;
         Ok(RelayConfig {
             name: self.relay.name.clone(),
+            mode: self.relay.mode,
+            poll,
             postgres,
             slot: self.postgres.slot.clone(),
             publications: self.postgres.publications.clone(),
@@ -718,6 +807,63 @@ impl Settings {
 }
 
 impl Settings {
+    /// Poll mode's settings, validated (also in logical mode, so a mistake shows before a switch).
+    fn poll_settings(&self, router: &Router) -> Result<PollSettings, ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let poll = &self.poll;
+        if !(1..=PollSettings::MAX_BATCH_SIZE).contains(&poll.batch_size) {
+            return Err(invalid(
+                "poll.batch_size",
+                format!(
+                    "must be 1 to {}: the checkpoint record names every row id of a batch and must \
+                     stay well within Kafka's record size",
+                    PollSettings::MAX_BATCH_SIZE
+                ),
+            ));
+        }
+        if poll.min_interval.is_zero() || poll.min_interval > poll.interval {
+            return Err(invalid(
+                "poll.min_interval",
+                format!(
+                    "must be above zero and at most poll.interval ({:?})",
+                    poll.interval
+                ),
+            ));
+        }
+        for (key, column) in [
+            ("poll.order_by", &poll.order_by),
+            ("poll.mark_column", &poll.mark_column),
+        ] {
+            if column.is_empty() {
+                return Err(invalid(key, "must name a column".into()));
+            }
+        }
+        let tables = router
+            .outbox()
+            .tables()
+            .iter()
+            .map(|t| PollTable {
+                schema: t.schema.clone(),
+                table: t.table.clone(),
+                id_column: t.spec.columns.id.clone(),
+                order_by: poll.order_by.clone(),
+            })
+            .collect();
+        Ok(PollSettings {
+            tables,
+            batch_size: poll.batch_size,
+            interval: poll.interval,
+            min_interval: poll.min_interval,
+            after_publish: match poll.after_publish {
+                AfterPublishName::Delete => AfterPublish::Delete,
+                AfterPublishName::Mark => AfterPublish::Mark {
+                    column: poll.mark_column.clone(),
+                },
+            },
+            notify: poll.notify,
+        })
+    }
+
     /// The librdkafka properties: `[kafka.properties]` and `[kafka.property_files]`, plus a
     /// `message.max.bytes` that admits `max_record_bytes` unless set there.
     fn kafka_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {

@@ -221,6 +221,13 @@ impl Metrics {
         self.health.streaming.store(streaming, Ordering::Relaxed);
     }
 
+    /// Whether Postgres answered the last query of poll mode, which watches no WAL position.
+    pub fn set_postgres_reachable(&self, reachable: bool) {
+        self.health
+            .postgres_reachable
+            .store(reachable, Ordering::Relaxed);
+    }
+
     /// The result of the last look at the server's WAL position: its position and the slot's
     /// `restart_lsn`, or `None` when Postgres could not be asked.
     pub fn observe_server(&self, positions: Option<(Lsn, Lsn)>) {
@@ -236,7 +243,7 @@ impl Metrics {
     }
 
     /// A Kafka transaction committed with these records (`(topic, count, bytes)`) and checkpoint.
-    pub fn committed(&self, topics: &HashMap<String, (u64, u64)>, checkpoint: Lsn) {
+    pub fn committed(&self, topics: &HashMap<String, (u64, u64)>, checkpoint: Option<Lsn>) {
         let mut events = 0;
         for (topic, (count, bytes)) in topics {
             self.events_published
@@ -252,8 +259,10 @@ impl Metrics {
             .inc();
         #[allow(clippy::cast_precision_loss)] // a batch is far below 2^52 records
         self.batch_events.observe(events as f64);
-        self.checkpoint_lsn
-            .set(i64::try_from(checkpoint.0).unwrap_or(i64::MAX));
+        if let Some(checkpoint) = checkpoint {
+            self.checkpoint_lsn
+                .set(i64::try_from(checkpoint.0).unwrap_or(i64::MAX));
+        }
     }
 
     /// A Kafka transaction was aborted.

@@ -13,10 +13,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::{first_row, literal_list};
-use crate::config::Settings;
+use crate::config::{RelayMode, Settings};
 use crate::pg::wire::{quote_literal, ReplicationConnection};
 use crate::relay::RelayConfig;
 use crate::sink::kafka::{KafkaSettings, TransactionalProducer};
+use crate::source::poll::{AfterPublish, NOTIFY_TRIGGER};
 
 /// How one check came out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +30,8 @@ pub enum Outcome {
     Fail,
     /// Not checked: an earlier failure prevents it.
     Skipped,
+    /// Information that passes either way (e.g. whether the mode not configured would work).
+    Info,
 }
 
 /// One line of the report.
@@ -81,6 +84,10 @@ impl Report {
     fn skip(&mut self, area: &'static str, what: impl Into<String>) {
         self.add(area, Outcome::Skipped, what.into(), None);
     }
+
+    fn info(&mut self, area: &'static str, what: impl Into<String>) {
+        self.add(area, Outcome::Info, what.into(), None);
+    }
 }
 
 impl fmt::Display for Report {
@@ -91,6 +98,7 @@ impl fmt::Display for Report {
                 Outcome::Warn => "WARN",
                 Outcome::Fail => "FAIL",
                 Outcome::Skipped => "skip",
+                Outcome::Info => "info",
             };
             writeln!(f, "{label:<5} {:<9} {}", finding.area, finding.what)?;
             if let Some(fix) = &finding.fix {
@@ -163,6 +171,29 @@ async fn postgres(config: &RelayConfig, outbox_tables: &[String], report: &mut R
     };
     let server = session.server_version_num();
     report.ok(AREA, format!("connected to {target} (server {server})"));
+    let modes = match ModeFacts::read(&mut session, config).await {
+        Ok(modes) => modes,
+        Err(error) => {
+            report.fail(
+                AREA,
+                format!("a catalog query failed: {error}"),
+                "the role needs to read pg_catalog (every role can by default)",
+            );
+            return;
+        }
+    };
+    report.info("mode", modes.logical_summary());
+    report.info("mode", modes.poll_summary());
+    if config.mode == RelayMode::Poll {
+        if let Err(error) = poll_facts(&mut session, config, report).await {
+            report.fail(
+                AREA,
+                format!("a catalog query failed: {error}"),
+                "the role needs to read pg_catalog (every role can by default)",
+            );
+        }
+        return;
+    }
     if let Err(error) = postgres_facts(&mut session, config, outbox_tables, report).await {
         report.fail(
             AREA,
@@ -396,6 +427,210 @@ async fn postgres_facts(
             ),
             format!("ALTER TABLE {table} REPLICA IDENTITY FULL; (or give it a primary key)"),
         );
+    }
+    Ok(())
+}
+
+/// What decides which mode this database allows the relay's role.
+#[derive(Debug)]
+struct ModeFacts {
+    wal_level: String,
+    may_replicate: bool,
+    /// Outbox tables the role cannot poll, each with the reason.
+    unpollable: Vec<String>,
+    /// The privilege poll mode needs beside SELECT.
+    take_away: &'static str,
+}
+
+impl ModeFacts {
+    async fn read(
+        session: &mut ReplicationConnection,
+        config: &RelayConfig,
+    ) -> Result<Self, crate::pg::wire::WireError> {
+        let facts = first_row(
+            session,
+            "SELECT current_setting('wal_level'), \
+                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+        )
+        .await?
+        .unwrap_or_default();
+        let take_away = match config.poll.after_publish {
+            AfterPublish::Delete => "DELETE",
+            AfterPublish::Mark { .. } => "UPDATE",
+        };
+        let mut unpollable = Vec::new();
+        for table in &config.poll.tables {
+            let row = first_row(
+                session,
+                &format!(
+                    "SELECT to_regclass({name}) IS NOT NULL, \
+                            to_regclass({name}) IS NOT NULL \
+                            AND has_table_privilege({name}, 'SELECT') \
+                            AND has_table_privilege({name}, {take_away})",
+                    name = quote_literal(&table.sql_name()),
+                    take_away = quote_literal(take_away),
+                ),
+            )
+            .await?
+            .unwrap_or_default();
+            let flag = |i: usize| row.get(i).cloned().flatten().as_deref() == Some("t");
+            if !flag(0) {
+                unpollable.push(format!("{} does not exist", table.qualified()));
+            } else if !flag(1) {
+                unpollable.push(format!(
+                    "the role lacks SELECT or {take_away} on {}",
+                    table.qualified()
+                ));
+            }
+        }
+        let column = |i: usize| facts.get(i).cloned().flatten().unwrap_or_default();
+        Ok(Self {
+            wal_level: column(0),
+            may_replicate: column(1) == "t",
+            unpollable,
+            take_away,
+        })
+    }
+
+    fn logical_summary(&self) -> String {
+        match (self.wal_level == "logical", self.may_replicate) {
+            (true, true) => {
+                "logical mode is possible: wal_level = logical and the role may replicate".into()
+            }
+            (false, _) => format!(
+                "logical mode is not possible: wal_level = {} (needs logical, which takes a \
+                 server restart)",
+                self.wal_level
+            ),
+            (true, false) => {
+                "logical mode is not possible: the role lacks the REPLICATION attribute".into()
+            }
+        }
+    }
+
+    fn poll_summary(&self) -> String {
+        if self.unpollable.is_empty() {
+            format!(
+                "poll mode is possible: the role may SELECT and {} on every outbox table",
+                self.take_away
+            )
+        } else {
+            format!("poll mode is not possible: {}", self.unpollable.join("; "))
+        }
+    }
+}
+
+/// Poll mode's side: each outbox table readable and emptiable, its columns and indexes.
+async fn poll_facts(
+    session: &mut ReplicationConnection,
+    config: &RelayConfig,
+    report: &mut Report,
+) -> Result<(), crate::pg::wire::WireError> {
+    const AREA: &str = "postgres";
+    let role = &config.postgres.user;
+    let (take_away, mark) = match &config.poll.after_publish {
+        AfterPublish::Delete => ("DELETE", None),
+        AfterPublish::Mark { column } => ("UPDATE", Some(column.as_str())),
+    };
+    for table in &config.poll.tables {
+        let name = table.qualified();
+        let regclass = quote_literal(&table.sql_name());
+        let row = first_row(
+            session,
+            &format!(
+                "SELECT to_regclass({regclass}) IS NOT NULL, \
+                        to_regclass({regclass}) IS NOT NULL AND has_table_privilege({regclass}, 'SELECT') \
+                          AND has_table_privilege({regclass}, {take}), \
+                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass({regclass}) \
+                                AND tgname = {trigger})",
+                take = quote_literal(take_away),
+                trigger = quote_literal(NOTIFY_TRIGGER),
+            ),
+        )
+        .await?
+        .unwrap_or_default();
+        let flag = |i: usize| row.get(i).cloned().flatten().as_deref() == Some("t");
+        if !flag(0) {
+            report.fail(
+                AREA,
+                format!("outbox table {name} does not exist"),
+                "create it (`outboxd migrate` creates public.outbox) or correct outbox.tables",
+            );
+            continue;
+        }
+        if flag(1) {
+            report.ok(
+                AREA,
+                format!("role {role} may SELECT and {take_away} on {name}"),
+            );
+        } else {
+            report.fail(
+                AREA,
+                format!("role {role} lacks SELECT or {take_away} on {name}: poll mode reads the rows and then {}", if mark.is_some() { "marks them" } else { "deletes them" }),
+                format!("GRANT SELECT, {take_away} ON {name} TO {role};"),
+            );
+        }
+        let columns = session
+            .simple_query(&format!(
+                "SELECT a.attname, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
+                        AND i.indkey[0] = a.attnum AND i.indisunique AND i.indnkeyatts = 1), \
+                        EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
+                        AND i.indkey[0] = a.attnum) \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass({regclass}) \
+                 AND a.attnum > 0 AND NOT a.attisdropped"
+            ))
+            .await?;
+        let column = |wanted: &str| {
+            columns
+                .iter()
+                .find(|c| c.first().cloned().flatten().as_deref() == Some(wanted))
+                .map(|c| {
+                    let flag = |i: usize| c.get(i).cloned().flatten().as_deref() == Some("t");
+                    (flag(1), flag(2))
+                })
+        };
+        match column(&table.id_column) {
+            None => report.fail(
+                AREA,
+                format!("{name} has no id column {:?}", table.id_column),
+                "name the event id column in outbox.columns.id: checkpoints name rows by it",
+            ),
+            Some((false, _)) => report.fail(
+                AREA,
+                format!("id column {:?} of {name} is not unique: a checkpoint naming an id could take away rows never published", table.id_column),
+                format!("ALTER TABLE {name} ADD PRIMARY KEY ({});", table.id_column),
+            ),
+            Some((true, _)) => report.ok(AREA, format!("{name}: id column {:?} is unique", table.id_column)),
+        }
+        match column(&table.order_by) {
+            None => report.fail(
+                AREA,
+                format!("{name} has no column {:?} to publish in order of (poll.order_by)", table.order_by),
+                format!("`outboxd migrate` adds seq to public.outbox; elsewhere ALTER TABLE {name} ADD COLUMN seq bigserial; CREATE INDEX ON {name} (seq);"),
+            ),
+            Some((_, false)) => report.warn(
+                AREA,
+                format!("no index on {name} starts with {:?}: every poll sorts the whole backlog", table.order_by),
+                format!("CREATE INDEX ON {name} ({});", table.order_by),
+            ),
+            Some((_, true)) => report.ok(AREA, format!("{name}: rows are published in order of {:?}", table.order_by)),
+        }
+        if let Some(mark) = mark {
+            if column(mark).is_none() {
+                report.fail(
+                    AREA,
+                    format!("{name} has no column {mark:?} to mark published rows in (poll.mark_column)"),
+                    format!("ALTER TABLE {name} ADD COLUMN {mark} timestamptz;"),
+                );
+            }
+        }
+        if config.poll.notify && !flag(2) {
+            report.warn(
+                AREA,
+                format!("{name} has no notify trigger: new rows wait for the next poll (up to poll.interval)"),
+                "run `outboxd migrate` with relay.mode = \"poll\", which attaches it",
+            );
+        }
     }
     Ok(())
 }

@@ -5,13 +5,18 @@
 //! after it was applied is an error rather than silently skipped. The files may use
 //! `${publication}` / `${publication_literal}` (postgres.publications[0] as an identifier / a
 //! literal) and `${relay_role}` (the user of postgres.url, as an identifier).
+//!
+//! Beside the versioned migrations, the one object that depends on the configuration: poll
+//! mode's notify trigger, attached to each outbox table in poll mode and removed otherwise.
 
 use std::fmt;
 
 use anyhow::Context;
 
-use crate::config::Settings;
+use crate::config::{RelayMode, Settings};
 use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
+use crate::relay::RelayConfig;
+use crate::source::poll::NOTIFY_TRIGGER;
 
 /// A migration: version, name, SQL template.
 pub type Migration = (u32, &'static str, &'static str);
@@ -33,6 +38,7 @@ pub const MIGRATIONS: &[Migration] = &[
         "grants",
         include_str!("../../migrations/0003_grants.sql"),
     ),
+    (4, "poll", include_str!("../../migrations/0004_poll.sql")),
 ];
 
 /// What one run did.
@@ -42,10 +48,15 @@ pub struct Applied {
     pub now: Vec<String>,
     /// How many were applied before.
     pub before: usize,
+    /// What changed about the notify trigger of poll mode, one line per table.
+    pub triggers: Vec<String>,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for line in &self.triggers {
+            writeln!(f, "{line}")?;
+        }
         if self.now.is_empty() {
             writeln!(f, "up to date: {} migration(s) applied before", self.before)
         } else {
@@ -87,7 +98,13 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
             )
         })?;
     session.simple_query("BEGIN").await?;
-    let outcome = apply(&mut session, &variables).await;
+    let mut outcome = apply(&mut session, &variables).await;
+    if let Ok(applied) = &mut outcome {
+        match notify_triggers(&mut session, &relay).await {
+            Ok(lines) => applied.triggers = lines,
+            Err(error) => outcome = Err(error),
+        }
+    }
     let end = if outcome.is_ok() {
         "COMMIT"
     } else {
@@ -121,6 +138,7 @@ async fn apply(
     let mut applied = Applied {
         now: Vec::new(),
         before: rows.len(),
+        triggers: Vec::new(),
     };
     for (version, name, template) in MIGRATIONS {
         let label = format!("{version:04}_{name}");
@@ -154,6 +172,57 @@ async fn apply(
         applied.now.push(label);
     }
     Ok(applied)
+}
+
+/// Attaches poll mode's notify trigger to every existing outbox table in poll mode with
+/// `poll.notify` on, and takes it away otherwise (it costs writers a little and wakes nobody).
+async fn notify_triggers(
+    session: &mut ReplicationConnection,
+    relay: &RelayConfig,
+) -> anyhow::Result<Vec<String>> {
+    let wanted = relay.mode == RelayMode::Poll && relay.poll.notify;
+    let mut lines = Vec::new();
+    for table in &relay.poll.tables {
+        let present = session
+            .simple_query(&format!(
+                "SELECT t.tgname IS NOT NULL FROM (SELECT to_regclass({}) AS oid) c \
+                 LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = {} \
+                 WHERE c.oid IS NOT NULL",
+                quote_literal(&table.sql_name()),
+                quote_literal(NOTIFY_TRIGGER)
+            ))
+            .await?;
+        let Some(row) = present.first() else {
+            continue; // no such table: `check` says so
+        };
+        let present = row.first().cloned().flatten().as_deref() == Some("t");
+        let trigger = quote_identifier(NOTIFY_TRIGGER);
+        let sql = match (wanted, present) {
+            (true, false) => format!(
+                "CREATE TRIGGER {trigger} AFTER INSERT ON {} FOR EACH STATEMENT \
+                 EXECUTE FUNCTION outboxd_notify()",
+                table.sql_name()
+            ),
+            (false, true) => format!("DROP TRIGGER {trigger} ON {}", table.sql_name()),
+            _ => continue,
+        };
+        session
+            .simple_query(&sql)
+            .await
+            .with_context(|| format!("{sql:?}"))?;
+        lines.push(if wanted {
+            format!(
+                "attached the poll-mode notify trigger to {}",
+                table.qualified()
+            )
+        } else {
+            format!(
+                "removed the poll-mode notify trigger from {} (not in poll mode with poll.notify)",
+                table.qualified()
+            )
+        });
+    }
+    Ok(lines)
 }
 
 #[cfg(test)]

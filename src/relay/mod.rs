@@ -11,6 +11,10 @@
 //!  └────────────────────────────────────────────────────────────────────────────────┘
 //! ```
 //!
+//! In poll mode (`relay.mode = "poll"`, `relay::poll`) an attempt claims batches of outbox rows with
+//! plain SQL instead, each published with a checkpoint naming its row ids (DESIGN.md §5); the
+//! retries, fencing and shutdown below are the same.
+//!
 //! # Progress tracking
 //! The checkpoint in Kafka is the truth; the slot trails it. The slot is confirmed only with the
 //! LSN of a checkpoint the sink has committed, so `confirmed_flush_lsn <= checkpoint` always holds
@@ -22,6 +26,7 @@
 //! backoff. A definite one (fenced by another instance, slot lost or ahead of the checkpoint,
 //! another cluster) ends the relay with the reason.
 
+mod poll;
 mod pump;
 mod start;
 mod wal_watch;
@@ -30,12 +35,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::checkpoint::CheckpointError;
+use crate::config::RelayMode;
 use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::{KafkaSettings, SinkError};
 use crate::source::logical::SourceError;
+use crate::source::poll::PollSettings;
 
 /// Everything one relay needs.
 #[derive(Debug, Clone)]
@@ -43,6 +50,10 @@ pub struct RelayConfig {
     /// Relay name: the checkpoint key and the transactional id `outboxd-<name>`; one running relay
     /// per name.
     pub name: String,
+    /// Stream a replication slot, or poll outbox tables.
+    pub mode: RelayMode,
+    /// How poll mode reads the outbox tables.
+    pub poll: PollSettings,
     /// How to reach Postgres (the replication connection also runs the slot checks).
     pub postgres: ConnectOptions,
     /// The logical replication slot.
@@ -136,7 +147,10 @@ pub async fn run(
     let mut backoff = first;
     let relay = async {
         loop {
-            let attempt = start::attempt(&config, shutdown.as_mut()).await;
+            let attempt = match config.mode {
+                RelayMode::Logical => start::attempt(&config, shutdown.as_mut()).await,
+                RelayMode::Poll => poll::attempt(&config, shutdown.as_mut()).await,
+            };
             metrics().set_streaming(false);
             match attempt {
                 Ok(()) => return Ok(()),
@@ -153,8 +167,10 @@ pub async fn run(
             backoff = (backoff * 2).min(longest);
         }
     };
+    // Poll mode has no slot and no WAL position to watch.
+    let watching = config.mode == RelayMode::Logical;
     tokio::select! {
         result = relay => result,
-        never = wal_watch::watch(&config) => match never {},
+        never = wal_watch::watch(&config), if watching => match never {},
     }
 }

@@ -110,6 +110,11 @@ impl Router {
         }
     }
 
+    /// The outbox router (its tables are what poll mode reads).
+    pub fn outbox(&self) -> &OutboxRouter {
+        &self.outbox
+    }
+
     /// Appends the records `change` becomes to `out`; returns how many of them are dead letters.
     pub fn route(&self, change: &Change, context: &RouteContext<'_>, out: &mut Vec<Record>) -> u32 {
         let first = out.len();

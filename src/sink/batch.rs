@@ -22,6 +22,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
+use crate::pg::Lsn;
 use crate::route::Record;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
 
@@ -87,9 +88,9 @@ impl TransactionSink for TransactionalProducer {
     }
 }
 
-/// The open Kafka transaction's tally.
+/// What a Kafka transaction holds, tallied as records go in and reported once it committed.
 #[derive(Debug)]
-struct OpenBatch {
+pub struct BatchTally {
     started: Instant,
     events: u64,
     bytes: u64,
@@ -100,8 +101,9 @@ struct OpenBatch {
     commit_times: Vec<DateTime<Utc>>,
 }
 
-impl OpenBatch {
-    fn new() -> Self {
+impl BatchTally {
+    /// An empty tally, its age counted from now.
+    pub fn new() -> Self {
         Self {
             started: Instant::now(),
             events: 0,
@@ -111,7 +113,8 @@ impl OpenBatch {
         }
     }
 
-    fn add(&mut self, record: &Record) {
+    /// Counts a record (not the checkpoint).
+    pub fn add(&mut self, record: &Record) {
         let size = record.size() as u64;
         self.events += 1;
         self.bytes += size;
@@ -126,15 +129,27 @@ impl OpenBatch {
         }
     }
 
-    /// Tells the metrics what this batch published, once its transaction committed.
-    fn report(&self, checkpoint: &Checkpoint) {
+    /// Events counted.
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    /// Tells the metrics what this batch published, once its transaction committed with a
+    /// checkpoint at `lsn` (`None` in poll mode, which has no LSN).
+    pub fn report(&self, lsn: Option<Lsn>) {
         let metrics = metrics();
-        metrics.committed(&self.topics, checkpoint.lsn);
+        metrics.committed(&self.topics, lsn);
         let now = Utc::now();
         for committed in &self.commit_times {
             let latency = (now - *committed).to_std().unwrap_or_default();
             metrics.end_to_end_latency.observe(latency.as_secs_f64());
         }
+    }
+}
+
+impl Default for BatchTally {
+    fn default() -> Self {
+        Self::new()
     }
 }
 
@@ -146,7 +161,7 @@ pub struct Batcher<S> {
     offsets_topic: String,
     relay_name: String,
     /// The open Kafka transaction, if any.
-    open: Option<OpenBatch>,
+    open: Option<BatchTally>,
     /// Whether records arrived since the last boundary (a Postgres transaction is in progress).
     mid_transaction: bool,
     /// The checkpoint of the last boundary in the open batch: what a commit now would cover.
@@ -244,11 +259,11 @@ impl<S: TransactionSink> Batcher<S> {
         Ok(())
     }
 
-    fn ensure_open(&mut self) -> Result<&mut OpenBatch, SinkError> {
+    fn ensure_open(&mut self) -> Result<&mut BatchTally, SinkError> {
         if self.open.is_none() {
             self.sink.begin()?;
         }
-        Ok(self.open.get_or_insert_with(OpenBatch::new))
+        Ok(self.open.get_or_insert_with(BatchTally::new))
     }
 
     /// Produces the checkpoint of the last boundary into the open transaction and commits it.
@@ -272,7 +287,7 @@ impl<S: TransactionSink> Batcher<S> {
             "committed a Kafka transaction"
         );
         // Crash tests widen the window between the Kafka commit and the slot confirmation here.
-        batch.report(&checkpoint);
+        batch.report(Some(checkpoint.lsn));
         fail::fail_point!("after-kafka-commit");
         self.total_events = checkpoint.events;
         Ok(checkpoint)
@@ -321,7 +336,6 @@ pub fn run_blocking<S: TransactionSink>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pg::Lsn;
 
     /// Records the calls it gets, in order.
     #[derive(Debug, Default)]

@@ -1,4 +1,5 @@
-//! Sources: where changes come from. Logical replication (pgoutput) for now; polling of outbox
-//! tables later.
+//! Sources: where changes come from. Logical replication (pgoutput), or, for a role without
+//! REPLICATION, polling of outbox tables.
 
 pub mod logical;
+pub mod poll;

@@ -204,6 +204,11 @@ impl OutboxRouter {
         }
     }
 
+    /// The outbox tables.
+    pub fn tables(&self) -> &[OutboxTable] {
+        &self.tables
+    }
+
     /// Whether `relation` is an outbox table.
     pub fn is_outbox(&self, relation: &Relation) -> bool {
         self.table(relation).is_some()
