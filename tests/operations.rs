@@ -10,21 +10,8 @@ use std::time::{Duration, Instant};
 
 use support::kafka::{read_topic, Isolation};
 use support::postgres::{free_port, psql, PrivateCluster, TestDb};
-use support::relay::{RelayProcess, RelaySpec};
+use support::relay::{outboxd, RelayProcess, RelaySpec};
 use support::unique_name;
-
-/// Runs `outboxd <args>` with `spec`'s configuration and extra environment.
-fn outboxd(spec: &RelaySpec, args: &[&str], env: &[(&str, &str)]) -> Output {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let config = dir.path().join("outboxd.toml");
-    std::fs::write(&config, spec.toml()).expect("write config");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_outboxd"));
-    command.args(args).arg("--config").arg(&config);
-    for (key, value) in env {
-        command.env(key, value);
-    }
-    command.output().expect("run outboxd")
-}
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -67,12 +54,17 @@ async fn check_passes_after_migrate_and_names_the_fix_of_each_problem() {
     let first = outboxd(&spec, &["migrate"], &[]);
     assert!(first.status.success(), "{first:?}");
     let applied = stdout(&first);
-    for name in ["0001_outbox", "0002_publication", "0003_grants"] {
+    for name in [
+        "0001_outbox",
+        "0002_publication",
+        "0003_grants",
+        "0004_poll",
+    ] {
         assert!(applied.contains(&format!("applied {name}")), "{applied}");
     }
     let second = outboxd(&spec, &["migrate"], &[]);
     assert!(
-        stdout(&second).contains("up to date: 3 migration(s)"),
+        stdout(&second).contains("up to date: 4 migration(s)"),
         "{second:?}"
     );
     let published = psql(

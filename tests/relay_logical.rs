@@ -3,29 +3,30 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use rand::seq::IndexedRandom;
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::Message;
-use support::kafka::{
-    create_topic, create_topic_at, read_topic, read_topic_at, value_text, Isolation, PrivateKafka,
+use support::kafka::{create_topic, create_topic_at, read_topic, Isolation, PrivateKafka};
+use support::outbox::{
+    assert_exactly_once_in_order, random_keys, read_all, read_all_at, spawn_writer, Outbox,
 };
-use support::postgres::{connect, create_pgoutput_slot, PrivateCluster, TestDb};
+use support::postgres::{create_pgoutput_slot, PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
-use support::unique_name;
 
-/// A database with the outbox migration, a per-key sequence table and a publication of the outbox.
+/// A database with the outbox tables, a publication of the outbox and a slot.
 struct OutboxDb {
-    /// Superuser URL of the database.
-    url: String,
+    /// The outbox and its writers.
+    outbox: Outbox,
     /// The relay's settings over this database.
     spec: RelaySpec,
-    /// The aggregatetype of this test's events, so its topic is its own.
-    aggregate_type: String,
     /// The database in the shared cluster, dropped with this value.
     _db: Option<TestDb>,
+}
+
+impl std::ops::Deref for OutboxDb {
+    type Target = Outbox;
+    fn deref(&self) -> &Outbox {
+        &self.outbox
+    }
 }
 
 impl OutboxDb {
@@ -33,9 +34,11 @@ impl OutboxDb {
     async fn create(prefix: &str) -> OutboxDb {
         let db = TestDb::create(prefix).await;
         let outbox = OutboxDb {
-            url: db.url.clone(),
+            outbox: Outbox {
+                url: db.url.clone(),
+                aggregate_type: db.name.clone(),
+            },
             spec: RelaySpec::for_db(&db),
-            aggregate_type: db.name.clone(),
             _db: Some(db),
         };
         outbox.migrate().await;
@@ -44,149 +47,33 @@ impl OutboxDb {
 
     /// The `postgres` database of a private cluster.
     async fn on_cluster(cluster: &PrivateCluster, prefix: &str) -> OutboxDb {
-        let name = unique_name(prefix);
         let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
+        let spec = RelaySpec::for_url(prefix, &url);
         let outbox = OutboxDb {
-            spec: RelaySpec {
-                name: name.clone(),
-                url: url.clone(),
-                slot: format!("{name}_slot"),
-                publication: format!("{name}_pub"),
-                offsets_topic: format!("{name}.offsets"),
-                bootstrap: support::dev_env().kafka_bootstrap.clone(),
-                extra: String::new(),
-                test_timings: true,
+            outbox: Outbox {
+                url,
+                aggregate_type: spec.name.clone(),
             },
-            url,
-            aggregate_type: name,
+            spec,
             _db: None,
         };
         outbox.migrate().await;
         outbox
     }
 
-    async fn client(&self) -> tokio_postgres::Client {
-        connect(&self.url).await
-    }
-
     async fn migrate(&self) {
+        self.create_tables().await;
         let client = self.client().await;
         client
-            .batch_execute(include_str!("../migrations/0001_outbox.sql"))
-            .await
-            .expect("outbox migration");
-        client
             .batch_execute(&format!(
-                "CREATE TABLE key_seq (aggregateid text PRIMARY KEY, n int NOT NULL);
-                 CREATE PUBLICATION {} FOR TABLE outbox;",
+                "CREATE PUBLICATION {} FOR TABLE outbox;",
                 self.spec.publication
             ))
             .await
-            .expect("sequence table and publication");
+            .expect("publication");
         // The slot marks where capture begins: rows committed before it exists are not changes.
         create_pgoutput_slot(&client, &self.spec.slot).await;
     }
-
-    fn topic(&self) -> String {
-        format!("outbox.event.{}", self.aggregate_type)
-    }
-
-    /// Commits one transaction with one outbox row per key; each row's payload carries the key's
-    /// next number, taken under the key's row lock, so per key the numbers follow commit order.
-    async fn write(&self, client: &tokio_postgres::Client, keys: &[&str]) {
-        let mut sorted = keys.to_vec();
-        sorted.sort_unstable(); // one lock order for every writer: no deadlocks
-        let mut sql = String::from("BEGIN;");
-        for key in sorted {
-            sql.push_str(&format!(
-                "WITH s AS (INSERT INTO key_seq VALUES ('{key}', 1) ON CONFLICT (aggregateid) \
-                   DO UPDATE SET n = key_seq.n + 1 RETURNING n)
-                 INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
-                   SELECT '{agg}', '{key}', 'counted', jsonb_build_object('key', '{key}', 'n', n) FROM s;",
-                agg = self.aggregate_type
-            ));
-        }
-        sql.push_str("COMMIT;");
-        client
-            .batch_execute(&sql)
-            .await
-            .expect("writer transaction");
-    }
-
-    /// Event ids in the outbox table.
-    async fn ids(&self) -> BTreeSet<String> {
-        self.client()
-            .await
-            .query("SELECT id::text FROM outbox", &[])
-            .await
-            .expect("select ids")
-            .iter()
-            .map(|row| row.get(0))
-            .collect()
-    }
-}
-
-/// What the consumer got, checked: no duplicate, every id once, per key 1, 2, 3, ... in order.
-fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTreeSet<String>) {
-    let mut ids = BTreeSet::new();
-    let mut per_key: BTreeMap<String, Vec<i64>> = BTreeMap::new();
-    for record in records {
-        let id = record
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "id"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .expect("record has an id header");
-        assert!(ids.insert(id.clone()), "duplicate event {id}");
-        let payload: serde_json::Value =
-            serde_json::from_str(&value_text(record)).expect("payload");
-        let key = String::from_utf8_lossy(record.key().expect("keyed")).into_owned();
-        assert_eq!(payload["key"], key.as_str(), "key is the aggregateid");
-        per_key
-            .entry(key)
-            .or_default()
-            .push(payload["n"].as_i64().expect("n"));
-    }
-    assert_eq!(ids.len(), expected_ids.len(), "event count");
-    assert!(
-        &ids == expected_ids,
-        "the published ids are the committed ids"
-    );
-    for (key, numbers) in per_key {
-        let expected: Vec<i64> = (1..=i64::try_from(numbers.len()).expect("count")).collect();
-        assert_eq!(numbers, expected, "key {key}: commit order");
-    }
-}
-
-/// Reads the topic until `count` records arrived, then keeps reading a while to catch extras.
-fn read_all(topic: &str, count: usize) -> Vec<OwnedMessage> {
-    read_all_at(&support::dev_env().kafka_bootstrap, topic, count)
-}
-
-/// [`read_all`] on the broker at `bootstrap`.
-fn read_all_at(bootstrap: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let isolation = Isolation::ReadCommitted;
-    let first = read_topic_at(bootstrap, topic, isolation, Duration::from_secs(60), |r| {
-        r.len() >= count
-    });
-    assert_eq!(first.len(), count, "records arrived within the deadline");
-    read_topic_at(bootstrap, topic, isolation, Duration::from_secs(5), |r| {
-        r.len() > count
-    })
-}
-
-const KEYS: [&str; 50] = [
-    "k00", "k01", "k02", "k03", "k04", "k05", "k06", "k07", "k08", "k09", "k10", "k11", "k12",
-    "k13", "k14", "k15", "k16", "k17", "k18", "k19", "k20", "k21", "k22", "k23", "k24", "k25",
-    "k26", "k27", "k28", "k29", "k30", "k31", "k32", "k33", "k34", "k35", "k36", "k37", "k38",
-    "k39", "k40", "k41", "k42", "k43", "k44", "k45", "k46", "k47", "k48", "k49",
-];
-
-/// Ten keys out of fifty, at random.
-fn random_keys() -> Vec<&'static str> {
-    KEYS.choose_multiple(&mut rand::rng(), 10)
-        .copied()
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -216,47 +103,6 @@ async fn concurrent_writers_are_delivered_exactly_once_in_commit_order() {
     assert_exactly_once_in_order(&records, &outbox.ids().await);
 }
 
-/// Keeps committing outbox transactions until told to stop: mostly a few rows, now and then a
-/// large one, so kills land inside large transactions too. Returns how many transactions it made.
-fn spawn_writer(
-    outbox: std::sync::Arc<OutboxDb>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) -> tokio::task::JoinHandle<usize> {
-    tokio::spawn(async move {
-        let client = outbox.client().await;
-        let mut transactions = 0;
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            transactions += 1;
-            if transactions % 300 == 0 {
-                // A large transaction: 10,000 rows over the keys, numbered in key order.
-                client
-                    .batch_execute(&format!(
-                        "BEGIN;
-                         INSERT INTO key_seq SELECT k, 0 FROM unnest(ARRAY['{keys}']) k
-                           ON CONFLICT DO NOTHING;
-                         SELECT 1 FROM key_seq ORDER BY aggregateid FOR UPDATE;
-                         INSERT INTO outbox (aggregatetype, aggregateid, type, payload)
-                           SELECT '{agg}', s.aggregateid, 'bulk',
-                                  jsonb_build_object('key', s.aggregateid, 'n', s.n + g)
-                           FROM key_seq s, generate_series(1, 200) g
-                           ORDER BY s.aggregateid, g;
-                         UPDATE key_seq SET n = n + 200;
-                         COMMIT;",
-                        keys = KEYS.join("','"),
-                        agg = outbox.aggregate_type
-                    ))
-                    .await
-                    .expect("large transaction");
-            } else {
-                let keys = random_keys();
-                outbox.write(&client, &keys[..3]).await;
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        transactions
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn survives_sigkill_at_random_moments() {
     let outbox = std::sync::Arc::new(OutboxDb::create("relay_kill").await);
@@ -267,7 +113,7 @@ async fn survives_sigkill_at_random_moments() {
     let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(300)")];
 
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
     let mut kills = 0;
     while kills < 20 {
         let mut relay = RelayProcess::start_with_env(&spec, &failpoints);
@@ -298,7 +144,7 @@ async fn a_second_relay_with_the_same_name_fences_the_first() {
     create_topic(&outbox.topic(), 3).await;
     let spec = outbox.spec.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
 
     let mut first = RelayProcess::start(&spec);
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -322,7 +168,7 @@ async fn sigterm_under_load_stops_cleanly_and_loses_nothing() {
     let outbox = std::sync::Arc::new(OutboxDb::create("relay_sigterm").await);
     create_topic(&outbox.topic(), 3).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
 
     for _ in 0..3 {
         let mut relay = RelayProcess::start(&outbox.spec);
@@ -577,7 +423,7 @@ async fn recovers_from_a_broker_restart_mid_stream() {
     let outbox = std::sync::Arc::new(outbox);
     create_topic_at(&kafka.bootstrap, &outbox.topic(), 3).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.clone(), stop.clone());
+    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
     let mut relay = RelayProcess::start(&outbox.spec);
     for _ in 0..2 {
         tokio::time::sleep(Duration::from_secs(3)).await;

@@ -2,7 +2,7 @@
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use super::dev_env;
@@ -13,6 +13,8 @@ use super::postgres::TestDb;
 pub struct RelaySpec {
     /// Relay name (unique per test).
     pub name: String,
+    /// `relay.mode`: "logical" or "poll".
+    pub mode: String,
     /// Database URL.
     pub url: String,
     /// Slot name.
@@ -35,6 +37,7 @@ impl RelaySpec {
     pub fn for_db(db: &TestDb) -> RelaySpec {
         RelaySpec {
             name: db.name.clone(),
+            mode: "logical".into(),
             url: db.url.clone(),
             slot: db.slot.clone(),
             publication: db.publication.clone(),
@@ -49,6 +52,7 @@ impl RelaySpec {
     pub fn for_url(prefix: &str, url: &str) -> RelaySpec {
         let name = super::unique_name(prefix);
         RelaySpec {
+            mode: "logical".into(),
             url: url.to_owned(),
             slot: format!("{name}_slot"),
             publication: format!("{name}_pub"),
@@ -74,12 +78,13 @@ impl RelaySpec {
             ("", "", "", "")
         };
         format!(
-            "[relay]\nname = {name:?}\n{relay_timings}\n\
+            "[relay]\nname = {name:?}\nmode = {mode:?}\n{relay_timings}\n\
              [postgres]\nurl = {url:?}\nslot = {slot:?}\npublications = [{publication:?}]\n\n\
              [kafka]\nbootstrap_servers = {bootstrap:?}\noffsets_topic = {offsets:?}\n\
              {kafka_timings}\n{batch}\n\
              [metrics]\nlisten = \"127.0.0.1:0\"\n{metrics}\n{extra}\n",
             name = self.name,
+            mode = self.mode,
             url = self.url,
             slot = self.slot,
             publication = self.publication,
@@ -88,6 +93,19 @@ impl RelaySpec {
             extra = self.extra,
         )
     }
+}
+
+/// Runs `outboxd <args> --config <spec's file>` to its end, with extra environment variables.
+pub fn outboxd(spec: &RelaySpec, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("outboxd.toml");
+    std::fs::write(&config, spec.toml()).expect("write config");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_outboxd"));
+    command.args(args).arg("--config").arg(&config);
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().expect("run outboxd")
 }
 
 /// A running `outboxd run`; killed when dropped.
@@ -154,11 +172,13 @@ impl RelayProcess {
         }
     }
 
-    /// Waits until it logged that it starts replication: its slot exists, so every change
-    /// committed from now on reaches Kafka.
+    /// Waits until it logged that it starts replication (its slot exists, so every change
+    /// committed from now on reaches Kafka) or, in poll mode, polling.
     pub fn wait_streaming(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
-        while !self.log_text().contains("starting replication") {
+        let started =
+            |log: String| log.contains("starting replication") || log.contains("starting to poll");
+        while !started(self.log_text()) {
             assert!(
                 Instant::now() < deadline,
                 "the relay did not start replication:\n{}",
