@@ -3,14 +3,13 @@
 //! relay's drain time runs from its process start until a `read_committed` consumer has every
 //! event, so its startup is included, as a user restarting it on a backlog would see.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::{json, Value};
 
 use crate::common;
 use crate::subjects::Kind;
-use crate::support::kafka::{consume_topic_at, Isolation};
-use crate::support::{dev_env, postgres::create_pgoutput_slot};
+use crate::support::postgres::create_pgoutput_slot;
 
 /// A backlog of `transactions` Postgres transactions of `rows` outbox rows each.
 #[derive(Debug, Clone, Copy)]
@@ -56,7 +55,7 @@ pub async fn run(backlog: Backlog, kinds: &[Kind], broker_ceiling: bool) -> Valu
         "events": events,
         "record_bytes": record_bytes,
         "fill_seconds": fill.as_secs_f64(),
-        "pg_recvlogical": rate(events, walsender),
+        "pg_recvlogical": common::rate(events, walsender),
     });
     eprintln!(
         "[{}] pg_recvlogical {:.1} s",
@@ -76,46 +75,11 @@ pub async fn run(backlog: Backlog, kinds: &[Kind], broker_ceiling: bool) -> Valu
     for &kind in kinds {
         let started = Instant::now();
         let relay = kind.start(&db);
-        let pid = relay.pid();
         let topic = kind.topic(&aggregate);
-        let received = tokio::task::spawn_blocking(move || count_records(&topic, events))
-            .await
-            .expect("consumer");
-        let elapsed = started.elapsed();
-        let peak_rss = common::memory_mib(pid, "VmHWM");
+        let figures = common::drained(kind.name(), &topic, events, started, relay.pid()).await;
         relay.stop();
-        assert!(
-            received >= events,
-            "{}: {received} of {events} events delivered",
-            kind.name()
-        );
-        let mut figures = rate(events, elapsed);
-        figures["peak_rss_mib"] = json!(peak_rss);
         eprintln!("[{}] {} {figures}", backlog.name, kind.name());
         report[kind.name()] = figures;
     }
     report
-}
-
-fn rate(events: usize, elapsed: Duration) -> Value {
-    json!({
-        "seconds": elapsed.as_secs_f64(),
-        "events_per_s": events as f64 / elapsed.as_secs_f64(),
-    })
-}
-
-/// Counts the committed records of `topic` until there are `events` (or 15 minutes pass).
-fn count_records(topic: &str, events: usize) -> usize {
-    let mut seen = 0;
-    consume_topic_at(
-        &dev_env().kafka_bootstrap,
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(900),
-        |_| {
-            seen += 1;
-            seen >= events
-        },
-    );
-    seen
 }

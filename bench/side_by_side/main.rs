@@ -25,23 +25,20 @@ mod support;
 
 use std::time::Instant;
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Map};
 
 use backlog::Backlog;
-use steady::Steady;
+use common::{scaled, Steady};
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    let scale: f64 = env("OUTBOXD_BENCH_SCALE").map_or(1.0, |v| v.parse().expect("a number"));
-    // Counts of at most a million, scaled: no truncation.
-    #[allow(clippy::cast_possible_truncation)]
-    let scaled = |n: usize| ((n as f64 * scale).round() as usize).max(1);
-    let selected = env("OUTBOXD_BENCH_WORKLOADS").unwrap_or_else(|| "w1,w2,w3,w4".into());
+    let scale = common::scale();
+    let selected = common::env("OUTBOXD_BENCH_WORKLOADS").unwrap_or_else(|| "w1,w2,w3,w4".into());
     let runs = |name: &str| selected.split(',').any(|w| w.trim() == name);
     let kinds = subjects::Kind::selected();
     let started_at = chrono::Utc::now();
     let started = Instant::now();
-    let load_before = loadavg();
+    let load_before = common::loadavg();
 
     let mut workloads = Map::new();
     let backlogs = [
@@ -68,72 +65,12 @@ async fn main() {
         }
     }
 
-    let report = json!({
+    common::write_report(&json!({
         "benchmark": "side_by_side",
         "started_at": started_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
         "duration_seconds": started.elapsed().as_secs_f64(),
         "scale": scale,
-        "environment": environment(load_before).await,
+        "environment": common::environment(load_before).await,
         "workloads": workloads,
-    });
-    let text = serde_json::to_string_pretty(&report).expect("json");
-    match env("OUTBOXD_BENCH_OUT") {
-        Some(path) => std::fs::write(&path, text + "\n").expect("write results"),
-        None => println!("{text}"),
-    }
-}
-
-fn env(key: &str) -> Option<String> {
-    std::env::var(key).ok().filter(|v| !v.is_empty())
-}
-
-/// The machine and versions, with the load average before and after (others may be compiling).
-async fn environment(load_before: String) -> Value {
-    let client = support::postgres::connect(&support::dev_env().pg_url).await;
-    let postgres: String = client
-        .query_one("SHOW server_version", &[])
-        .await
-        .expect("server_version")
-        .get(0);
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let cpu = cpuinfo
-        .lines()
-        .find_map(|line| line.strip_prefix("model name")?.split_once(':'))
-        .map_or("unknown", |(_, model)| model.trim());
-    let mut environment = json!({
-        "cpu": cpu,
-        "cores": std::thread::available_parallelism().map_or(0, usize::from),
-        "memory_gib": memory_gib(),
-        "postgres": postgres,
-        "outboxd": env!("CARGO_PKG_VERSION"),
-        "load_average_before": load_before,
-        "load_average_after": loadavg(),
-    });
-    for (key, value) in std::env::vars() {
-        if let Some(name) = key.strip_prefix("OUTBOXD_BENCH_META_") {
-            environment[name.to_lowercase()] = json!(value);
-        }
-    }
-    environment
-}
-
-/// MemTotal, in GiB.
-fn memory_gib() -> f64 {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-    let kib: f64 = meminfo
-        .lines()
-        .find_map(|line| line.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0.0);
-    (kib / 1024.0 / 1024.0 * 10.0).round() / 10.0
-}
-
-/// The 1, 5 and 15 minute load averages.
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split(' ')
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
+    }));
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::common;
 use crate::support::postgres::TestDb;
 use crate::support::relay::{RelayProcess, RelaySpec};
 use crate::support::{dev_env, kafka::create_topic};
@@ -66,12 +67,7 @@ impl Kind {
             Kind::Outboxd => {
                 let mut spec = RelaySpec::for_db(db);
                 spec.slot = self.slot(db);
-                spec.test_timings = false;
-                // For experiments (profiling a missed target): more TOML for its config file and
-                // the log filter (`outboxd=debug` logs each Kafka transaction's size and timing).
-                spec.extra = std::env::var("OUTBOXD_BENCH_OUTBOXD_TOML").unwrap_or_default();
-                let log = std::env::var("OUTBOXD_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
-                Relay::Outboxd(RelayProcess::start_with_env(&spec, &[("RUST_LOG", &log)]))
+                Relay::Outboxd(common::start_outboxd(spec))
             }
             Kind::Debezium => Relay::Debezium(DebeziumServer::start(db, &self.slot(db))),
         }
