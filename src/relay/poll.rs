@@ -15,7 +15,7 @@ use std::pin::Pin;
 
 use futures_util::FutureExt;
 
-use crate::checkpoint::{OffsetsTopic, PollCheckpoint};
+use crate::checkpoint::PollCheckpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::{Lsn, PgTimestamp};
@@ -25,7 +25,7 @@ use crate::sink::kafka::{SinkError, TransactionalProducer};
 use crate::source::logical::Change;
 use crate::source::poll::{Batch, PollSource};
 
-use super::start::blocking;
+use super::start::{blocking, fence};
 use super::{RelayConfig, RelayError};
 
 /// Runs one attempt; `Ok` when `shutdown` completed and the relay stopped cleanly.
@@ -33,14 +33,7 @@ pub(super) async fn attempt(
     config: &RelayConfig,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), RelayError> {
-    let producer = {
-        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
-        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
-        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
-            .await??
-    };
-    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
-    offsets.ensure().await?;
+    let (producer, offsets) = fence(config).await?;
 
     let mut source = PollSource::connect(&config.postgres, &config.poll).await?;
     // After init_transactions: an instance fenced by it lets go of the lock once it notices.

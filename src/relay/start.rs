@@ -26,14 +26,7 @@ pub(super) async fn attempt(
 ) -> Result<(), RelayError> {
     // Kafka first: init_transactions fences an older instance and settles our last transaction,
     // so the checkpoint read next is final.
-    let producer = {
-        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
-        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
-        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
-            .await??
-    };
-    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
-    offsets.ensure().await?;
+    let (producer, offsets) = fence(config).await?;
     let checkpoint = {
         let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
         blocking(move || offsets.read_last(&name, timeout))
@@ -83,6 +76,23 @@ pub(super) async fn attempt(
         shutdown,
     )
     .await
+}
+
+/// The first step of an attempt in either mode: a transactional producer whose
+/// `init_transactions` fenced any older instance of this relay name and settled its last
+/// transaction, and the offsets topic, created if missing.
+pub(super) async fn fence(
+    config: &RelayConfig,
+) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
+    let producer = {
+        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
+        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
+        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
+            .await??
+    };
+    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
+    offsets.ensure().await?;
+    Ok((producer, offsets))
 }
 
 /// Runs a blocking Kafka call off the async runtime.
