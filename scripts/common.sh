@@ -87,8 +87,8 @@ pg_bindir() {
   fi
 }
 
-# A TCP port on 127.0.0.1 that nothing listens on now (the kernel picks it).
-free_port() { python3 "$OUTBOXD_ROOT/scripts/lib/free_port.py"; }
+# $1 (default 1) distinct TCP ports on 127.0.0.1 that nothing listens on now, one a line.
+free_ports() { python3 "$OUTBOXD_ROOT/scripts/lib/free_ports.py" "${1:-1}"; }
 
 # True while something accepts connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
