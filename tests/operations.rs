@@ -393,3 +393,186 @@ async fn no_log_line_or_output_shows_a_secret() {
         );
     }
 }
+
+/// `migrate`, `check`, `status` and `run` as relay role `role` (a URL derived from `db`'s).
+fn spec_as_role(db: &TestDb, role: &str) -> RelaySpec {
+    let mut spec = RelaySpec::for_db(db);
+    let mut url = url::Url::parse(&db.url).expect("db url");
+    url.set_username(role).expect("a user name");
+    spec.url = url.to_string();
+    spec
+}
+
+/// Whether `role` is a superuser, and the tables publication `publication` publishes: names read
+/// back as parameters, never spliced.
+async fn role_and_publication(db: &TestDb, role: &str, publication: &str) -> (bool, Vec<String>) {
+    let client = db.client().await;
+    let superuser: bool = client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .expect("role exists")
+        .get(0);
+    let tables = client
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .expect("publication tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    (superuser, tables)
+}
+
+#[tokio::test]
+async fn migrate_does_not_reexpand_a_publication_name_into_sql() {
+    // Issue 13: templates substituted one variable after another re-expanded `${publication}`
+    // inside the already substituted literal, and its raw `'` ended the literal: the rest ran as
+    // SQL with the admin's rights.
+    let db = TestDb::create("ops_inject").await;
+    let role = format!("inj_{}", db.name.rsplit('_').next().expect("unique suffix"));
+    psql(&db.url, &format!("CREATE ROLE {role} LOGIN REPLICATION")).expect("create role");
+    let mut spec = spec_as_role(&db, &role);
+    spec.publication = format!("')THEN ALTER ROLE {role} SUPERUSER;--${{publication}}");
+    assert!(spec.publication.len() <= 63, "{}", spec.publication.len());
+    let migrated = outboxd(&spec, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let (superuser, tables) = role_and_publication(&db, &role, &spec.publication).await;
+    assert!(!superuser, "migrate made {role} a superuser");
+    assert_eq!(tables, ["outbox"], "the publication keeps its exact name");
+    psql(&db.url, &format!("DROP OWNED BY {role}; DROP ROLE {role}")).expect("drop role");
+}
+
+#[tokio::test]
+async fn hostile_names_in_every_sql_field_stay_names() {
+    // Quotes, `$$` (which would end a DO body), `${…}`, a semicolon, a backslash and non-ASCII
+    // letters, in every configured name that reaches SQL.
+    const HOSTILE: &str = "'\"$$;\\ ${publication} ü😀";
+    let db = TestDb::create("ops_hostile").await;
+    let tag = db
+        .name
+        .rsplit('_')
+        .next()
+        .expect("unique suffix")
+        .to_owned();
+    let role = format!("r{HOSTILE}{tag}");
+    let ident = outboxd::pg::wire::quote_identifier;
+    psql(
+        &db.url,
+        &format!("CREATE ROLE {} LOGIN REPLICATION", ident(&role)),
+    )
+    .expect("create role");
+    let mut spec = spec_as_role(&db, &role);
+    spec.name = format!("n{HOSTILE}{tag}");
+    spec.publication = format!("p{HOSTILE}");
+
+    // Logical mode: migrate as admin, then check, run and status as the hostile role.
+    let migrated = outboxd(&spec, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let (superuser, tables) = role_and_publication(&db, &role, &spec.publication).await;
+    assert!(!superuser);
+    assert_eq!(tables, ["outbox"]);
+    let checked = outboxd(&spec, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    let mut relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    let aggregate = format!("{}_agg", db.name);
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             SELECT '{aggregate}', 'k', 'T', '{{}}' FROM generate_series(1, 3)"
+        ),
+    )
+    .expect("insert");
+    let received = read_topic(
+        &format!("outbox.event.{aggregate}"),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= 3,
+    );
+    assert_eq!(received.len(), 3, "{}", relay.log_text());
+    let status = outboxd(&spec, &["status", "--json"], &[]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["checkpoint"]["events"], 3, "{status}");
+    assert_eq!(status["relay"], spec.name.as_str(), "{status}");
+    assert_eq!(
+        relay
+            .signal_and_wait("TERM", Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        relay.log_text()
+    );
+
+    // Poll mode, marking rows: hostile schema, table and column names.
+    let (schema, table) = (format!("s{HOSTILE}"), format!("t.{HOSTILE}"));
+    let (id, seq, mark) = (
+        format!("i{HOSTILE}"),
+        format!("q{HOSTILE}"),
+        format!("m{HOSTILE}"),
+    );
+    let name = format!("{}.{}", ident(&schema), ident(&table));
+    psql(
+        &db.url,
+        &format!(
+            "CREATE SCHEMA {s}; GRANT USAGE ON SCHEMA {s} TO {r}; \
+             CREATE TABLE {name} ({id} uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+                 aggregatetype text, aggregateid text, type text, payload jsonb, \
+                 {seq} bigserial, {mark} timestamptz); \
+             CREATE INDEX ON {name} ({seq}); \
+             GRANT SELECT, UPDATE ON {name} TO {r}; \
+             INSERT INTO {name} (aggregatetype, aggregateid, type, payload) \
+             SELECT '{aggregate}', 'p', 'T', '{{}}' FROM generate_series(1, 4)",
+            s = ident(&schema),
+            r = ident(&role),
+            id = ident(&id),
+            seq = ident(&seq),
+            mark = ident(&mark),
+        ),
+    )
+    .expect("hostile outbox table");
+    let mut poll = spec.clone();
+    poll.mode = "poll".into();
+    poll.name = format!("{}p", spec.name);
+    poll.offsets_topic = db.topic("poll_offsets");
+    poll.extra = format!(
+        "[outbox]\ntables = [{:?}]\n[outbox.columns]\nid = {id:?}\n\
+         [poll]\norder_by = {seq:?}\nafter_publish = \"mark\"\nmark_column = {mark:?}\n",
+        format!("{schema}.{table}")
+    );
+    let migrated = outboxd(&poll, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let checked = outboxd(&poll, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    let mut relay = RelayProcess::start(&poll);
+    let received = read_topic(
+        &format!("outbox.event.{aggregate}"),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= 7,
+    );
+    assert_eq!(received.len(), 7, "{}", relay.log_text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = outboxd(&poll, &["status", "--json"], &[]);
+        assert!(status.status.success(), "{status:?}");
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status JSON");
+        if status["backlog"][0]["rows"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows never marked: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The relay holds the advisory lock of its (hostile) name: a second one waits for it.
+    relay.kill();
+    psql(&db.url, &format!("DROP SCHEMA {} CASCADE", ident(&schema))).expect("drop schema");
+    psql(
+        &db.url,
+        &format!("DROP OWNED BY {r}; DROP ROLE {r}", r = ident(&role)),
+    )
+    .expect("drop role");
+}

@@ -12,9 +12,10 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
-use super::{first_row, literal_list};
+use super::first_row;
 use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_literal, ReplicationConnection};
+use crate::pg::wire::extended::array_literal;
+use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
 use crate::relay::RelayConfig;
 use crate::sink::kafka::{KafkaSettings, TransactionalProducer};
 use crate::source::poll::{AfterPublish, NOTIFY_TRIGGER};
@@ -242,6 +243,7 @@ async fn postgres_facts(
                 (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
                 current_setting('max_replication_slots'), \
                 (SELECT count(*) FROM pg_replication_slots)",
+        &[],
     )
     .await?
     .unwrap_or_default();
@@ -272,11 +274,9 @@ async fn postgres_facts(
 
     let slot = first_row(
         session,
-        &format!(
-            "SELECT plugin, wal_status, active, active_pid::text FROM pg_replication_slots \
-             WHERE slot_name = {}",
-            quote_literal(&config.slot)
-        ),
+        "SELECT plugin, wal_status, active, active_pid::text FROM pg_replication_slots \
+         WHERE slot_name = $1",
+        &[&config.slot],
     )
     .await?;
     match slot {
@@ -340,10 +340,10 @@ async fn postgres_facts(
     }
 
     let publications = session
-        .simple_query(&format!(
-            "SELECT pubname FROM pg_publication WHERE pubname IN ({})",
-            literal_list(&config.publications)
-        ))
+        .query_params_text(
+            "SELECT pubname FROM pg_publication WHERE pubname = ANY($1::name[])",
+            &[&array_literal(&config.publications)],
+        )
         .await?;
     let found: Vec<String> = publications
         .into_iter()
@@ -368,15 +368,16 @@ async fn postgres_facts(
         let (schema, name) = table.split_once('.').unwrap_or(("public", table));
         let row = first_row(
             session,
-            &format!(
-                "SELECT to_regclass({qualified}) IS NOT NULL, \
-                        EXISTS (SELECT 1 FROM pg_publication_tables WHERE pubname IN ({pubs}) \
-                                AND schemaname = {schema} AND tablename = {name})",
-                qualified = quote_literal(&format!("\"{schema}\".\"{name}\"")),
-                pubs = literal_list(&config.publications),
-                schema = quote_literal(schema),
-                name = quote_literal(name),
-            ),
+            "SELECT to_regclass($1) IS NOT NULL, \
+                    EXISTS (SELECT 1 FROM pg_publication_tables \
+                            WHERE pubname = ANY($2::name[]) \
+                            AND schemaname = $3 AND tablename = $4)",
+            &[
+                &format!("{}.{}", quote_identifier(schema), quote_identifier(name)),
+                &array_literal(&config.publications),
+                schema,
+                name,
+            ],
         )
         .await?
         .unwrap_or_default();
@@ -401,18 +402,18 @@ async fn postgres_facts(
     // Postgres itself refuses UPDATE and DELETE on a table that publishes them without a replica
     // identity, and CDC events of such a table could not carry a key.
     let unidentified = session
-        .simple_query(&format!(
+        .query_params_text(
             "SELECT DISTINCT pt.schemaname || '.' || pt.tablename \
              FROM pg_publication_tables pt \
              JOIN pg_publication p ON p.pubname = pt.pubname \
              JOIN pg_namespace n ON n.nspname = pt.schemaname \
              JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-             WHERE pt.pubname IN ({}) AND (p.pubupdate OR p.pubdelete) \
+             WHERE pt.pubname = ANY($1::name[]) AND (p.pubupdate OR p.pubdelete) \
                AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS \
                     (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) \
              ORDER BY 1",
-            literal_list(&config.publications)
-        ))
+            &[&array_literal(&config.publications)],
+        )
         .await?;
     if unidentified.is_empty() {
         report.ok(AREA, "every published table has a replica identity");
@@ -451,6 +452,7 @@ impl ModeFacts {
             session,
             "SELECT current_setting('wal_level'), \
                     (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user)",
+            &[],
         )
         .await?
         .unwrap_or_default();
@@ -462,14 +464,11 @@ impl ModeFacts {
         for table in &config.poll.tables {
             let row = first_row(
                 session,
-                &format!(
-                    "SELECT to_regclass({name}) IS NOT NULL, \
-                            to_regclass({name}) IS NOT NULL \
-                            AND has_table_privilege({name}, 'SELECT') \
-                            AND has_table_privilege({name}, {take_away})",
-                    name = quote_literal(&table.sql_name()),
-                    take_away = quote_literal(take_away),
-                ),
+                "SELECT to_regclass($1) IS NOT NULL, \
+                        to_regclass($1) IS NOT NULL \
+                        AND has_table_privilege($1, 'SELECT') \
+                        AND has_table_privilege($1, $2)",
+                &[&table.sql_name(), take_away],
             )
             .await?
             .unwrap_or_default();
@@ -534,18 +533,15 @@ async fn poll_facts(
     };
     for table in &config.poll.tables {
         let name = table.qualified();
-        let regclass = quote_literal(&table.sql_name());
+        let regclass = table.sql_name();
         let row = first_row(
             session,
-            &format!(
-                "SELECT to_regclass({regclass}) IS NOT NULL, \
-                        to_regclass({regclass}) IS NOT NULL AND has_table_privilege({regclass}, 'SELECT') \
-                          AND has_table_privilege({regclass}, {take}), \
-                        EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass({regclass}) \
-                                AND tgname = {trigger})",
-                take = quote_literal(take_away),
-                trigger = quote_literal(NOTIFY_TRIGGER),
-            ),
+            "SELECT to_regclass($1) IS NOT NULL, \
+                    to_regclass($1) IS NOT NULL AND has_table_privilege($1, 'SELECT') \
+                      AND has_table_privilege($1, $2), \
+                    EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass($1) \
+                            AND tgname = $3)",
+            &[&regclass, take_away, NOTIFY_TRIGGER],
         )
         .await?
         .unwrap_or_default();
@@ -571,14 +567,15 @@ async fn poll_facts(
             );
         }
         let columns = session
-            .simple_query(&format!(
+            .query_params_text(
                 "SELECT a.attname, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
                         AND i.indkey[0] = a.attnum AND i.indisunique AND i.indnkeyatts = 1), \
                         EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
                         AND i.indkey[0] = a.attnum) \
-                 FROM pg_attribute a WHERE a.attrelid = to_regclass({regclass}) \
-                 AND a.attnum > 0 AND NOT a.attisdropped"
-            ))
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
+                 AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&regclass],
+            )
             .await?;
         let column = |wanted: &str| {
             columns

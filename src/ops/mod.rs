@@ -7,19 +7,16 @@ pub mod status;
 
 use crate::pg::wire::{ReplicationConnection, WireError};
 
-/// The first row of `sql`'s result as text columns (`None` for NULL), or `None` without rows.
+/// The first row of `sql`'s result with `params` bound to `$1, $2, …`, as text columns (`None`
+/// for NULL), or `None` without rows.
 async fn first_row(
     session: &mut ReplicationConnection,
     sql: &str,
+    params: &[&str],
 ) -> Result<Option<Vec<Option<String>>>, WireError> {
-    Ok(session.simple_query(sql).await?.into_iter().next())
-}
-
-/// `'a', 'b'` for an SQL `IN (...)` list.
-fn literal_list(names: &[String]) -> String {
-    names
-        .iter()
-        .map(|n| crate::pg::wire::quote_literal(n))
-        .collect::<Vec<_>>()
-        .join(", ")
+    Ok(session
+        .query_params_text(sql, params)
+        .await?
+        .into_iter()
+        .next())
 }

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::first_row;
 use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
 use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
+use crate::pg::wire::{quote_identifier, ReplicationConnection};
 use crate::pg::Lsn;
 use crate::source::poll::AfterPublish;
 
@@ -135,6 +135,7 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
         &mut session,
         "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() \
                  ELSE pg_current_wal_lsn() END)::text",
+        &[],
     )
     .await?
     .and_then(|row| row.into_iter().next().flatten())
@@ -148,11 +149,9 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
     } else {
         first_row(
             &mut session,
-            &format!(
-                "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
-             FROM pg_replication_slots WHERE slot_name = {}",
-                quote_literal(&relay.slot)
-            ),
+            "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&relay.slot],
         )
         .await?
     };
@@ -190,6 +189,7 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
                 "SELECT count(*)::text FROM {}{unpublished}",
                 table.sql_name()
             ),
+            &[],
         )
         .await
         .with_context(|| format!("counting the rows of {}", table.qualified()))?
