@@ -576,3 +576,234 @@ async fn hostile_names_in_every_sql_field_stay_names() {
     )
     .expect("drop role");
 }
+
+/// Runs `outboxd <args> --config <file with text>` to its end.
+fn outboxd_with_file(text: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("outboxd.toml");
+    std::fs::write(&config, text).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_outboxd"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run outboxd")
+}
+
+#[test]
+fn values_run_cannot_work_with_exit_2_from_every_command_naming_the_key() {
+    let spec = RelaySpec::for_url("ops_values", "postgresql://outboxd@127.0.0.1:1/app");
+    let cases = [
+        (
+            "status_interval = \"200ms\"",
+            "status_interval = \"0s\"",
+            "relay.status_interval",
+        ),
+        (
+            "wal_poll_interval = \"200ms\"",
+            "wal_poll_interval = \"0s\"",
+            "metrics.wal_poll_interval",
+        ),
+        (
+            "call_timeout = \"30s\"",
+            "call_timeout = \"0s\"",
+            "kafka.call_timeout",
+        ),
+        (
+            &format!("slot = {:?}", spec.slot),
+            "slot = \"bad-slot\"",
+            "postgres.slot",
+        ),
+        (
+            &format!("slot = {:?}", spec.slot),
+            "slot = \"Upper\"",
+            "postgres.slot",
+        ),
+        (
+            &format!("name = {:?}", spec.name),
+            "name = \"\"",
+            "relay.name",
+        ),
+    ];
+    let toml = spec.toml();
+    for (good, bad, key) in cases {
+        assert!(toml.contains(good), "{good} in {toml}");
+        let text = toml.replacen(good, bad, 1);
+        for command in ["run", "check", "status", "migrate"] {
+            let started = Instant::now();
+            let output = outboxd_with_file(&text, &[command]);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} with {bad}: {stderr}"
+            );
+            assert!(stderr.contains(key), "{command} with {bad}: {stderr}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{command} with {bad}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_malformed_file_never_echoes_the_password() {
+    const PASSWORD: &str = "Pw-1f4e\\s3cr3t";
+    let spec = RelaySpec::for_url("ops_malformed", "postgresql://outboxd@127.0.0.1:1/app");
+    // The spec writes the URL escaped; written raw, the backslash is an invalid TOML escape.
+    let text = spec.toml().replacen(
+        "postgresql://outboxd@",
+        &format!("postgresql://outboxd:{PASSWORD}@"),
+        1,
+    );
+    assert!(text.contains(PASSWORD), "{text}");
+    for command in ["run", "check", "status", "migrate"] {
+        let output = outboxd_with_file(&text, &[command]);
+        let everything = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(2), "{command}: {everything}");
+        assert!(everything.contains("line"), "{command}: {everything}");
+        assert!(!everything.contains("s3cr3t"), "{command}: {everything}");
+    }
+}
+
+/// The names of the topics the dev broker has.
+fn topics() -> Vec<String> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        support::kafka::client_config().create().expect("consumer");
+    rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn check_and_status_change_nothing_and_tell_the_truth_fast() {
+    let db = TestDb::create("ops_truth").await;
+    let spec = RelaySpec::for_db(&db);
+    assert!(outboxd(&spec, &["migrate"], &[]).status.success());
+
+    // check creates neither the offsets topic nor the dead-letter topic (a metadata request
+    // naming them would, on a broker with auto.create.topics.enable).
+    let mut fresh = spec.clone();
+    fresh.extra = format!("[dead_letter]\ntopic = {:?}\n", db.topic("dlq"));
+    let checked = outboxd(&fresh, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("has committed no checkpoint yet"),
+        "{}",
+        stdout(&checked)
+    );
+    let existing = topics();
+    for topic in [&spec.offsets_topic, &db.topic("dlq")] {
+        assert!(!existing.contains(topic), "check created {topic}");
+    }
+
+    // status before the first checkpoint: no error, and it says so.
+    let status = outboxd(&spec, &["status"], &[]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(stdout(&status).contains("none committed yet"), "{status:?}");
+
+    // Kafka down: check's report carries no librdkafka lines, status ends in seconds.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let env = [("OUTBOXD__KAFKA__BOOTSTRAP_SERVERS", nowhere.as_str())];
+    let down = outboxd(&spec, &["check"], &env);
+    let everything = stdout(&down) + &String::from_utf8_lossy(&down.stderr);
+    assert!(!everything.contains("librdkafka"), "{everything}");
+    let started = Instant::now();
+    let status = outboxd(&spec, &["status"], &env);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains(&format!("no Kafka broker at {nowhere}")),
+        "{status:?}"
+    );
+
+    // A relay commits a checkpoint; then its slot is lost.
+    let mut relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             VALUES ('{}', 'a', 'T', '{{}}')",
+            db.name
+        ),
+    )
+    .expect("insert");
+    read_topic(
+        &format!("outbox.event.{}", db.name),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| !m.is_empty(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&outboxd(&spec, &["status"], &[])).contains("1 events in total") {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint: {}",
+            relay.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        relay
+            .signal_and_wait("TERM", Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    psql(
+        &db.url,
+        &format!("SELECT pg_drop_replication_slot('{}')", spec.slot),
+    )
+    .expect("drop slot");
+    assert_check_fails(
+        &outboxd(&spec, &["check"], &[]),
+        &format!("slot {:?} does not exist, but relay", spec.slot),
+        "use a new relay.name",
+    );
+    let status = outboxd(&spec, &["status", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(json["slot_lost"], true, "{json}");
+    let status = outboxd(&spec, &["status"], &[]);
+    assert!(stdout(&status).contains("DOES NOT EXIST"), "{status:?}");
+}
+
+#[tokio::test]
+async fn check_spells_odd_names_in_its_fixes_as_sql_does() {
+    let db = TestDb::create("ops_odd").await;
+    let mut spec = RelaySpec::for_db(&db);
+    assert!(outboxd(&spec, &["migrate"], &[]).status.success());
+    psql(
+        &db.url,
+        "CREATE TABLE \"Odd Name\" (id uuid PRIMARY KEY, aggregatetype text, aggregateid text, \
+         type text, payload jsonb)",
+    )
+    .expect("odd table");
+    spec.extra = "[outbox]\ntables = [\"public.outbox\", \"public.Odd Name\"]\n".into();
+    assert_check_fails(
+        &outboxd(&spec, &["check"], &[]),
+        "outbox table public.Odd Name is in none of the publications",
+        &format!(
+            "ALTER PUBLICATION {} ADD TABLE public.\"Odd Name\";",
+            db.publication
+        ),
+    );
+    let mut poll = spec.clone();
+    poll.mode = "poll".into();
+    assert_check_fails(
+        &outboxd(&poll, &["check"], &[]),
+        "public.Odd Name has no column \"seq\"",
+        "ALTER TABLE public.\"Odd Name\" ADD COLUMN seq bigserial",
+    );
+}

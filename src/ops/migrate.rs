@@ -19,9 +19,8 @@ use std::fmt;
 
 use anyhow::Context;
 
-use crate::config::{RelayMode, Settings};
 use crate::pg::wire::{quote_identifier, ReplicationConnection};
-use crate::relay::RelayConfig;
+use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::NOTIFY_TRIGGER;
 
 /// A migration: version, name, SQL template.
@@ -80,8 +79,7 @@ impl fmt::Display for Applied {
 }
 
 /// Applies what is missing, connecting with `admin_url` when given (else postgres.url).
-pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result<Applied> {
-    let relay = settings.relay_config()?;
+pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result<Applied> {
     let options = match admin_url {
         Some(url) => url.parse().context("--admin-url")?,
         None => relay.postgres.clone(),
@@ -106,7 +104,7 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
     session.simple_query("BEGIN").await?;
     let mut outcome = apply(&mut session, &variables).await;
     if let Ok(applied) = &mut outcome {
-        match notify_triggers(&mut session, &relay).await {
+        match notify_triggers(&mut session, relay).await {
             Ok(lines) => applied.triggers = lines,
             Err(error) => outcome = Err(error),
         }

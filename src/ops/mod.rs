@@ -5,7 +5,15 @@ pub mod check;
 pub mod migrate;
 pub mod status;
 
+use std::time::Duration;
+
+use anyhow::Context;
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
+
+use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
 use crate::pg::wire::{ReplicationConnection, WireError};
+use crate::relay::RelayConfig;
 
 /// The first row of `sql`'s result with `params` bound to `$1, $2, …`, as text columns (`None`
 /// for NULL), or `None` without rows.
@@ -19,4 +27,40 @@ async fn first_row(
         .await?
         .into_iter()
         .next())
+}
+
+/// An admin client for the relay's cluster that never makes a broker create a topic.
+fn admin_client(
+    relay: &RelayConfig,
+) -> Result<AdminClient<DefaultClientContext>, rdkafka::error::KafkaError> {
+    relay
+        .kafka
+        .client_config(&[("allow.auto.create.topics", "false")])
+        .create()
+}
+
+/// The relay's last committed checkpoint, waiting at most about `limit` for Kafka; `None` when
+/// none was committed (also when the offsets topic does not exist yet, which only the relay
+/// creates). Blocking.
+fn read_checkpoint(
+    relay: &RelayConfig,
+    limit: Duration,
+) -> anyhow::Result<Option<StoredCheckpoint>> {
+    let admin = admin_client(relay).context("the Kafka settings are not accepted")?;
+    let metadata = admin.inner().fetch_metadata(None, limit).with_context(|| {
+        format!(
+            "no Kafka broker at {} answered within {limit:?}",
+            relay.kafka.bootstrap_servers
+        )
+    })?;
+    if !metadata
+        .topics()
+        .iter()
+        .any(|t| t.name() == relay.offsets_topic && t.error().is_none())
+    {
+        return Ok(None);
+    }
+    OffsetsTopic::new(relay.kafka.clone(), &relay.offsets_topic)
+        .read_last(&relay.name, limit)
+        .with_context(|| format!("reading the offsets topic {:?}", relay.offsets_topic))
 }
