@@ -807,3 +807,60 @@ async fn check_spells_odd_names_in_its_fixes_as_sql_does() {
         "ALTER TABLE public.\"Odd Name\" ADD COLUMN seq bigserial",
     );
 }
+
+#[tokio::test]
+async fn rows_written_between_migrate_and_the_first_start_are_published() {
+    // Issue 13: migrate, the application writes, check, then run: the slot the relay created on
+    // its first start began after the rows and 0 of 20 arrived.
+    const ROWS: usize = 20;
+    let db = TestDb::create("ops_first").await;
+    let spec = RelaySpec::for_db(&db);
+    let migrated = outboxd(&spec, &["migrate"], &[]);
+    assert!(
+        stdout(&migrated).contains(&format!("created replication slot {}", spec.slot)),
+        "{migrated:?}"
+    );
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             SELECT '{}', 'k' || i, 'T', '{{}}' FROM generate_series(1, {ROWS}) i",
+            db.name
+        ),
+    )
+    .expect("insert");
+    let checked = outboxd(&spec, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    assert!(!stdout(&checked).contains("NEVER"), "{}", stdout(&checked));
+    let again = outboxd(&spec, &["migrate"], &[]);
+    assert!(
+        !stdout(&again).contains("created replication slot"),
+        "{again:?}"
+    );
+
+    let mut relay = RelayProcess::start(&spec);
+    let received = read_topic(
+        &format!("outbox.event.{}", db.name),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= ROWS,
+    );
+    assert_eq!(received.len(), ROWS, "{}", relay.log_text());
+    relay.kill();
+
+    // A relay name without a checkpoint whose slot does not exist yet: the rows already in the
+    // table are older than any slot it will get, and check says so loudly.
+    let mut other = spec.clone();
+    other.name = format!("{}_other", spec.name);
+    other.slot = format!("{}_other", spec.slot);
+    let checked = outboxd(&other, &["check"], &[]);
+    let report = stdout(&checked);
+    assert!(checked.status.success(), "{report}");
+    assert!(
+        report.lines().any(|l| l.starts_with("WARN")
+            && l.contains(&format!(
+                "holds {ROWS} row(s) written before replication slot"
+            ))),
+        "{report}"
+    );
+}

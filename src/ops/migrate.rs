@@ -12,8 +12,11 @@
 //! templates themselves cannot change (see above), so they keep their variables; everything else
 //! migrate sends takes its values as parameters.
 //!
-//! Beside the versioned migrations, the one object that depends on the configuration: poll
-//! mode's notify trigger, attached to each outbox table in poll mode and removed otherwise.
+//! Beside the versioned migrations, the objects that depend on the configuration: poll mode's
+//! notify trigger, attached to each outbox table in poll mode and removed otherwise, and in
+//! logical mode the relay's replication slot, created if missing. Without it, rows the
+//! application writes between `migrate` and the relay's first start would never be published:
+//! a slot only decodes what commits after it exists.
 
 use std::fmt;
 
@@ -55,11 +58,13 @@ pub struct Applied {
     pub before: usize,
     /// What changed about the notify trigger of poll mode, one line per table.
     pub triggers: Vec<String>,
+    /// Logical mode: the slot created now, if it was missing.
+    pub slot: Option<String>,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.triggers {
+        for line in self.triggers.iter().chain(&self.slot) {
             writeln!(f, "{line}")?;
         }
         if self.now.is_empty() {
@@ -118,7 +123,52 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
         .simple_query(end)
         .await
         .with_context(|| format!("{end} of the migrations"))?;
-    outcome
+    let mut applied = outcome?;
+    if relay.mode == RelayMode::Logical {
+        applied.slot = create_slot(&mut session, &relay.slot).await?;
+    }
+    Ok(applied)
+}
+
+/// Logical mode: creates the relay's slot if it is missing, so that the events written from now
+/// on are kept for the relay even before its first start (the slot only sees what commits after
+/// it exists). Outside the migrations' transaction: Postgres creates no slot in a transaction
+/// that has written. A line saying what was done, if anything.
+async fn create_slot(
+    session: &mut ReplicationConnection,
+    slot: &str,
+) -> anyhow::Result<Option<String>> {
+    let exists = !session
+        .query_params_text(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[slot],
+        )
+        .await?
+        .is_empty();
+    if exists {
+        return Ok(None);
+    }
+    let created = session
+        .query_params_text(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[slot],
+        )
+        .await
+        .with_context(|| {
+            format!(
+                "creating replication slot {slot:?} (the role migrate connects as needs \
+                 REPLICATION)"
+            )
+        })?;
+    let at = created
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "created replication slot {slot} at {at}: events written from now on wait for the relay \
+         (the slot keeps their WAL until the relay confirms them; drop it if no relay will run)"
+    )))
 }
 
 async fn apply(
@@ -143,6 +193,7 @@ async fn apply(
         now: Vec::new(),
         before: rows.len(),
         triggers: Vec::new(),
+        slot: None,
     };
     for (version, name, template) in MIGRATIONS {
         let label = format!("{version:04}_{name}");

@@ -70,6 +70,9 @@ async fn catalog_checks(
             publications(session, config, &names, report).await?;
             for (table, found) in config.poll.tables.iter().zip(&tables) {
                 outbox_published(config, &names, table, found, report);
+                if slot == SlotVerdict::New && found.exists && found.may_poll {
+                    rows_before_slot(session, config, table, report).await?;
+                }
             }
             replica_identities(session, config, report).await?;
             replication_connection(config, &names, report).await;
@@ -439,6 +442,52 @@ fn outbox_published(
     } else {
         report.ok(AREA, format!("outbox table {shown} is published"));
     }
+}
+
+/// Logical mode, before the relay's first checkpoint: rows already in an outbox table that the
+/// slot will never decode, because they committed before it existed — all of them while it does
+/// not exist yet; else those whose inserting transaction is older than the slot's
+/// `catalog_xmin` (which stays where it was created until the relay first confirms).
+async fn rows_before_slot(
+    session: &mut ReplicationConnection,
+    config: &RelayConfig,
+    table: &PollTable,
+    report: &mut Report,
+) -> Result<(), WireError> {
+    let row = super::super::first_row(
+        session,
+        &format!(
+            "SELECT count(*)::text FROM {} t \
+             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) \
+                OR age(t.xmin) > (SELECT age(catalog_xmin) FROM pg_replication_slots \
+                                  WHERE slot_name = $1)",
+            table.sql_name()
+        ),
+        &[&config.slot],
+    )
+    .await?
+    .unwrap_or_default();
+    let count: u64 = row
+        .first()
+        .cloned()
+        .flatten()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if count > 0 {
+        report.warn(
+            AREA,
+            format!(
+                "outbox table {} holds {count} row(s) written before replication slot {:?} \
+                 existed: THE RELAY WILL NEVER PUBLISH THEM",
+                table.qualified(),
+                config.slot
+            ),
+            "create the slot before the application writes events (`outboxd migrate` does in \
+             logical mode); rows already written are still in the table: to publish them once, \
+             re-insert them in one transaction after the slot exists",
+        );
+    }
+    Ok(())
 }
 
 /// Postgres itself refuses UPDATE and DELETE on a table that publishes them without a replica

@@ -64,7 +64,7 @@ impl ReplicationConnection {
 
     /// Reads the answer to a query up to ReadyForQuery: its rows, or the error it ended with
     /// (after which the server skipped to the Sync).
-    async fn read_result(&mut self, sql: &str) -> Result<QueryResult, WireError> {
+    pub(super) async fn read_result(&mut self, sql: &str) -> Result<QueryResult, WireError> {
         let protocol = |e: std::io::Error| WireError::Protocol(e.to_string());
         let mut result = QueryResult::default();
         let mut error = None;
