@@ -22,7 +22,7 @@ use std::fmt;
 
 use anyhow::Context;
 
-use crate::pg::wire::{quote_identifier, ReplicationConnection};
+use crate::pg::wire::{quote_identifier, ReplicationConnection, WireError};
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::NOTIFY_TRIGGER;
 
@@ -148,18 +148,25 @@ async fn create_slot(
     if exists {
         return Ok(None);
     }
-    let created = session
+    let created = match session
         .query_params_text(
             "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
             &[slot],
         )
         .await
-        .with_context(|| {
-            format!(
-                "creating replication slot {slot:?} (the role migrate connects as needs \
-                 REPLICATION)"
-            )
-        })?;
+    {
+        Ok(created) => created,
+        // The migrations are in; the slot is what the relay would create anyway, only later.
+        Err(WireError::Server(error)) => {
+            return Ok(Some(format!(
+                "WARNING: could not create replication slot {slot}: {error}. The relay creates \
+                 it on its first start, and rows written before then will never be published: \
+                 give the role migrate connects as REPLICATION, or start the relay before the \
+                 application writes events"
+            )))
+        }
+        Err(error) => return Err(error.into()),
+    };
     let at = created
         .into_iter()
         .next()
