@@ -7,7 +7,16 @@ use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{fmt, reload, EnvFilter, Registry};
 
-use crate::config::{LogFormat, LogSection};
+/// `log.format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Text on a terminal, JSON lines otherwise.
+    Auto,
+    /// JSON lines.
+    Json,
+    /// Human-readable text.
+    Text,
+}
 
 /// Changes the filter of the installed subscriber.
 #[derive(Debug, Clone)]
@@ -32,10 +41,10 @@ pub enum LogError {
 }
 
 /// Installs the process's subscriber, writing to stderr. `RUST_LOG`, when set, wins over
-/// `section.level` (now and on reloads), so an operator can turn up one run from the shell.
-pub fn init(section: &LogSection) -> Result<LogControl, LogError> {
-    let (filter, handle) = reload::Layer::new(filter_for(&section.level)?);
-    let json = match section.format {
+/// `level` (now and on reloads), so an operator can turn up one run from the shell.
+pub fn init(level: &str, format: LogFormat) -> Result<LogControl, LogError> {
+    let (filter, handle) = reload::Layer::new(filter_for(level)?);
+    let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,
         LogFormat::Auto => !std::io::stderr().is_terminal(),

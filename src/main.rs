@@ -10,7 +10,7 @@ use outboxd::config::Settings;
 use outboxd::logging::{self, LogControl};
 use outboxd::metrics::metrics;
 use outboxd::ops::{check, migrate, status};
-use outboxd::relay::{self, RelayError};
+use outboxd::relay::{self, RelayConfig, RelayError};
 use outboxd::sink::kafka::SinkError;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
@@ -64,15 +64,27 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let settings = Settings::load(&cli.config);
     let log_section = settings.as_ref().map(|s| s.log.clone()).unwrap_or_default();
-    let logs = match logging::init(&log_section) {
+    // check's report is for a person: librdkafka's own log lines (JSON when stderr is not a
+    // terminal) would interleave with it, and every failure they describe is a finding already.
+    let level = match cli.command {
+        Command::Check => format!("{},librdkafka=off", log_section.level),
+        _ => log_section.level.clone(),
+    };
+    let logs = match logging::init(&level, log_section.format) {
         Ok(logs) => logs,
         Err(error) => {
             eprintln!("outboxd: {error}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    let settings = match settings {
-        Ok(settings) => settings,
+    // Validated here for every command, so that a value `run` could not work with fails `check`,
+    // `migrate` and `status` alike, with the configuration's exit status.
+    let validated = settings.and_then(|settings| {
+        let relay = settings.relay_config()?;
+        Ok((settings, relay))
+    });
+    let (settings, relay_config) = match validated {
+        Ok(validated) => validated,
         Err(error) => {
             tracing::error!(error = %error, "outboxd stopped: the configuration cannot be used");
             return ExitCode::from(EXIT_CONFIG);
@@ -88,18 +100,18 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Run => runtime.block_on(run(&cli.config, settings, logs)),
+        Command::Run => runtime.block_on(run(&cli.config, &settings, relay_config, logs)),
         Command::Check => runtime.block_on(async {
-            let report = check::run(&settings).await;
+            let report = check::run(&settings, &relay_config).await;
             print!("{report}");
             ExitCode::from(if report.passed() { 0 } else { EXIT_FAILED })
         }),
         Command::Migrate { admin_url } => {
-            let outcome = runtime.block_on(migrate::run(&settings, admin_url.as_deref()));
+            let outcome = runtime.block_on(migrate::run(&relay_config, admin_url.as_deref()));
             finish_command(outcome.map(|applied| print!("{applied}")))
         }
         Command::Status { json } => {
-            let outcome = runtime.block_on(status::read(&settings));
+            let outcome = runtime.block_on(status::read(&relay_config));
             finish_command(outcome.map(|status| {
                 if json {
                     println!("{}", status.to_json());
@@ -122,9 +134,13 @@ fn finish_command(outcome: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-async fn run(config_path: &Path, settings: Settings, logs: LogControl) -> ExitCode {
+async fn run(
+    config_path: &Path,
+    settings: &Settings,
+    relay_config: RelayConfig,
+    logs: LogControl,
+) -> ExitCode {
     let outcome = async {
-        let relay_config = settings.relay_config()?;
         tracing::info!(version = env!("CARGO_PKG_VERSION"), relay = %relay_config.name, "outboxd starting");
         if settings.metrics.enabled {
             metrics().set_max_ready_lag(settings.metrics.ready_max_lag);
@@ -145,12 +161,7 @@ async fn run(config_path: &Path, settings: Settings, logs: LogControl) -> ExitCo
                 error.downcast_ref::<RelayError>(),
                 Some(RelayError::Sink(SinkError::Fenced { .. }))
             );
-            let config = error.is::<outboxd::config::ConfigError>();
-            ExitCode::from(match (fenced, config) {
-                (true, _) => EXIT_FENCED,
-                (_, true) => EXIT_CONFIG,
-                _ => EXIT_FAILED,
-            })
+            ExitCode::from(if fenced { EXIT_FENCED } else { EXIT_FAILED })
         }
     }
 }

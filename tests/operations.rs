@@ -393,3 +393,474 @@ async fn no_log_line_or_output_shows_a_secret() {
         );
     }
 }
+
+/// `migrate`, `check`, `status` and `run` as relay role `role` (a URL derived from `db`'s).
+fn spec_as_role(db: &TestDb, role: &str) -> RelaySpec {
+    let mut spec = RelaySpec::for_db(db);
+    let mut url = url::Url::parse(&db.url).expect("db url");
+    url.set_username(role).expect("a user name");
+    spec.url = url.to_string();
+    spec
+}
+
+/// Whether `role` is a superuser, and the tables publication `publication` publishes: names read
+/// back as parameters, never spliced.
+async fn role_and_publication(db: &TestDb, role: &str, publication: &str) -> (bool, Vec<String>) {
+    let client = db.client().await;
+    let superuser: bool = client
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .await
+        .expect("role exists")
+        .get(0);
+    let tables = client
+        .query(
+            "SELECT tablename::text FROM pg_publication_tables WHERE pubname = $1",
+            &[&publication],
+        )
+        .await
+        .expect("publication tables")
+        .iter()
+        .map(|row| row.get(0))
+        .collect();
+    (superuser, tables)
+}
+
+#[tokio::test]
+async fn migrate_does_not_reexpand_a_publication_name_into_sql() {
+    // Issue 13: templates substituted one variable after another re-expanded `${publication}`
+    // inside the already substituted literal, and its raw `'` ended the literal: the rest ran as
+    // SQL with the admin's rights.
+    let db = TestDb::create("ops_inject").await;
+    let role = format!("inj_{}", db.name.rsplit('_').next().expect("unique suffix"));
+    psql(&db.url, &format!("CREATE ROLE {role} LOGIN REPLICATION")).expect("create role");
+    let mut spec = spec_as_role(&db, &role);
+    spec.publication = format!("')THEN ALTER ROLE {role} SUPERUSER;--${{publication}}");
+    assert!(spec.publication.len() <= 63, "{}", spec.publication.len());
+    let migrated = outboxd(&spec, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let (superuser, tables) = role_and_publication(&db, &role, &spec.publication).await;
+    assert!(!superuser, "migrate made {role} a superuser");
+    assert_eq!(tables, ["outbox"], "the publication keeps its exact name");
+    psql(&db.url, &format!("DROP OWNED BY {role}; DROP ROLE {role}")).expect("drop role");
+}
+
+#[tokio::test]
+async fn hostile_names_in_every_sql_field_stay_names() {
+    // Quotes, `$$` (which would end a DO body), `${…}`, a semicolon, a backslash and non-ASCII
+    // letters, in every configured name that reaches SQL.
+    const HOSTILE: &str = "'\"$$;\\ ${publication} ü😀";
+    let db = TestDb::create("ops_hostile").await;
+    let tag = db
+        .name
+        .rsplit('_')
+        .next()
+        .expect("unique suffix")
+        .to_owned();
+    let role = format!("r{HOSTILE}{tag}");
+    let ident = outboxd::pg::wire::quote_identifier;
+    psql(
+        &db.url,
+        &format!("CREATE ROLE {} LOGIN REPLICATION", ident(&role)),
+    )
+    .expect("create role");
+    let mut spec = spec_as_role(&db, &role);
+    spec.name = format!("n{HOSTILE}{tag}");
+    spec.publication = format!("p{HOSTILE}");
+
+    // Logical mode: migrate as admin, then check, run and status as the hostile role.
+    let migrated = outboxd(&spec, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let (superuser, tables) = role_and_publication(&db, &role, &spec.publication).await;
+    assert!(!superuser);
+    assert_eq!(tables, ["outbox"]);
+    let checked = outboxd(&spec, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    let mut relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    let aggregate = format!("{}_agg", db.name);
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             SELECT '{aggregate}', 'k', 'T', '{{}}' FROM generate_series(1, 3)"
+        ),
+    )
+    .expect("insert");
+    let received = read_topic(
+        &format!("outbox.event.{aggregate}"),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= 3,
+    );
+    assert_eq!(received.len(), 3, "{}", relay.log_text());
+    let status = outboxd(&spec, &["status", "--json"], &[]);
+    assert!(status.status.success(), "{status:?}");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(status["checkpoint"]["events"], 3, "{status}");
+    assert_eq!(status["relay"], spec.name.as_str(), "{status}");
+    assert_eq!(
+        relay
+            .signal_and_wait("TERM", Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        relay.log_text()
+    );
+
+    // Poll mode, marking rows: hostile schema, table and column names.
+    let (schema, table) = (format!("s{HOSTILE}"), format!("t.{HOSTILE}"));
+    let (id, seq, mark) = (
+        format!("i{HOSTILE}"),
+        format!("q{HOSTILE}"),
+        format!("m{HOSTILE}"),
+    );
+    let name = format!("{}.{}", ident(&schema), ident(&table));
+    psql(
+        &db.url,
+        &format!(
+            "CREATE SCHEMA {s}; GRANT USAGE ON SCHEMA {s} TO {r}; \
+             CREATE TABLE {name} ({id} uuid PRIMARY KEY DEFAULT gen_random_uuid(), \
+                 aggregatetype text, aggregateid text, type text, payload jsonb, \
+                 {seq} bigserial, {mark} timestamptz); \
+             CREATE INDEX ON {name} ({seq}); \
+             GRANT SELECT, UPDATE ON {name} TO {r}; \
+             INSERT INTO {name} (aggregatetype, aggregateid, type, payload) \
+             SELECT '{aggregate}', 'p', 'T', '{{}}' FROM generate_series(1, 4)",
+            s = ident(&schema),
+            r = ident(&role),
+            id = ident(&id),
+            seq = ident(&seq),
+            mark = ident(&mark),
+        ),
+    )
+    .expect("hostile outbox table");
+    let mut poll = spec.clone();
+    poll.mode = "poll".into();
+    poll.name = format!("{}p", spec.name);
+    poll.offsets_topic = db.topic("poll_offsets");
+    poll.extra = format!(
+        "[outbox]\ntables = [{:?}]\n[outbox.columns]\nid = {id:?}\n\
+         [poll]\norder_by = {seq:?}\nafter_publish = \"mark\"\nmark_column = {mark:?}\n",
+        format!("{schema}.{table}")
+    );
+    let migrated = outboxd(&poll, &["migrate", "--admin-url", &db.url], &[]);
+    assert!(migrated.status.success(), "{migrated:?}");
+    let checked = outboxd(&poll, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    let mut relay = RelayProcess::start(&poll);
+    let received = read_topic(
+        &format!("outbox.event.{aggregate}"),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= 7,
+    );
+    assert_eq!(received.len(), 7, "{}", relay.log_text());
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = outboxd(&poll, &["status", "--json"], &[]);
+        assert!(status.status.success(), "{status:?}");
+        let status: serde_json::Value =
+            serde_json::from_slice(&status.stdout).expect("status JSON");
+        if status["backlog"][0]["rows"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "rows never marked: {status}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // The relay holds the advisory lock of its (hostile) name: a second one waits for it.
+    relay.kill();
+    psql(&db.url, &format!("DROP SCHEMA {} CASCADE", ident(&schema))).expect("drop schema");
+    psql(
+        &db.url,
+        &format!("DROP OWNED BY {r}; DROP ROLE {r}", r = ident(&role)),
+    )
+    .expect("drop role");
+}
+
+/// Runs `outboxd <args> --config <file with text>` to its end.
+fn outboxd_with_file(text: &str, args: &[&str]) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("outboxd.toml");
+    std::fs::write(&config, text).expect("write config");
+    Command::new(env!("CARGO_BIN_EXE_outboxd"))
+        .args(args)
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .expect("run outboxd")
+}
+
+#[test]
+fn values_run_cannot_work_with_exit_2_from_every_command_naming_the_key() {
+    let spec = RelaySpec::for_url("ops_values", "postgresql://outboxd@127.0.0.1:1/app");
+    let cases = [
+        (
+            "status_interval = \"200ms\"",
+            "status_interval = \"0s\"",
+            "relay.status_interval",
+        ),
+        (
+            "wal_poll_interval = \"200ms\"",
+            "wal_poll_interval = \"0s\"",
+            "metrics.wal_poll_interval",
+        ),
+        (
+            "call_timeout = \"30s\"",
+            "call_timeout = \"0s\"",
+            "kafka.call_timeout",
+        ),
+        (
+            &format!("slot = {:?}", spec.slot),
+            "slot = \"bad-slot\"",
+            "postgres.slot",
+        ),
+        (
+            &format!("slot = {:?}", spec.slot),
+            "slot = \"Upper\"",
+            "postgres.slot",
+        ),
+        (
+            &format!("name = {:?}", spec.name),
+            "name = \"\"",
+            "relay.name",
+        ),
+    ];
+    let toml = spec.toml();
+    for (good, bad, key) in cases {
+        assert!(toml.contains(good), "{good} in {toml}");
+        let text = toml.replacen(good, bad, 1);
+        for command in ["run", "check", "status", "migrate"] {
+            let started = Instant::now();
+            let output = outboxd_with_file(&text, &[command]);
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert_eq!(
+                output.status.code(),
+                Some(2),
+                "{command} with {bad}: {stderr}"
+            );
+            assert!(stderr.contains(key), "{command} with {bad}: {stderr}");
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{command} with {bad}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_malformed_file_never_echoes_the_password() {
+    const PASSWORD: &str = "Pw-1f4e\\s3cr3t";
+    let spec = RelaySpec::for_url("ops_malformed", "postgresql://outboxd@127.0.0.1:1/app");
+    // The spec writes the URL escaped; written raw, the backslash is an invalid TOML escape.
+    let text = spec.toml().replacen(
+        "postgresql://outboxd@",
+        &format!("postgresql://outboxd:{PASSWORD}@"),
+        1,
+    );
+    assert!(text.contains(PASSWORD), "{text}");
+    for command in ["run", "check", "status", "migrate"] {
+        let output = outboxd_with_file(&text, &[command]);
+        let everything = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert_eq!(output.status.code(), Some(2), "{command}: {everything}");
+        assert!(everything.contains("line"), "{command}: {everything}");
+        assert!(!everything.contains("s3cr3t"), "{command}: {everything}");
+    }
+}
+
+/// The names of the topics the dev broker has.
+fn topics() -> Vec<String> {
+    let consumer: rdkafka::consumer::BaseConsumer =
+        support::kafka::client_config().create().expect("consumer");
+    rdkafka::consumer::Consumer::fetch_metadata(&consumer, None, Duration::from_secs(10))
+        .expect("metadata")
+        .topics()
+        .iter()
+        .map(|t| t.name().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn check_and_status_change_nothing_and_tell_the_truth_fast() {
+    let db = TestDb::create("ops_truth").await;
+    let spec = RelaySpec::for_db(&db);
+    assert!(outboxd(&spec, &["migrate"], &[]).status.success());
+
+    // check creates neither the offsets topic nor the dead-letter topic (a metadata request
+    // naming them would, on a broker with auto.create.topics.enable).
+    let mut fresh = spec.clone();
+    fresh.extra = format!("[dead_letter]\ntopic = {:?}\n", db.topic("dlq"));
+    let checked = outboxd(&fresh, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    assert!(
+        stdout(&checked).contains("has committed no checkpoint yet"),
+        "{}",
+        stdout(&checked)
+    );
+    let existing = topics();
+    for topic in [&spec.offsets_topic, &db.topic("dlq")] {
+        assert!(!existing.contains(topic), "check created {topic}");
+    }
+
+    // status before the first checkpoint: no error, and it says so.
+    let status = outboxd(&spec, &["status"], &[]);
+    assert!(status.status.success(), "{status:?}");
+    assert!(stdout(&status).contains("none committed yet"), "{status:?}");
+
+    // Kafka down: check's report carries no librdkafka lines, status ends in seconds.
+    let nowhere = format!("127.0.0.1:{}", free_port());
+    let env = [("OUTBOXD__KAFKA__BOOTSTRAP_SERVERS", nowhere.as_str())];
+    let down = outboxd(&spec, &["check"], &env);
+    let everything = stdout(&down) + &String::from_utf8_lossy(&down.stderr);
+    assert!(!everything.contains("librdkafka"), "{everything}");
+    let started = Instant::now();
+    let status = outboxd(&spec, &["status"], &env);
+    assert_eq!(status.status.code(), Some(1), "{status:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(
+        String::from_utf8_lossy(&status.stderr).contains(&format!("no Kafka broker at {nowhere}")),
+        "{status:?}"
+    );
+
+    // A relay commits a checkpoint; then its slot is lost.
+    let mut relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             VALUES ('{}', 'a', 'T', '{{}}')",
+            db.name
+        ),
+    )
+    .expect("insert");
+    read_topic(
+        &format!("outbox.event.{}", db.name),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| !m.is_empty(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !stdout(&outboxd(&spec, &["status"], &[])).contains("1 events in total") {
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint: {}",
+            relay.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        relay
+            .signal_and_wait("TERM", Duration::from_secs(30))
+            .and_then(|s| s.code()),
+        Some(0)
+    );
+    psql(
+        &db.url,
+        &format!("SELECT pg_drop_replication_slot('{}')", spec.slot),
+    )
+    .expect("drop slot");
+    assert_check_fails(
+        &outboxd(&spec, &["check"], &[]),
+        &format!("slot {:?} does not exist, but relay", spec.slot),
+        "use a new relay.name",
+    );
+    let status = outboxd(&spec, &["status", "--json"], &[]);
+    let json: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    assert_eq!(json["slot_lost"], true, "{json}");
+    let status = outboxd(&spec, &["status"], &[]);
+    assert!(stdout(&status).contains("DOES NOT EXIST"), "{status:?}");
+}
+
+#[tokio::test]
+async fn check_spells_odd_names_in_its_fixes_as_sql_does() {
+    let db = TestDb::create("ops_odd").await;
+    let mut spec = RelaySpec::for_db(&db);
+    assert!(outboxd(&spec, &["migrate"], &[]).status.success());
+    psql(
+        &db.url,
+        "CREATE TABLE \"Odd Name\" (id uuid PRIMARY KEY, aggregatetype text, aggregateid text, \
+         type text, payload jsonb)",
+    )
+    .expect("odd table");
+    spec.extra = "[outbox]\ntables = [\"public.outbox\", \"public.Odd Name\"]\n".into();
+    assert_check_fails(
+        &outboxd(&spec, &["check"], &[]),
+        "outbox table public.Odd Name is in none of the publications",
+        &format!(
+            "ALTER PUBLICATION {} ADD TABLE public.\"Odd Name\";",
+            db.publication
+        ),
+    );
+    let mut poll = spec.clone();
+    poll.mode = "poll".into();
+    assert_check_fails(
+        &outboxd(&poll, &["check"], &[]),
+        "public.Odd Name has no column \"seq\"",
+        "ALTER TABLE public.\"Odd Name\" ADD COLUMN seq bigserial",
+    );
+}
+
+#[tokio::test]
+async fn rows_written_between_migrate_and_the_first_start_are_published() {
+    // Issue 13: migrate, the application writes, check, then run: the slot the relay created on
+    // its first start began after the rows and 0 of 20 arrived.
+    const ROWS: usize = 20;
+    let db = TestDb::create("ops_first").await;
+    let spec = RelaySpec::for_db(&db);
+    let migrated = outboxd(&spec, &["migrate"], &[]);
+    assert!(
+        stdout(&migrated).contains(&format!("created replication slot {}", spec.slot)),
+        "{migrated:?}"
+    );
+    psql(
+        &db.url,
+        &format!(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             SELECT '{}', 'k' || i, 'T', '{{}}' FROM generate_series(1, {ROWS}) i",
+            db.name
+        ),
+    )
+    .expect("insert");
+    let checked = outboxd(&spec, &["check"], &[]);
+    assert!(checked.status.success(), "{}", stdout(&checked));
+    assert!(!stdout(&checked).contains("NEVER"), "{}", stdout(&checked));
+    let again = outboxd(&spec, &["migrate"], &[]);
+    assert!(
+        !stdout(&again).contains("created replication slot"),
+        "{again:?}"
+    );
+
+    let mut relay = RelayProcess::start(&spec);
+    let received = read_topic(
+        &format!("outbox.event.{}", db.name),
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |m| m.len() >= ROWS,
+    );
+    assert_eq!(received.len(), ROWS, "{}", relay.log_text());
+    relay.kill();
+
+    // A relay name without a checkpoint whose slot does not exist yet: the rows already in the
+    // table are older than any slot it will get, and check says so loudly.
+    let mut other = spec.clone();
+    other.name = format!("{}_other", spec.name);
+    other.slot = format!("{}_other", spec.slot);
+    let checked = outboxd(&other, &["check"], &[]);
+    let report = stdout(&checked);
+    assert!(checked.status.success(), "{report}");
+    assert!(
+        report.lines().any(|l| l.starts_with("WARN")
+            && l.contains(&format!(
+                "holds {ROWS} row(s) written before replication slot"
+            ))),
+        "{report}"
+    );
+}

@@ -78,7 +78,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
     }
 
     let options: ConnectOptions = db.url.parse().expect("url");
-    let mut connection = ReplicationConnection::connect(&options)
+    let mut connection = ReplicationConnection::connect_sql(&options)
         .await
         .expect("connect");
     let mut catalog = TypeCatalog::builtin();

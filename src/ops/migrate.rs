@@ -6,16 +6,24 @@
 //! `${publication}` / `${publication_literal}` (postgres.publications[0] as an identifier / a
 //! literal) and `${relay_role}` (the user of postgres.url, as an identifier).
 //!
-//! Beside the versioned migrations, the one object that depends on the configuration: poll
-//! mode's notify trigger, attached to each outbox table in poll mode and removed otherwise.
+//! Those names come from the configuration, so they are substituted as inert text (see
+//! [`substitute`]): in one pass, never re-read, and spelled so that no quote, backslash or `$`
+//! of theirs reaches the SQL — a `$$` in a name must not end a `DO $$ … $$` body around it. The
+//! templates themselves cannot change (see above), so they keep their variables; everything else
+//! migrate sends takes its values as parameters.
+//!
+//! Beside the versioned migrations, the objects that depend on the configuration: poll mode's
+//! notify trigger, attached to each outbox table in poll mode and removed otherwise, and in
+//! logical mode the relay's replication slot, created if missing. Without it, rows the
+//! application writes between `migrate` and the relay's first start would never be published:
+//! a slot only decodes what commits after it exists.
 
 use std::fmt;
 
 use anyhow::Context;
 
-use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
-use crate::relay::RelayConfig;
+use crate::pg::wire::{quote_identifier, ReplicationConnection, WireError};
+use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::NOTIFY_TRIGGER;
 
 /// A migration: version, name, SQL template.
@@ -50,11 +58,13 @@ pub struct Applied {
     pub before: usize,
     /// What changed about the notify trigger of poll mode, one line per table.
     pub triggers: Vec<String>,
+    /// Logical mode: the slot created now, if it was missing.
+    pub slot: Option<String>,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in &self.triggers {
+        for line in self.triggers.iter().chain(&self.slot) {
             writeln!(f, "{line}")?;
         }
         if self.now.is_empty() {
@@ -74,8 +84,7 @@ impl fmt::Display for Applied {
 }
 
 /// Applies what is missing, connecting with `admin_url` when given (else postgres.url).
-pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result<Applied> {
-    let relay = settings.relay_config()?;
+pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result<Applied> {
     let options = match admin_url {
         Some(url) => url.parse().context("--admin-url")?,
         None => relay.postgres.clone(),
@@ -85,9 +94,9 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
         .first()
         .context("postgres.publications is empty: name the publication to create")?;
     let variables = [
-        ("${publication_literal}", quote_literal(publication)),
-        ("${publication}", quote_identifier(publication)),
-        ("${relay_role}", quote_identifier(&relay.postgres.user)),
+        ("publication_literal", inert_literal(publication)),
+        ("publication", inert_identifier(publication)),
+        ("relay_role", inert_identifier(&relay.postgres.user)),
     ];
     let mut session = ReplicationConnection::connect_sql(&options)
         .await
@@ -100,7 +109,7 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
     session.simple_query("BEGIN").await?;
     let mut outcome = apply(&mut session, &variables).await;
     if let Ok(applied) = &mut outcome {
-        match notify_triggers(&mut session, &relay).await {
+        match notify_triggers(&mut session, relay).await {
             Ok(lines) => applied.triggers = lines,
             Err(error) => outcome = Err(error),
         }
@@ -114,7 +123,59 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
         .simple_query(end)
         .await
         .with_context(|| format!("{end} of the migrations"))?;
-    outcome
+    let mut applied = outcome?;
+    if relay.mode == RelayMode::Logical {
+        applied.slot = create_slot(&mut session, &relay.slot).await?;
+    }
+    Ok(applied)
+}
+
+/// Logical mode: creates the relay's slot if it is missing, so that the events written from now
+/// on are kept for the relay even before its first start (the slot only sees what commits after
+/// it exists). Outside the migrations' transaction: Postgres creates no slot in a transaction
+/// that has written. A line saying what was done, if anything.
+async fn create_slot(
+    session: &mut ReplicationConnection,
+    slot: &str,
+) -> anyhow::Result<Option<String>> {
+    let exists = !session
+        .query_params_text(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[slot],
+        )
+        .await?
+        .is_empty();
+    if exists {
+        return Ok(None);
+    }
+    let created = match session
+        .query_params_text(
+            "SELECT lsn::text FROM pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[slot],
+        )
+        .await
+    {
+        Ok(created) => created,
+        // The migrations are in; the slot is what the relay would create anyway, only later.
+        Err(WireError::Server(error)) => {
+            return Ok(Some(format!(
+                "WARNING: could not create replication slot {slot}: {error}. The relay creates \
+                 it on its first start, and rows written before then will never be published: \
+                 give the role migrate connects as REPLICATION, or start the relay before the \
+                 application writes events"
+            )))
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let at = created
+        .into_iter()
+        .next()
+        .and_then(|row| row.into_iter().next().flatten())
+        .unwrap_or_default();
+    Ok(Some(format!(
+        "created replication slot {slot} at {at}: events written from now on wait for the relay \
+         (the slot keeps their WAL until the relay confirms them; drop it if no relay will run)"
+    )))
 }
 
 async fn apply(
@@ -139,6 +200,7 @@ async fn apply(
         now: Vec::new(),
         before: rows.len(),
         triggers: Vec::new(),
+        slot: None,
     };
     for (version, name, template) in MIGRATIONS {
         let label = format!("{version:04}_{name}");
@@ -153,21 +215,16 @@ async fn apply(
             );
             continue;
         }
-        let sql = variables
-            .iter()
-            .fold((*template).to_owned(), |sql, (name, value)| {
-                sql.replace(name, value)
-            });
+        let sql = substitute(template, variables).with_context(|| format!("migration {label}"))?;
         session
             .simple_query(&sql)
             .await
             .with_context(|| format!("applying migration {label}"))?;
         session
-            .simple_query(&format!(
-                "INSERT INTO outboxd_migrations (version, name, sql) VALUES ({version}, {}, {})",
-                quote_literal(name),
-                quote_literal(template)
-            ))
+            .query_params(
+                "INSERT INTO outboxd_migrations (version, name, sql) VALUES ($1, $2, $3)",
+                &[&version.to_string(), name, template],
+            )
             .await?;
         applied.now.push(label);
     }
@@ -184,13 +241,12 @@ async fn notify_triggers(
     let mut lines = Vec::new();
     for table in &relay.poll.tables {
         let present = session
-            .simple_query(&format!(
-                "SELECT t.tgname IS NOT NULL FROM (SELECT to_regclass({}) AS oid) c \
-                 LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = {} \
+            .query_params_text(
+                "SELECT t.tgname IS NOT NULL FROM (SELECT to_regclass($1) AS oid) c \
+                 LEFT JOIN pg_trigger t ON t.tgrelid = c.oid AND t.tgname = $2 \
                  WHERE c.oid IS NOT NULL",
-                quote_literal(&table.sql_name()),
-                quote_literal(NOTIFY_TRIGGER)
-            ))
+                &[&table.sql_name(), NOTIFY_TRIGGER],
+            )
             .await?;
         let Some(row) = present.first() else {
             continue; // no such table: `check` says so
@@ -225,9 +281,116 @@ async fn notify_triggers(
     Ok(lines)
 }
 
+/// `template` with every `${name}` replaced by its value in `variables`, in one pass: a value is
+/// never scanned again, so a name that itself contains `${…}` stays text. An unknown or unclosed
+/// variable is an error (a broken template, not a configuration problem).
+fn substitute(template: &str, variables: &[(&str, String)]) -> anyhow::Result<String> {
+    let mut sql = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(start) = rest.find("${") {
+        sql.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .context("a `${` without its `}` in the template")?;
+        let name = &after[..end];
+        let (_, value) = variables
+            .iter()
+            .find(|(known, _)| *known == name)
+            .with_context(|| format!("unknown variable ${{{name}}} in the template"))?;
+        sql.push_str(value);
+        rest = &after[end + 1..];
+    }
+    sql.push_str(rest);
+    Ok(sql)
+}
+
+/// `name` as a quoted identifier made of letters, digits, `_`, space and `\` escapes only
+/// (`U&"…"`, every other character as its code point), so it stays inert inside any quoting
+/// of the template around it, a dollar-quoted `DO` body included.
+fn inert_identifier(name: &str) -> String {
+    format!("U&\"{}\"", unicode_escaped(name))
+}
+
+/// `text` as an expression of its value made of hex digits only:
+/// `convert_from(decode('…', 'hex'), 'UTF8')`, inert inside any quoting around it.
+fn inert_literal(text: &str) -> String {
+    let hex: String = text.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("convert_from(decode('{hex}', 'hex'), 'UTF8')")
+}
+
+/// `text` with everything but ASCII letters, digits, `_` and space as `\XXXX` or `\+XXXXXX`.
+fn unicode_escaped(text: &str) -> String {
+    let mut escaped = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            'a'..='z' | 'A'..='Z' | '0'..='9' | '_' | ' ' => escaped.push(c),
+            c if u32::from(c) <= 0xFFFF => escaped.push_str(&format!("\\{:04X}", u32::from(c))),
+            c => escaped.push_str(&format!("\\+{:06X}", u32::from(c))),
+        }
+    }
+    escaped
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn substitution_is_one_pass() {
+        let hostile = "') THEN ALTER ROLE outboxd SUPERUSER; END IF; IF true THEN --${publication}";
+        let variables = [
+            ("publication_literal", inert_literal(hostile)),
+            ("publication", inert_identifier(hostile)),
+        ];
+        let sql = substitute(
+            "IF x = ${publication_literal} THEN CREATE PUBLICATION ${publication}",
+            &variables,
+        )
+        .expect("substitutes");
+        assert!(!sql.contains("${"), "{sql}");
+        // Only the quotes of the renderings themselves: decode('…', 'hex'), 'UTF8' and U&"…".
+        assert_eq!(sql.matches('\'').count(), 6, "{sql}");
+        assert_eq!(sql.matches('"').count(), 2, "{sql}");
+        assert!(!sql.contains('$'), "{sql}");
+        assert_eq!(
+            substitute("a ${nope} b", &variables)
+                .expect_err("unknown")
+                .to_string(),
+            "unknown variable ${nope} in the template"
+        );
+        assert!(substitute("a ${publication", &variables).is_err());
+    }
+
+    #[test]
+    fn inert_values_carry_no_quote_or_dollar() {
+        for name in [
+            "x$$; DROP TABLE t; $$",
+            "a\"b'c\\d",
+            "Ünï 😀",
+            "${relay_role}",
+        ] {
+            for rendered in [inert_identifier(name), inert_literal(name)] {
+                let inner = rendered
+                    .trim_start_matches("U&\"")
+                    .trim_end_matches('"')
+                    .replace("convert_from(decode('", "")
+                    .replace("', 'hex'), 'UTF8')", "");
+                assert!(
+                    inner
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "_ \\+".contains(c)),
+                    "{name:?} rendered as {rendered:?}"
+                );
+            }
+        }
+        assert_eq!(inert_identifier("a\"b"), "U&\"a\\0022b\"");
+        assert_eq!(inert_identifier("😀"), "U&\"\\+01F600\"");
+        assert_eq!(
+            inert_literal("ab"),
+            "convert_from(decode('6162', 'hex'), 'UTF8')"
+        );
+    }
 
     #[test]
     fn every_file_in_migrations_is_embedded_in_order() {

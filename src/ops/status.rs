@@ -2,15 +2,16 @@
 //! on the server and the last committed checkpoint in Kafka.
 
 use std::fmt;
+use std::time::Duration;
 
 use anyhow::Context;
 use serde::Serialize;
 
-use super::first_row;
-use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
-use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
+use super::{first_row, read_checkpoint};
+use crate::checkpoint::StoredCheckpoint;
+use crate::pg::wire::{quote_identifier, ReplicationConnection};
 use crate::pg::Lsn;
+use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::AfterPublish;
 
 /// The relay's position.
@@ -30,10 +31,16 @@ pub struct Status {
     pub checkpoint: Option<StoredCheckpoint>,
     /// Poll mode: rows waiting to be published, per outbox table.
     pub backlog: Vec<TableBacklog>,
+    /// Logical mode: the slot does not exist although a checkpoint does: it was dropped or
+    /// invalidated, the changes since the checkpoint are gone, and `run` refuses to start.
+    pub slot_lost: bool,
     /// WAL bytes between the checkpoint (or, without one, the slot's confirmed position) and the
     /// server's position.
     pub lag_bytes: Option<u64>,
 }
+
+/// The longest `status` waits for Kafka, so that a broker that is down shows in seconds.
+const KAFKA_LIMIT: Duration = Duration::from_secs(10);
 
 /// Rows of one outbox table waiting for poll mode.
 #[derive(Debug, Clone, Serialize)]
@@ -79,7 +86,18 @@ impl fmt::Display for Status {
         }
         match &self.slot_state {
             None if self.mode == RelayMode::Poll.as_str() => {}
-            None => writeln!(f, "slot           {} (does not exist yet)", self.slot)?,
+            None if self.slot_lost => writeln!(
+                f,
+                "slot           {} DOES NOT EXIST, but a checkpoint does: the slot was dropped or \
+                 invalidated and the changes since the checkpoint are gone; run refuses to start \
+                 (to start over on purpose, use a new relay name)",
+                self.slot
+            )?,
+            None => writeln!(
+                f,
+                "slot           {} (does not exist yet; run creates it)",
+                self.slot
+            )?,
             Some(slot) => {
                 let lsn = |l: Option<Lsn>| l.map_or_else(|| "-".to_owned(), |l| l.to_string());
                 writeln!(
@@ -126,8 +144,7 @@ impl fmt::Display for Status {
 }
 
 /// Reads the slot and the checkpoint.
-pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
-    let relay = settings.relay_config()?;
+pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
     let mut session = ReplicationConnection::connect_sql(&relay.postgres)
         .await
         .context("connecting to Postgres")?;
@@ -135,6 +152,7 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
         &mut session,
         "SELECT (CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() \
                  ELSE pg_current_wal_lsn() END)::text",
+        &[],
     )
     .await?
     .and_then(|row| row.into_iter().next().flatten())
@@ -148,11 +166,9 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
     } else {
         first_row(
             &mut session,
-            &format!(
-                "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
-             FROM pg_replication_slots WHERE slot_name = {}",
-                quote_literal(&relay.slot)
-            ),
+            "SELECT active::text, restart_lsn::text, confirmed_flush_lsn::text, wal_status \
+             FROM pg_replication_slots WHERE slot_name = $1",
+            &[&relay.slot],
         )
         .await?
     };
@@ -167,9 +183,9 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
             retained_wal_bytes: lsn(1).map(|r| server_lsn.0.saturating_sub(r.0)),
         }
     });
-    let offsets = OffsetsTopic::new(relay.kafka.clone(), &relay.offsets_topic);
-    let (name, timeout) = (relay.name.clone(), relay.kafka_call_timeout);
-    let checkpoint = tokio::task::spawn_blocking(move || offsets.read_last(&name, timeout))
+    let reader = relay.clone();
+    let limit = relay.kafka_call_timeout.min(KAFKA_LIMIT);
+    let checkpoint = tokio::task::spawn_blocking(move || read_checkpoint(&reader, limit))
         .await
         .context("reading the checkpoint")?
         .context("reading the checkpoint from Kafka")?;
@@ -190,6 +206,7 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
                 "SELECT count(*)::text FROM {}{unpublished}",
                 table.sql_name()
             ),
+            &[],
         )
         .await
         .with_context(|| format!("counting the rows of {}", table.qualified()))?
@@ -201,14 +218,17 @@ pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
             rows,
         });
     }
+    let slot_lost =
+        !poll && slot_state.is_none() && matches!(checkpoint, Some(StoredCheckpoint::Logical(_)));
     Ok(Status {
-        relay: relay.name,
+        relay: relay.name.clone(),
         mode: relay.mode.as_str(),
         backlog,
-        slot: relay.slot,
+        slot: relay.slot.clone(),
         server_lsn,
         slot_state,
         checkpoint,
+        slot_lost,
         lag_bytes: position
             .filter(|_| !poll)
             .map(|p| server_lsn.0.saturating_sub(p.0)),

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::pg::types::TypeCatalog;
-use crate::pg::wire::{quote_literal, ReplicationConnection, WireError};
+use crate::pg::wire::{extended::array_literal, ReplicationConnection, WireError};
 use crate::pg::{RelationId, TypeOid};
 
 /// Primary keys and column types of the tables the relay has seen.
@@ -58,17 +58,15 @@ impl Schema {
         connection: &mut ReplicationConnection,
         publications: &[String],
     ) -> Result<(), WireError> {
-        let names = publications
-            .iter()
-            .map(|p| quote_literal(p))
-            .collect::<Vec<_>>()
-            .join(",");
-        let tables = format!(
-            "SELECT DISTINCT c.oid FROM pg_catalog.pg_publication_tables p \
-             JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
-             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
-             WHERE p.pubname IN ({names})"
-        );
+        let tables = connection
+            .query_params_text(
+                "SELECT DISTINCT c.oid FROM pg_catalog.pg_publication_tables p \
+                 JOIN pg_catalog.pg_namespace n ON n.nspname = p.schemaname \
+                 JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = p.tablename \
+                 WHERE p.pubname = ANY($1::name[])",
+                &[&array_literal(publications)],
+            )
+            .await?;
         self.load_tables(connection, &tables).await
     }
 
@@ -78,17 +76,16 @@ impl Schema {
         connection: &mut ReplicationConnection,
         table: RelationId,
     ) -> Result<(), WireError> {
-        self.load_tables(connection, &format!("SELECT {}::oid", table.0))
+        self.load_tables(connection, &[vec![Some(table.0.to_string())]])
             .await
     }
 
-    /// Loads keys and types of the tables whose OIDs `tables_sql` selects.
+    /// Loads keys and types of the tables whose OIDs are the first column of `table_oids`.
     async fn load_tables(
         &mut self,
         connection: &mut ReplicationConnection,
-        tables_sql: &str,
+        table_oids: &[Vec<Option<String>>],
     ) -> Result<(), WireError> {
-        let table_oids = connection.simple_query(tables_sql).await?;
         let list: Vec<u32> = table_oids
             .iter()
             .filter_map(|row| row.first()?.as_deref()?.parse().ok())
@@ -96,19 +93,16 @@ impl Schema {
         if list.is_empty() {
             return Ok(());
         }
-        let list_sql = list
-            .iter()
-            .map(u32::to_string)
-            .collect::<Vec<_>>()
-            .join(",");
+        let oids = array_literal(&list.iter().map(u32::to_string).collect::<Vec<_>>());
         let keys = connection
-            .simple_query(&format!(
+            .query_params_text(
                 "SELECT i.indrelid, a.attname FROM pg_catalog.pg_index i \
                  CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, position) \
                  JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum \
-                 WHERE i.indisprimary AND i.indrelid IN ({list_sql}) \
-                 ORDER BY i.indrelid, k.position"
-            ))
+                 WHERE i.indisprimary AND i.indrelid = ANY($1::oid[]) \
+                 ORDER BY i.indrelid, k.position",
+                &[&oids],
+            )
             .await?;
         for oid in &list {
             self.set_primary_key(RelationId(*oid), None);
@@ -124,10 +118,11 @@ impl Schema {
                 .push(field(1));
         }
         let types = connection
-            .simple_query(&format!(
+            .query_params_text(
                 "SELECT DISTINCT atttypid FROM pg_catalog.pg_attribute \
-                 WHERE attrelid IN ({list_sql}) AND attnum > 0 AND NOT attisdropped"
-            ))
+                 WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped",
+                &[&oids],
+            )
             .await?;
         let oids: Vec<TypeOid> = types
             .iter()

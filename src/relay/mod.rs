@@ -35,7 +35,6 @@ use std::future::Future;
 use std::time::Duration;
 
 use crate::checkpoint::CheckpointError;
-use crate::config::RelayMode;
 use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
@@ -43,6 +42,25 @@ use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::{KafkaSettings, SinkError};
 use crate::source::logical::SourceError;
 use crate::source::poll::PollSettings;
+
+/// `relay.mode` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayMode {
+    /// Stream a logical replication slot (DESIGN.md §4).
+    Logical,
+    /// Poll outbox tables (DESIGN.md §5): no REPLICATION needed.
+    Poll,
+}
+
+impl RelayMode {
+    /// Its name in the configuration.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Logical => "logical",
+            Self::Poll => "poll",
+        }
+    }
+}
 
 /// Everything one relay needs.
 #[derive(Debug, Clone)]

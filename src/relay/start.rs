@@ -7,9 +7,7 @@ use std::pin::Pin;
 use crate::checkpoint::{Checkpoint, OffsetsTopic};
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
-use crate::pg::wire::{
-    quote_literal, PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
-};
+use crate::pg::wire::{PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity};
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
 
@@ -46,7 +44,10 @@ pub(super) async fn attempt(
     );
     let mut schema = Schema::default();
     schema
-        .load_publications(&mut connection, &config.publications)
+        .load_publications(
+            &mut ReplicationConnection::connect_sql(&config.postgres).await?,
+            &config.publications,
+        )
         .await?;
     let options = PgOutputOptions {
         proto_version: PROTOCOL_VERSION,
@@ -112,12 +113,14 @@ async fn check_slot(
     system: &SystemIdentity,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<Checkpoint, RelayError> {
-    let rows = connection
-        .simple_query(&format!(
+    // On a plain session: a walsender speaks only the simple protocol, which takes no parameters.
+    let rows = ReplicationConnection::connect_sql(&config.postgres)
+        .await?
+        .query_params_text(
             "SELECT confirmed_flush_lsn::text, wal_status, plugin FROM pg_replication_slots \
-             WHERE slot_name = {}",
-            quote_literal(&config.slot)
-        ))
+             WHERE slot_name = $1",
+            &[&config.slot],
+        )
         .await?;
     let fresh = |lsn| Checkpoint {
         version: Checkpoint::VERSION,

@@ -7,7 +7,7 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::metrics::metrics;
-use crate::pg::wire::{quote_literal, ReplicationConnection, WireError};
+use crate::pg::wire::{ReplicationConnection, WireError};
 use crate::pg::Lsn;
 
 use super::RelayConfig;
@@ -52,13 +52,13 @@ async fn positions(
         None => session.insert(ReplicationConnection::connect_sql(&config.postgres).await?),
     };
     let rows = connection
-        .simple_query(&format!(
+        .query_params_text(
             "SELECT w.lsn::text, s.restart_lsn::text \
              FROM (SELECT CASE WHEN pg_is_in_recovery() THEN pg_last_wal_receive_lsn() \
                                ELSE pg_current_wal_lsn() END AS lsn) w \
-             LEFT JOIN pg_replication_slots s ON s.slot_name = {}",
-            quote_literal(&config.slot)
-        ))
+             LEFT JOIN pg_replication_slots s ON s.slot_name = $1",
+            &[&config.slot],
+        )
         .await?;
     let parse = |column: usize| {
         rows.first()

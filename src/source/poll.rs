@@ -27,7 +27,7 @@ use crate::checkpoint::PollCheckpoint;
 use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
-    quote_identifier, quote_literal, ConnectOptions, ReplicationConnection, WireError,
+    extended::array_literal, quote_identifier, ConnectOptions, ReplicationConnection, WireError,
 };
 use crate::pg::RelationId;
 
@@ -154,10 +154,7 @@ impl PollSource {
         let mut table_oids = Vec::new();
         for table in &settings.tables {
             let rows = connection
-                .simple_query(&format!(
-                    "SELECT {}::regclass::oid::text",
-                    quote_literal(&table.sql_name())
-                ))
+                .query_params_text("SELECT $1::regclass::oid::text", &[&table.sql_name()])
                 .await?;
             let oid = rows
                 .first()
@@ -176,13 +173,11 @@ impl PollSource {
     /// Takes relay `relay_name`'s advisory lock for this session, waiting while another session
     /// holds it (a previous instance that has not noticed it was fenced, or is still closing).
     pub async fn lock(&mut self, relay_name: &str) -> Result<(), WireError> {
-        let sql = format!(
-            "SELECT pg_try_advisory_lock(hashtextextended({}, 0))::text",
-            quote_literal(&format!("outboxd poll {relay_name}"))
-        );
+        let sql = "SELECT pg_try_advisory_lock(hashtextextended($1, 0))::text";
+        let key = format!("outboxd poll {relay_name}");
         let mut waiting = false;
         loop {
-            let rows = self.connection.simple_query(&sql).await?;
+            let rows = self.connection.query_params_text(sql, &[&key]).await?;
             if rows.first().and_then(|r| r.first().cloned().flatten()) == Some("true".into()) {
                 return Ok(());
             }
@@ -206,12 +201,11 @@ impl PollSource {
         let oids: Vec<String> = self.table_oids.iter().map(|o| o.0.to_string()).collect();
         let rows = self
             .connection
-            .simple_query(&format!(
-                "SELECT count(*)::text FROM pg_trigger WHERE tgname = {} AND tgenabled <> 'D' \
-                 AND tgrelid IN ({})",
-                quote_literal(NOTIFY_TRIGGER),
-                oids.join(", ")
-            ))
+            .query_params_text(
+                "SELECT count(*)::text FROM pg_trigger WHERE tgname = $1 AND tgenabled <> 'D' \
+                 AND tgrelid = ANY($2::oid[])",
+                &[NOTIFY_TRIGGER, &array_literal(&oids)],
+            )
             .await?;
         let triggers: usize = rows
             .first()
@@ -251,18 +245,14 @@ impl PollSource {
         if checkpoint.ids.is_empty() {
             return Ok(0);
         }
-        let ids: Vec<String> = checkpoint.ids.iter().map(|id| quote_literal(id)).collect();
-        let matching = format!(
-            "{} IN ({})",
-            quote_identifier(&table.id_column),
-            ids.join(", ")
-        );
+        // The ids as one array parameter, of the id column's type (`$1` takes it from the column).
+        let matching = format!("{} = ANY($1)", quote_identifier(&table.id_column));
         let rows = self
             .connection
-            .simple_query(&format!(
-                "{} RETURNING 1",
-                self.take_away(&table, &matching)
-            ))
+            .query_params_text(
+                &format!("{} RETURNING 1", self.take_away(&table, &matching)),
+                &[&array_literal(&checkpoint.ids)],
+            )
             .await?;
         Ok(rows.len())
     }

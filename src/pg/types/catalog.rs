@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Builtin;
-use crate::pg::wire::{ReplicationConnection, WireError};
+use crate::pg::wire::{extended::array_literal, ReplicationConnection, WireError};
 use crate::pg::TypeOid;
 
 /// How values of a type convert.
@@ -107,17 +107,14 @@ impl TypeCatalog {
             .filter(|o| !self.contains(*o))
             .collect();
         while !wanted.is_empty() {
-            let list = wanted
-                .iter()
-                .map(|o| o.0.to_string())
-                .collect::<Vec<_>>()
-                .join(",");
+            let list = wanted.iter().map(|o| o.0.to_string()).collect::<Vec<_>>();
             let rows = connection
-                .simple_query(&format!(
+                .query_params_text(
                     "SELECT t.oid, t.typtype, t.typelem, coalesce(e.typdelim, ','), t.typbasetype, t.typcategory \
                      FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
-                     WHERE t.oid IN ({list})"
-                ))
+                     WHERE t.oid = ANY($1::oid[])",
+                    &[&array_literal(&list)],
+                )
                 .await?;
             let mut next = Vec::new();
             for row in rows {

@@ -6,6 +6,7 @@
 //! the stream itself ([`ReplicationStream`]).
 
 mod auth;
+pub mod extended;
 mod options;
 mod stream;
 mod tls;

@@ -1,0 +1,283 @@
+//! From the file's sections to the runtime settings: each value validated, the key at fault
+//! named.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::sections::{AfterPublishName, EnvelopeName, Settings, ValueConventionName};
+use super::ConfigError;
+use crate::pg::wire::ConnectOptions;
+use crate::relay::RelayConfig;
+use crate::route::cdc::values::{DebeziumModes, ValueConvention};
+use crate::route::cdc::CdcRouter;
+use crate::route::dead_letter::DeadLetters;
+use crate::route::outbox::envelope::{self, EnvelopeKind};
+use crate::route::outbox::{
+    self, AdditionalField, Envelope, OutboxColumns, OutboxRouter, OutboxSpec, OutboxTable,
+};
+use crate::route::template::Template;
+use crate::route::Router;
+use crate::sink::batch::BatchLimits;
+use crate::sink::kafka::KafkaSettings;
+use crate::source::poll::{AfterPublish, PollSettings, PollTable};
+
+impl Settings {
+    /// The relay's configuration, validated.
+    pub fn relay_config(&self) -> Result<RelayConfig, ConfigError> {
+        self.validate()?;
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let mut postgres: ConnectOptions = self
+            .postgres
+            .url
+            .parse()
+            .map_err(|e| invalid("postgres.url", format!("{e}")))?;
+        if let Some(password) = &self.postgres.password {
+            postgres.password = Some(password.expose().to_owned());
+        }
+        if let Some(path) = &self.postgres.password_file {
+            postgres.password = Some(read_secret_file("postgres.password_file", path)?);
+        }
+        let router = self.router(&postgres.dbname)?;
+        if self.relay.channel_capacity == 0 {
+            return Err(invalid(
+                "relay.channel_capacity",
+                "must be at least 1".into(),
+            ));
+        }
+        if self.batch.max_age >= self.kafka.transaction_timeout {
+            return Err(invalid(
+                "batch.max_age",
+                format!(
+                    "must be below kafka.transaction_timeout ({:?}); a third of it is a good value",
+                    self.kafka.transaction_timeout
+                ),
+            ));
+        }
+        let poll = self.poll_settings(&router)?;
+        Ok(RelayConfig {
+            name: self.relay.name.clone(),
+            mode: self.relay.mode,
+            poll,
+            postgres,
+            slot: self.postgres.slot.clone(),
+            publications: self.postgres.publications.clone(),
+            router,
+            kafka: KafkaSettings {
+                bootstrap_servers: self.kafka.bootstrap_servers.clone(),
+                properties: self.kafka_properties()?,
+            },
+            offsets_topic: self.kafka.offsets_topic.clone(),
+            batch: BatchLimits {
+                max_events: self.batch.max_events,
+                max_bytes: self.batch.max_bytes,
+                linger: self.batch.linger,
+                max_age: self.batch.max_age,
+            },
+            transaction_timeout: self.kafka.transaction_timeout,
+            kafka_call_timeout: self.kafka.call_timeout,
+            status_interval: self.relay.status_interval,
+            idle_confirm_interval: self.relay.idle_confirm_interval,
+            channel_capacity: self.relay.channel_capacity,
+            backoff: (self.relay.backoff_min, self.relay.backoff_max),
+            wal_poll_interval: self.metrics.wal_poll_interval,
+        })
+    }
+
+    /// Poll mode's settings, validated (also in logical mode, so a mistake shows before a switch).
+    fn poll_settings(&self, router: &Router) -> Result<PollSettings, ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let poll = &self.poll;
+        if !(1..=PollSettings::MAX_BATCH_SIZE).contains(&poll.batch_size) {
+            return Err(invalid(
+                "poll.batch_size",
+                format!(
+                    "must be 1 to {}: the checkpoint record names every row id of a batch and must \
+                     stay well within Kafka's record size",
+                    PollSettings::MAX_BATCH_SIZE
+                ),
+            ));
+        }
+        if poll.min_interval.is_zero() || poll.min_interval > poll.interval {
+            return Err(invalid(
+                "poll.min_interval",
+                format!(
+                    "must be above zero and at most poll.interval ({:?})",
+                    poll.interval
+                ),
+            ));
+        }
+        for (key, column) in [
+            ("poll.order_by", &poll.order_by),
+            ("poll.mark_column", &poll.mark_column),
+        ] {
+            if column.is_empty() {
+                return Err(invalid(key, "must name a column".into()));
+            }
+        }
+        let tables = router
+            .outbox()
+            .tables()
+            .iter()
+            .map(|t| PollTable {
+                schema: t.schema.clone(),
+                table: t.table.clone(),
+                id_column: t.spec.columns.id.clone(),
+                order_by: poll.order_by.clone(),
+            })
+            .collect();
+        Ok(PollSettings {
+            tables,
+            batch_size: poll.batch_size,
+            interval: poll.interval,
+            min_interval: poll.min_interval,
+            after_publish: match poll.after_publish {
+                AfterPublishName::Delete => AfterPublish::Delete,
+                AfterPublishName::Mark => AfterPublish::Mark {
+                    column: poll.mark_column.clone(),
+                },
+            },
+            notify: poll.notify,
+        })
+    }
+
+    /// The librdkafka properties: `[kafka.properties]` and `[kafka.property_files]`, plus a
+    /// `message.max.bytes` that admits `max_record_bytes` unless set there.
+    fn kafka_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
+        let mut properties = self.kafka.properties.clone();
+        for (name, path) in &self.kafka.property_files {
+            let value = read_secret_file("kafka.property_files", path)?;
+            if properties.insert(name.clone(), value).is_some() {
+                return Err(ConfigError::Invalid {
+                    key: "kafka.property_files",
+                    problem: format!("{name:?} is also set in kafka.properties; keep one"),
+                });
+            }
+        }
+        properties
+            .entry("message.max.bytes".into())
+            .or_insert_with(|| {
+                (self.kafka.max_record_bytes + 64 * 1024)
+                    .max(1_000_000)
+                    .to_string()
+            });
+        Ok(properties)
+    }
+
+    /// The router: outbox tables and messages, CDC, dead letters.
+    pub fn router(&self, database: &str) -> Result<Router, ConfigError> {
+        let invalid = |key, problem: String| ConfigError::Invalid { key, problem };
+        let outbox = &self.outbox;
+        let spec = |topic: &str, placement: &[String], columns: OutboxColumns| {
+            Ok(OutboxSpec {
+                columns,
+                topic: Template::parse(topic, outbox::TOPIC_VARIABLES)
+                    .map_err(|e| invalid("outbox.topic", e.to_string()))?,
+                additional: placement
+                    .iter()
+                    .map(|p| p.parse::<AdditionalField>())
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| invalid("outbox.additional_placement", e))?,
+            })
+        };
+        let columns = outbox.columns.apply(&OutboxColumns::default());
+        let default_spec = spec(&outbox.topic, &outbox.additional_placement, columns.clone())?;
+        let mut tables = Vec::new();
+        for name in &outbox.tables {
+            let Some((schema, table)) = name
+                .split_once('.')
+                .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+            else {
+                return Err(invalid(
+                    "outbox.tables",
+                    format!("{name:?} is not schema.table (e.g. public.outbox)"),
+                ));
+            };
+            let spec = match outbox.overrides.iter().find(|o| &o.table == name) {
+                None => default_spec.clone(),
+                Some(o) => spec(
+                    o.topic.as_deref().unwrap_or(&outbox.topic),
+                    o.additional_placement
+                        .as_deref()
+                        .unwrap_or(&outbox.additional_placement),
+                    o.columns.apply(&columns),
+                )?,
+            };
+            tables.push(OutboxTable {
+                schema: schema.into(),
+                table: table.into(),
+                spec,
+            });
+        }
+        if let Some(stray) = outbox
+            .overrides
+            .iter()
+            .find(|o| !outbox.tables.contains(&o.table))
+        {
+            return Err(invalid(
+                "outbox.overrides",
+                format!("table {:?} is not listed in outbox.tables", stray.table),
+            ));
+        }
+        // Parsed whatever the envelope, so a mistake shows before the envelope is switched on.
+        let source = Template::parse(&outbox.cloudevents.source, envelope::SOURCE_VARIABLES)
+            .map_err(|e| invalid("outbox.cloudevents.source", e.to_string()))?;
+        let dataschema = Template::parse(
+            &outbox.cloudevents.dataschema,
+            envelope::DATASCHEMA_VARIABLES,
+        )
+        .map_err(|e| invalid("outbox.cloudevents.dataschema", e.to_string()))?;
+        let kind = match outbox.envelope {
+            EnvelopeName::DebeziumOutbox => EnvelopeKind::DebeziumOutbox,
+            EnvelopeName::Cloudevents => EnvelopeKind::CloudEvents {
+                mode: outbox.cloudevents.mode,
+                source,
+                dataschema,
+            },
+        };
+        let envelope = Envelope {
+            kind,
+            expand_json_payload: outbox.expand_json_payload,
+            key_format: outbox.key_format,
+        };
+        let message = (!outbox.message_prefix.is_empty())
+            .then(|| (outbox.message_prefix.clone(), default_spec));
+        let cdc = &self.cdc;
+        let cdc_router = cdc.enabled.then(|| CdcRouter {
+            topic_prefix: cdc.topic_prefix.clone(),
+            database: database.to_owned(),
+            tombstones_on_delete: cdc.tombstones_on_delete,
+            truncate_events: cdc.truncate_events,
+            messages: cdc.messages,
+            unavailable_value_placeholder: cdc.unavailable_value_placeholder.clone(),
+            values: match cdc.value_convention {
+                ValueConventionName::Natural => ValueConvention::Natural,
+                ValueConventionName::Debezium => ValueConvention::Debezium(DebeziumModes {
+                    decimal: cdc.decimal_handling_mode,
+                    time: cdc.time_precision_mode,
+                    binary: cdc.binary_handling_mode,
+                }),
+            },
+        });
+        if self.kafka.max_record_bytes < 1024 {
+            return Err(invalid(
+                "kafka.max_record_bytes",
+                "must be at least 1024 (the broker default is 1048588)".into(),
+            ));
+        }
+        Ok(Router::new(
+            OutboxRouter::new(tables, message, envelope),
+            cdc_router,
+            DeadLetters::new(self.dead_letter.topic.clone(), self.kafka.max_record_bytes),
+        ))
+    }
+}
+
+/// The first line of a secret file, for the error naming `key`.
+fn read_secret_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
+        key,
+        path: path.to_owned(),
+        source,
+    })?;
+    Ok(text.lines().next().unwrap_or_default().to_owned())
+}
