@@ -15,7 +15,8 @@ use outboxd::pg::wire::{
     ConnectOptions, PgOutputOptions, ReplicationConnection, Streaming, SESSION_SETTINGS,
 };
 use outboxd::pg::Lsn;
-use outboxd::source::logical::{Change, LogicalSource, SourceEvent};
+use outboxd::source::logical::{LogicalSource, SourceEvent};
+use outboxd::source::Change;
 use serde_json::{Map, Value};
 use support::all_types::{EXPECTED, STATEMENTS, TABLE};
 use support::postgres::{create_pgoutput_slot, TestDb};

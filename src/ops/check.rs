@@ -703,7 +703,11 @@ fn kafka_checks(config: &RelayConfig, dead_letter_topic: &str) -> Report {
 fn admin_client(
     settings: &KafkaSettings,
 ) -> Result<AdminClient<DefaultClientContext>, rdkafka::error::KafkaError> {
-    settings.client_config(&[]).create()
+    // Asking about a topic must not create it with the broker's defaults: an offsets topic made
+    // that way is not compacted, and `run` refuses it.
+    settings
+        .client_config(&[("allow.auto.create.topics", "false")])
+        .create()
 }
 
 /// The topic exists in a usable shape, or can be created.

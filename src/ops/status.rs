@@ -7,10 +7,11 @@ use anyhow::Context;
 use serde::Serialize;
 
 use super::first_row;
-use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
+use crate::checkpoint::StoredCheckpoint;
 use crate::config::{RelayMode, Settings};
 use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
 use crate::pg::Lsn;
+use crate::sink::offsets::OffsetsTopic;
 use crate::source::poll::AfterPublish;
 
 /// The relay's position.

@@ -41,6 +41,7 @@ use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::{KafkaSettings, SinkError};
+use crate::sink::offsets::OffsetsError;
 use crate::source::logical::SourceError;
 use crate::source::poll::PollSettings;
 
@@ -98,9 +99,12 @@ pub enum RelayError {
     /// Kafka side.
     #[error(transparent)]
     Sink(#[from] SinkError),
-    /// Reading or creating the offsets topic.
+    /// The stored checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
+    /// Creating, checking or reading the offsets topic.
+    #[error(transparent)]
+    Offsets(#[from] OffsetsError),
     /// The replication connection.
     #[error(transparent)]
     Wire(#[from] WireError),
@@ -124,10 +128,10 @@ impl RelayError {
         match self {
             RelayError::Sink(SinkError::Fenced { .. } | SinkError::Config(_)) => false,
             RelayError::Sink(_) | RelayError::Wire(_) | RelayError::Source(_) => true,
-            RelayError::Checkpoint(e) => matches!(
-                e,
-                CheckpointError::Kafka { .. } | CheckpointError::Timeout { .. }
-            ),
+            RelayError::Offsets(e) => {
+                matches!(e, OffsetsError::Kafka { .. } | OffsetsError::Timeout { .. })
+            }
+            RelayError::Checkpoint(_) => false,
             RelayError::Inconsistent(_) | RelayError::SlotLost(_) | RelayError::SinkPanicked => {
                 false
             }

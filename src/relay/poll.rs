@@ -22,8 +22,9 @@ use crate::pg::{Lsn, PgTimestamp};
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::BatchTally;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
-use crate::source::logical::Change;
+use crate::sink::offsets::checkpoint_record;
 use crate::source::poll::{Batch, PollSource};
+use crate::source::Change;
 
 use super::start::{blocking, fence};
 use super::{RelayConfig, RelayError};
@@ -160,7 +161,8 @@ impl Poller<'_> {
         let records = self.route(&batch);
         let table = self.config.poll.tables[index].qualified();
         let checkpoint = PollCheckpoint::new(table, batch.ids, self.events + rows as u64);
-        let checkpoint_record = checkpoint.to_record(&self.config.offsets_topic, &self.config.name);
+        let checkpoint_record =
+            checkpoint_record(&self.config.offsets_topic, &self.config.name, &checkpoint);
         let mut producer = self.producer.take().ok_or(RelayError::SinkPanicked)?;
         let (producer, published) = blocking(move || {
             let published = publish(&mut producer, &records, &checkpoint_record);
@@ -193,7 +195,7 @@ impl Poller<'_> {
             schema: &self.schema,
             xid: None,
             commit_ts: PgTimestamp::now(),
-            lsn: Lsn::ZERO,
+            lsn: None,
             last_commit_lsn: Lsn::ZERO,
         };
         let mut records = Vec::with_capacity(batch.rows.len());

@@ -25,7 +25,8 @@ use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{run_blocking, Batcher, SinkInput};
 use crate::sink::kafka::TransactionalProducer;
-use crate::source::logical::{Change, LogicalSource, SourceEvent, TxnBegin};
+use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
+use crate::source::Change;
 
 use super::{RelayConfig, RelayError};
 
@@ -278,7 +279,7 @@ impl Pump<'_> {
                 .open
                 .as_ref()
                 .map_or_else(PgTimestamp::now, |b| b.commit_ts),
-            lsn,
+            lsn: Some(lsn),
             last_commit_lsn: self.last_commit,
         };
         let mut routed = std::mem::take(&mut self.routed);

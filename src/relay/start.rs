@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use crate::checkpoint::{Checkpoint, OffsetsTopic};
+use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
@@ -12,6 +12,7 @@ use crate::pg::wire::{
 };
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
+use crate::sink::offsets::OffsetsTopic;
 
 use super::{pump, RelayConfig, RelayError};
 

@@ -25,6 +25,7 @@ use crate::metrics::metrics;
 use crate::pg::Lsn;
 use crate::route::Record;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
+use crate::sink::offsets::checkpoint_record;
 
 /// What the source hands the sink, in commit order.
 #[derive(Debug, Clone, PartialEq)]
@@ -274,8 +275,11 @@ impl<S: TransactionSink> Batcher<S> {
             .take()
             .expect("commit only at a boundary, which sets the checkpoint");
         checkpoint.events = self.total_events + batch.events;
-        self.sink
-            .send(&checkpoint.to_record(&self.offsets_topic, &self.relay_name))?;
+        self.sink.send(&checkpoint_record(
+            &self.offsets_topic,
+            &self.relay_name,
+            &checkpoint,
+        ))?;
         let committing = Instant::now();
         self.sink.commit()?;
         tracing::debug!(
