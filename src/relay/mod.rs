@@ -26,22 +26,22 @@
 //! backoff. A definite one (fenced by another instance, slot lost or ahead of the checkpoint,
 //! another cluster) ends the relay with the reason.
 
+mod logical;
 mod poll;
 mod pump;
-mod start;
 mod wal_watch;
 
 use std::future::Future;
 use std::time::Duration;
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, StoredCheckpoint};
 use crate::config::RelayMode;
 use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
-use crate::sink::batch::BatchLimits;
-use crate::sink::kafka::{KafkaSettings, SinkError};
-use crate::sink::offsets::OffsetsError;
+use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
+use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
+use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
 use crate::source::poll::PollSettings;
 
@@ -117,6 +117,9 @@ pub enum RelayError {
     /// The replication slot is gone or its WAL was removed.
     #[error("{0}")]
     SlotLost(String),
+    /// The sink thread gave no result.
+    #[error(transparent)]
+    SinkThread(#[from] SinkThreadError),
     /// The sink thread died without saying why.
     #[error("the Kafka sink thread panicked")]
     SinkPanicked,
@@ -132,9 +135,10 @@ impl RelayError {
                 matches!(e, OffsetsError::Kafka { .. } | OffsetsError::Timeout { .. })
             }
             RelayError::Checkpoint(_) => false,
-            RelayError::Inconsistent(_) | RelayError::SlotLost(_) | RelayError::SinkPanicked => {
-                false
-            }
+            RelayError::Inconsistent(_)
+            | RelayError::SlotLost(_)
+            | RelayError::SinkThread(_)
+            | RelayError::SinkPanicked => false,
         }
     }
 }
@@ -152,7 +156,7 @@ pub async fn run(
     let relay = async {
         loop {
             let attempt = match config.mode {
-                RelayMode::Logical => start::attempt(&config, shutdown.as_mut()).await,
+                RelayMode::Logical => logical::attempt(&config, shutdown.as_mut()).await,
                 RelayMode::Poll => poll::attempt(&config, shutdown.as_mut()).await,
             };
             metrics().set_streaming(false);
@@ -176,5 +180,54 @@ pub async fn run(
     tokio::select! {
         result = relay => result,
         never = wal_watch::watch(&config), if watching => match never {},
+    }
+}
+
+/// The first step of an attempt in either mode: a transactional producer whose
+/// `init_transactions` fenced any older instance of this relay name and settled its last
+/// transaction, and the offsets topic, created if missing.
+async fn fence(config: &RelayConfig) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
+    let producer = {
+        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
+        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
+        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
+            .await??
+    };
+    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
+    offsets.ensure().await?;
+    Ok((producer, offsets))
+}
+
+/// The relay's last committed checkpoint, of either mode. Final once [`fence`] settled our last
+/// transaction (and, in poll mode, the relay's lock is held).
+async fn read_checkpoint(
+    config: &RelayConfig,
+    offsets: OffsetsTopic,
+) -> Result<Option<StoredCheckpoint>, RelayError> {
+    let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
+    Ok(blocking(move || offsets.read_last(&name, timeout)).await??)
+}
+
+/// Runs a blocking Kafka call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RelayError> {
+    tokio::task::spawn_blocking(call)
+        .await
+        .map_err(|_| RelayError::SinkPanicked)
+}
+
+/// Ends an attempt's sink thread once the source side stopped with `outcome`, and returns the last
+/// checkpoint it committed. The sink's error comes first: it explains a source side that stopped
+/// because the sink's channel closed.
+async fn finish_sink<C: BatchCheckpoint>(
+    outcome: Result<(), RelayError>,
+    sink: SinkThread<C>,
+) -> Result<Option<C>, RelayError> {
+    let (result, last) = sink.finish().await?;
+    match (outcome, result) {
+        (_, Err(sink_error)) => Err(sink_error.into()),
+        (Err(error), Ok(())) => Err(error),
+        (Ok(()), Ok(())) => Ok(last),
     }
 }

@@ -1,5 +1,5 @@
-//! One attempt of the relay: fence, read the checkpoint, check the slot against it, start
-//! replication there, and pump until stopped or failed.
+//! One attempt of the relay in logical mode: fence, read the checkpoint, check the slot against
+//! it, start replication there, and pump until stopped or failed.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -8,33 +8,57 @@ use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
-    quote_literal, PgOutputOptions, ReplicationConnection, Streaming, SystemIdentity,
+    quote_literal, PgOutputOptions, ReplicationConnection, ReplicationStream, Streaming,
+    SystemIdentity,
 };
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
-use crate::sink::offsets::OffsetsTopic;
 
-use super::{pump, RelayConfig, RelayError};
+use super::{fence, pump, read_checkpoint, RelayConfig, RelayError};
 
 /// The pgoutput protocol the relay speaks: version 1 has everything it needs (messages included),
 /// and streaming stays off so only committed transactions are ever sent.
-const PROTOCOL_VERSION: u32 = 1;
+pub(super) const PROTOCOL_VERSION: u32 = 1;
+
+/// What the start of a logical attempt hands the pump.
+#[derive(Debug)]
+pub(super) struct Started {
+    /// The replication stream, positioned at `resume`.
+    pub stream: ReplicationStream,
+    /// The producer whose `init_transactions` fenced older instances.
+    pub producer: TransactionalProducer,
+    /// The checkpoint resumed from (or a fresh one at the slot's position).
+    pub resume: Checkpoint,
+    /// Primary keys and column types of the published tables.
+    pub schema: Schema,
+}
 
 /// Runs one attempt; `Ok` when `shutdown` completed and the relay stopped cleanly.
 pub(super) async fn attempt(
     config: &RelayConfig,
     shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Result<(), RelayError> {
+    let started = start(config).await?;
+    metrics()
+        .checkpoint_lsn
+        .set(i64::try_from(started.resume.lsn.0).unwrap_or(i64::MAX));
+    metrics().set_streaming(true);
+    crate::service::ready(&format!(
+        "streaming slot {} from {}",
+        config.slot, started.resume.lsn
+    ));
+    pump::run(config, started, shutdown).await
+}
+
+/// Fences, reads the checkpoint, checks the slot and starts replication at the checkpoint.
+async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
     // Kafka first: init_transactions fences an older instance and settles our last transaction,
     // so the checkpoint read next is final.
     let (producer, offsets) = fence(config).await?;
-    let checkpoint = {
-        let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
-        blocking(move || offsets.read_last(&name, timeout))
-            .await??
-            .map(|stored| stored.into_logical(&config.name))
-            .transpose()?
-    };
+    let checkpoint = read_checkpoint(config, offsets)
+        .await?
+        .map(|stored| stored.into_logical(&config.name))
+        .transpose()?;
 
     let mut connection = ReplicationConnection::connect(&config.postgres).await?;
     let system = connection.identify_system().await?;
@@ -59,50 +83,12 @@ pub(super) async fn attempt(
     let stream = connection
         .start_replication(&config.slot, resume.lsn, &options)
         .await?;
-    metrics()
-        .checkpoint_lsn
-        .set(i64::try_from(resume.lsn.0).unwrap_or(i64::MAX));
-    metrics().set_streaming(true);
-    crate::service::ready(&format!(
-        "streaming slot {} from {}",
-        config.slot, resume.lsn
-    ));
-    pump::run(
-        config,
+    Ok(Started {
         stream,
-        PROTOCOL_VERSION,
         producer,
         resume,
         schema,
-        shutdown,
-    )
-    .await
-}
-
-/// The first step of an attempt in either mode: a transactional producer whose
-/// `init_transactions` fenced any older instance of this relay name and settled its last
-/// transaction, and the offsets topic, created if missing.
-pub(super) async fn fence(
-    config: &RelayConfig,
-) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
-    let producer = {
-        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
-        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
-        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
-            .await??
-    };
-    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
-    offsets.ensure().await?;
-    Ok((producer, offsets))
-}
-
-/// Runs a blocking Kafka call off the async runtime.
-pub(super) async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, RelayError> {
-    tokio::task::spawn_blocking(call)
-        .await
-        .map_err(|_| RelayError::SinkPanicked)
+    })
 }
 
 /// Checks the slot against the checkpoint (creating the slot on a first start) and returns the
