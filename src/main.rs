@@ -11,7 +11,6 @@ use outboxd::logging::{self, LogControl};
 use outboxd::metrics::metrics;
 use outboxd::ops::{check, migrate, status};
 use outboxd::relay::{self, RelayError};
-use outboxd::sink::kafka::SinkError;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
@@ -141,10 +140,9 @@ async fn run(config_path: &Path, settings: Settings, logs: LogControl) -> ExitCo
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "outboxd stopped");
-            let fenced = matches!(
-                error.downcast_ref::<RelayError>(),
-                Some(RelayError::Sink(SinkError::Fenced { .. }))
-            );
+            let fenced = error
+                .downcast_ref::<RelayError>()
+                .is_some_and(RelayError::is_fenced);
             let config = error.is::<outboxd::config::ConfigError>();
             ExitCode::from(match (fenced, config) {
                 (true, _) => EXIT_FENCED,

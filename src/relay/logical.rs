@@ -91,6 +91,87 @@ async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
     })
 }
 
+/// The replication slot cannot be used as it is: going on would skip or repeat events.
+#[derive(Debug, thiserror::Error)]
+pub enum SlotError {
+    /// The slot is gone though the relay has a checkpoint.
+    #[error(
+        "replication slot {slot:?} does not exist, but relay {relay:?} has a checkpoint at \
+         {checkpoint}: the changes since then are gone with the slot. Recreating it would skip \
+         them; to start over on purpose, use a new relay name"
+    )]
+    Missing {
+        /// The slot.
+        slot: String,
+        /// The relay name.
+        relay: String,
+        /// The relay's checkpoint.
+        checkpoint: Lsn,
+    },
+    /// The server removed WAL the slot needed.
+    #[error(
+        "replication slot {slot:?} lost WAL it needed (wal_status = lost; max_slot_wal_keep_size \
+         reached): changes are gone. Drop the slot and start over with a new relay name"
+    )]
+    WalLost {
+        /// The slot.
+        slot: String,
+    },
+    /// The slot decodes with another output plugin.
+    #[error(
+        "replication slot {slot:?} uses the output plugin {plugin:?}; outboxd needs pgoutput \
+         (drop the slot and let outboxd create it)"
+    )]
+    WrongPlugin {
+        /// The slot.
+        slot: String,
+        /// Its plugin.
+        plugin: String,
+    },
+    /// The slot's position did not read as an LSN.
+    #[error("replication slot {slot:?}: confirmed_flush_lsn {value:?} is not a WAL position")]
+    Unreadable {
+        /// The slot.
+        slot: String,
+        /// What the server returned (empty for NULL).
+        value: String,
+    },
+    /// The checkpoint was written on another cluster or timeline.
+    #[error(
+        "the checkpoint of relay {relay:?} was written on system {checkpoint_system} timeline \
+         {checkpoint_timeline}, but this server is system {system} timeline {timeline} (a \
+         failover or another cluster): resuming could skip or repeat changes"
+    )]
+    OtherSystem {
+        /// The relay name.
+        relay: String,
+        /// The checkpoint's system id.
+        checkpoint_system: String,
+        /// The checkpoint's timeline.
+        checkpoint_timeline: u32,
+        /// The server's system id.
+        system: String,
+        /// The server's timeline.
+        timeline: u32,
+    },
+    /// Something else confirmed the slot past the checkpoint.
+    #[error(
+        "replication slot {slot:?} is confirmed at {confirmed}, past relay {relay:?}'s checkpoint \
+         at {checkpoint}: something else consumed the slot, and the changes in between never \
+         reached Kafka"
+    )]
+    Ahead {
+        /// The slot.
+        slot: String,
+        /// The relay name.
+        relay: String,
+        /// The slot's confirmed position.
+        confirmed: Lsn,
+        /// The relay's checkpoint.
+        checkpoint: Lsn,
+    },
+}
+
 /// Checks the slot against the checkpoint (creating the slot on a first start) and returns the
 /// checkpoint to resume from: the stored one, or a fresh one at the slot's position.
 async fn check_slot(
@@ -99,13 +180,6 @@ async fn check_slot(
     system: &SystemIdentity,
     checkpoint: Option<&Checkpoint>,
 ) -> Result<Checkpoint, RelayError> {
-    let rows = connection
-        .simple_query(&format!(
-            "SELECT confirmed_flush_lsn::text, wal_status, plugin FROM pg_replication_slots \
-             WHERE slot_name = {}",
-            quote_literal(&config.slot)
-        ))
-        .await?;
     let fresh = |lsn| Checkpoint {
         version: Checkpoint::VERSION,
         system_id: system.system_id.clone(),
@@ -116,14 +190,14 @@ async fn check_slot(
         commit_ts: None,
         events: 0,
     };
-    let Some(slot) = rows.first() else {
+    let Some(slot) = read_slot(connection, &config.slot).await? else {
         if let Some(checkpoint) = checkpoint {
-            return Err(RelayError::SlotLost(format!(
-                "replication slot {:?} does not exist, but relay {:?} has a checkpoint at {}: the \
-                 changes since then are gone with the slot. Recreating it would skip them; to \
-                 start over on purpose, use a new relay name",
-                config.slot, config.name, checkpoint.lsn
-            )));
+            return Err(SlotError::Missing {
+                slot: config.slot.clone(),
+                relay: config.name.clone(),
+                checkpoint: checkpoint.lsn,
+            }
+            .into());
         }
         let created = connection
             .create_replication_slot(&config.slot, false)
@@ -131,44 +205,92 @@ async fn check_slot(
         tracing::info!(slot = %config.slot, at = %created.consistent_point, "created replication slot");
         return Ok(fresh(created.consistent_point));
     };
-    let column = |i: usize| slot.get(i).cloned().flatten().unwrap_or_default();
-    let (confirmed, wal_status, plugin) = (column(0), column(1), column(2));
-    if plugin != "pgoutput" {
-        return Err(RelayError::Inconsistent(format!(
-            "replication slot {:?} uses the output plugin {plugin:?}; outboxd needs pgoutput \
-             (drop the slot and let outboxd create it)",
-            config.slot
-        )));
+    if slot.plugin != "pgoutput" {
+        return Err(SlotError::WrongPlugin {
+            slot: config.slot.clone(),
+            plugin: slot.plugin,
+        }
+        .into());
     }
-    if wal_status == "lost" {
-        return Err(RelayError::SlotLost(format!(
-            "replication slot {:?} lost WAL it needed (wal_status = lost; max_slot_wal_keep_size \
-             reached): changes are gone. Drop the slot and start over with a new relay name",
-            config.slot
-        )));
+    if slot.wal_status == "lost" {
+        return Err(SlotError::WalLost {
+            slot: config.slot.clone(),
+        }
+        .into());
     }
-    let confirmed: Lsn = confirmed.parse().unwrap_or(Lsn::ZERO);
+    let confirmed = slot.confirmed()?;
     let Some(checkpoint) = checkpoint else {
         return Ok(fresh(confirmed));
     };
     if checkpoint.system_id != system.system_id || checkpoint.timeline != system.timeline {
-        return Err(RelayError::Inconsistent(format!(
-            "the checkpoint of relay {:?} was written on system {} timeline {}, but this server \
-             is system {} timeline {} (a failover or another cluster): resuming could skip or \
-             repeat changes",
-            config.name,
-            checkpoint.system_id,
-            checkpoint.timeline,
-            system.system_id,
-            system.timeline
-        )));
+        return Err(SlotError::OtherSystem {
+            relay: config.name.clone(),
+            checkpoint_system: checkpoint.system_id.clone(),
+            checkpoint_timeline: checkpoint.timeline,
+            system: system.system_id.clone(),
+            timeline: system.timeline,
+        }
+        .into());
     }
-    if confirmed > checkpoint.lsn {
-        return Err(RelayError::Inconsistent(format!(
-            "replication slot {:?} is confirmed at {confirmed}, past relay {:?}'s checkpoint at {}: \
-             something else consumed the slot, and the changes in between never reached Kafka",
-            config.slot, config.name, checkpoint.lsn
-        )));
-    }
+    not_ahead(config, confirmed, checkpoint.lsn)?;
     Ok(checkpoint.clone())
+}
+
+/// Fails when the slot is confirmed past the checkpoint: the changes in between were consumed by
+/// something else and never reached Kafka.
+fn not_ahead(config: &RelayConfig, confirmed: Lsn, checkpoint: Lsn) -> Result<(), SlotError> {
+    if confirmed > checkpoint {
+        return Err(SlotError::Ahead {
+            slot: config.slot.clone(),
+            relay: config.name.clone(),
+            confirmed,
+            checkpoint,
+        });
+    }
+    Ok(())
+}
+
+/// What `pg_replication_slots` says about a slot.
+#[derive(Debug)]
+struct SlotRow {
+    name: String,
+    /// `confirmed_flush_lsn` as text (empty for NULL).
+    confirmed: String,
+    wal_status: String,
+    plugin: String,
+}
+
+impl SlotRow {
+    /// The confirmed position. One that does not read as an LSN is an error, never `0/0`: the
+    /// safety check `confirmed > checkpoint` depends on it.
+    fn confirmed(&self) -> Result<Lsn, SlotError> {
+        self.confirmed.parse().map_err(|_| SlotError::Unreadable {
+            slot: self.name.clone(),
+            value: self.confirmed.clone(),
+        })
+    }
+}
+
+/// The slot's row, `None` if it does not exist.
+async fn read_slot(
+    connection: &mut ReplicationConnection,
+    slot: &str,
+) -> Result<Option<SlotRow>, RelayError> {
+    let rows = connection
+        .simple_query(&format!(
+            "SELECT confirmed_flush_lsn::text, wal_status, plugin FROM pg_replication_slots \
+             WHERE slot_name = {}",
+            quote_literal(slot)
+        ))
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok(None);
+    };
+    let column = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+    Ok(Some(SlotRow {
+        name: slot.to_owned(),
+        confirmed: column(0),
+        wal_status: column(1),
+        plugin: column(2),
+    }))
 }

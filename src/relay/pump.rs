@@ -28,7 +28,7 @@ use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
 use crate::source::Change;
 
 use super::logical::{Started, PROTOCOL_VERSION};
-use super::{RelayConfig, RelayError};
+use super::{Failure, RelayConfig, RelayError};
 
 /// Runs the pump and its sink thread until shutdown or failure.
 pub(super) async fn run(
@@ -163,11 +163,7 @@ impl Pump<'_> {
                             return Ok(());
                         }
                     }
-                    None => {
-                        return Err(RelayError::Inconsistent(
-                            "the server ended replication unexpectedly".into(),
-                        ))
-                    }
+                    None => return Err(RelayError::Transient(Failure::StreamEnded)),
                 },
             }
         }

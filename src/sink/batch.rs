@@ -415,6 +415,17 @@ pub enum SinkThreadError {
     Abandoned,
 }
 
+impl SinkThreadError {
+    /// Whether a new attempt can succeed: a thread refused by the OS may be granted later; a
+    /// panic is a bug that would repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Spawn(_) | Self::Abandoned => true,
+            Self::Panicked(_) => false,
+        }
+    }
+}
+
 impl<C: BatchCheckpoint> SinkThread<C> {
     /// Starts the thread over `batcher`, with `capacity` inputs of room in the channel.
     pub fn spawn<S: TransactionSink + Send + 'static>(

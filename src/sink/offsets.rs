@@ -80,6 +80,17 @@ pub enum OffsetsError {
     Checkpoint(#[from] CheckpointError),
 }
 
+impl OffsetsError {
+    /// Whether a new attempt can succeed: the broker may come back; a topic of the wrong shape or
+    /// an unusable checkpoint stays so until someone acts.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Kafka { .. } | Self::Timeout { .. } => true,
+            Self::Partitioned { .. } | Self::NotCompacted { .. } | Self::Checkpoint(_) => false,
+        }
+    }
+}
+
 /// The compacted one-partition topic that holds every relay's checkpoint, keyed by relay name.
 #[derive(Debug, Clone)]
 pub struct OffsetsTopic {

@@ -108,6 +108,18 @@ pub enum SourceError {
     },
 }
 
+impl SourceError {
+    /// Whether a new attempt can succeed: the connection's failures may pass; the same WAL
+    /// decodes the same way every time, so a message that did not decode (or came out of order)
+    /// will again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Wire(error) => error.is_transient(),
+            Self::Decode { .. } | Self::Sequence { .. } => false,
+        }
+    }
+}
+
 /// The decoded replication stream of one slot.
 #[derive(Debug)]
 pub struct LogicalSource {

@@ -69,6 +69,18 @@ pub enum WireError {
     },
 }
 
+impl WireError {
+    /// Whether a new connection can succeed: a lost or refused connection and a server going
+    /// down or out of resources are transient; wrong credentials, TLS settings or SQL are not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Io { .. } | Self::Timeout { .. } | Self::Protocol(_) => true,
+            Self::Server(error) => error.is_transient(),
+            Self::Auth { .. } | Self::Tls { .. } => false,
+        }
+    }
+}
+
 /// An ErrorResponse, with the fields a person needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerError {
@@ -102,6 +114,21 @@ impl std::fmt::Display for ServerError {
 }
 
 impl ServerError {
+    /// Whether the error is about the moment rather than the request, by SQLSTATE class:
+    /// definite are authorization (28), a missing database (3D) or schema (3F), syntax, access
+    /// and missing objects (42), data (22), integrity (23) and unsupported features (0A);
+    /// anything else — connection (08), transaction rollback (40), resources (53), object in use
+    /// (55 but 55000, e.g. a slot still held by a stopping instance), operator intervention (57, e.g. a
+    /// fast shutdown), system (58) and internal (XX) errors — is worth a new attempt.
+    pub fn is_transient(&self) -> bool {
+        let definite_class = matches!(
+            self.code.get(..2),
+            Some("28" | "3D" | "3F" | "42" | "22" | "23" | "0A")
+        );
+        // 55000: e.g. wal_level is not logical; waiting will not change it.
+        !(definite_class || self.code == "55000")
+    }
+
     fn parse(body: &ErrorResponseBody) -> Self {
         let mut error = ServerError {
             severity: String::new(),
@@ -457,7 +484,13 @@ impl ReplicationConnection {
         let mut result = QueryResult::default();
         let mut error = None;
         loop {
-            match self.framed.next().await? {
+            let message = match self.framed.next().await {
+                Ok(message) => message,
+                // A FATAL error (a fast shutdown's 57P01) comes before the server closes the
+                // connection: it says why, not the closed socket.
+                Err(closed) => return Err(error.map_or(closed, WireError::Server)),
+            };
+            match message {
                 Backend::DataRow(row) => {
                     let buffer = row.buffer();
                     let mut ranges = row.ranges();
