@@ -1,9 +1,6 @@
 //! One attempt of the relay in logical mode: fence, read the checkpoint, check the slot against
 //! it, start replication there, and pump until stopped or failed.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
@@ -14,7 +11,7 @@ use crate::pg::wire::{
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
 
-use super::{fence, pump, read_checkpoint, RelayConfig, RelayError};
+use super::{fence, pump, read_checkpoint, RelayConfig, RelayError, Shutdown};
 
 /// The pgoutput protocol the relay speaks: version 1 has everything it needs (messages included),
 /// and streaming stays off so only committed transactions are ever sent.
@@ -33,11 +30,8 @@ pub(super) struct Started {
     pub schema: Schema,
 }
 
-/// Runs one attempt; `Ok` when `shutdown` completed and the relay stopped cleanly.
-pub(super) async fn attempt(
-    config: &RelayConfig,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), RelayError> {
+/// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
+pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
     let started = start(config).await?;
     metrics()
         .checkpoint_lsn
@@ -80,9 +74,23 @@ async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
         streaming: Streaming::Off,
         binary: false,
     };
+    // Crash tests move the slot between the check above and the start here.
+    fail::fail_point!("before-start-replication");
     let stream = connection
         .start_replication(&config.slot, resume.lsn, &options)
         .await?;
+    // The walsender starts at the slot's confirmed position when that is past ours, silently. A
+    // slot moved between the check and the start would skip events: read it again, now that our
+    // walsender holds it and nothing else can move it.
+    let mut session = ReplicationConnection::connect_sql(&config.postgres).await?;
+    let slot = read_slot(&mut session, &config.slot)
+        .await?
+        .ok_or_else(|| SlotError::Missing {
+            slot: config.slot.clone(),
+            relay: config.name.clone(),
+            checkpoint: resume.lsn,
+        })?;
+    not_ahead(config, slot.confirmed()?, resume.lsn)?;
     Ok(Started {
         stream,
         producer,

@@ -46,9 +46,9 @@
 mod logical;
 mod poll;
 mod pump;
+mod shutdown;
 mod wal_watch;
 
-use std::future::Future;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, StoredCheckpoint};
@@ -63,6 +63,14 @@ use crate::source::logical::SourceError;
 use crate::source::poll::{PollError, PollSettings};
 
 pub use logical::SlotError;
+pub use shutdown::{Shutdown, ShutdownTrigger};
+
+/// How long a stop may take once requested: a graceful stop commits the batch in hand and
+/// confirms it, which takes milliseconds. Past this the relay is waiting on an unreachable Kafka
+/// or Postgres and stops without it; exactly-once holds (the next start resumes from the last
+/// committed checkpoint and settles what was in flight), and the service manager's stop timeout
+/// is never reached.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// Everything one relay needs.
 #[derive(Debug, Clone)]
@@ -271,25 +279,38 @@ impl Backoff {
     }
 }
 
-/// Runs the relay until `shutdown` completes (returns `Ok` once the last complete batch is committed
-/// and confirmed) or a definite error (returns it). Transient errors restart from the checkpoint
-/// after a [`Backoff`].
-pub async fn run(
-    config: RelayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RelayError> {
-    let mut shutdown = std::pin::pin!(shutdown);
+/// Runs the relay until shutdown is requested (returns `Ok` once the last complete batch is
+/// committed and confirmed, or after [`STOP_GRACE`] if Kafka or Postgres keep it from that) or a
+/// definite error (returns it). Transient errors restart from the checkpoint after a [`Backoff`].
+pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayError> {
     let mut backoff = Backoff::new(config.backoff);
     let relay = async {
         loop {
             let began = Instant::now();
-            let attempt = match config.mode {
-                RelayMode::Logical => logical::attempt(&config, shutdown.as_mut()).await,
-                RelayMode::Poll => poll::attempt(&config, shutdown.as_mut()).await,
+            let attempt = async {
+                match config.mode {
+                    RelayMode::Logical => logical::attempt(&config, &shutdown).await,
+                    RelayMode::Poll => poll::attempt(&config, &shutdown).await,
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                () = overdue(&shutdown) => {
+                    tracing::warn!(
+                        grace = ?STOP_GRACE,
+                        "stopping without finishing the attempt: it is still waiting on Kafka or \
+                         PostgreSQL; the next start resumes from the last committed checkpoint"
+                    );
+                    return Ok(());
+                }
             };
             metrics().set_streaming(false);
-            let retry_in = match attempt {
+            let retry_in = match outcome {
                 Ok(()) => return Ok(()),
+                Err(RelayError::Transient(failure)) if shutdown.is_requested() => {
+                    tracing::warn!(error = %failure, "relay attempt failed while stopping");
+                    return Ok(());
+                }
                 Err(RelayError::Transient(failure)) => {
                     let retry_in = backoff.after(began.elapsed());
                     tracing::warn!(error = %failure, ?retry_in, "relay attempt failed; resuming from the checkpoint");
@@ -300,7 +321,7 @@ pub async fn run(
             };
             tokio::select! {
                 () = tokio::time::sleep(retry_in) => {}
-                () = shutdown.as_mut() => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
             }
         }
     };
@@ -310,6 +331,12 @@ pub async fn run(
         result = relay => result,
         never = wal_watch::watch(&config), if watching => match never {},
     }
+}
+
+/// Completes [`STOP_GRACE`] after the stop was requested.
+async fn overdue(shutdown: &Shutdown) {
+    shutdown.requested().await;
+    tokio::time::sleep(STOP_GRACE).await;
 }
 
 /// The first step of an attempt in either mode: a transactional producer whose

@@ -10,11 +10,6 @@
 //! relay waits — with the notify trigger, until a notification or `poll.interval`; without it,
 //! `poll.min_interval` doubling up to `poll.interval` while the outbox stays empty.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use futures_util::FutureExt;
-
 use crate::checkpoint::PollCheckpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
@@ -24,20 +19,17 @@ use crate::sink::batch::{BatchLimits, Batcher, SinkInput, SinkThread};
 use crate::source::poll::{Batch, PollSource};
 use crate::source::Change;
 
-use super::{fence, finish_sink, read_checkpoint, RelayConfig, RelayError};
+use super::{fence, finish_sink, read_checkpoint, RelayConfig, RelayError, Shutdown};
 
-/// Runs one attempt; `Ok` when `shutdown` completed and the relay stopped cleanly.
-pub(super) async fn attempt(
-    config: &RelayConfig,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), RelayError> {
+/// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
+pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
     let (producer, offsets) = fence(config).await?;
 
     let mut source = PollSource::connect(&config.postgres, &config.poll).await?;
     // After init_transactions: an instance fenced by it lets go of the lock once it notices.
     tokio::select! {
         locked = source.lock(&config.name) => locked?,
-        () = shutdown.as_mut() => return Ok(()),
+        () = shutdown.requested() => return Ok(()),
     }
     // Under the lock nobody else publishes for this name: the checkpoint read now is final.
     let checkpoint = read_checkpoint(config, offsets)
@@ -124,11 +116,7 @@ impl std::fmt::Debug for Poller<'_> {
 impl Poller<'_> {
     /// Polls until shutdown. A batch in progress is always finished: shutdown is only taken
     /// between batches and while waiting. `Ok` also when the sink ended: its result says why.
-    async fn run(
-        &mut self,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-        listening: bool,
-    ) -> Result<(), RelayError> {
+    async fn run(&mut self, shutdown: &Shutdown, listening: bool) -> Result<(), RelayError> {
         let poll = &self.config.poll;
         let mut delay = poll.min_interval;
         loop {
@@ -141,7 +129,7 @@ impl Poller<'_> {
                 found |= rows > 0;
                 full |= rows >= poll.batch_size;
             }
-            if shutdown.as_mut().now_or_never().is_some() {
+            if shutdown.is_requested() {
                 return Ok(());
             }
             if full {
@@ -156,7 +144,7 @@ impl Poller<'_> {
             };
             tokio::select! {
                 woken = self.source.wait(delay) => { woken?; }
-                () = shutdown.as_mut() => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
             }
         }
     }

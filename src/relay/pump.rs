@@ -9,8 +9,6 @@
 //!   back-pressures, so `wal_sender_timeout` never fires during a long Kafka commit.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,13 +26,13 @@ use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
 use crate::source::Change;
 
 use super::logical::{Started, PROTOCOL_VERSION};
-use super::{Failure, RelayConfig, RelayError};
+use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
 pub(super) async fn run(
     config: &RelayConfig,
     started: Started,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
+    shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
     let Started {
         stream,
@@ -142,14 +140,11 @@ impl std::fmt::Debug for Pump<'_> {
 
 impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
-    async fn pump(
-        &mut self,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<(), RelayError> {
+    async fn pump(&mut self, shutdown: &Shutdown) -> Result<(), RelayError> {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.as_mut() => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
                 changed = self.sink.committed.changed() => {
                     if changed.is_err() {
                         return Ok(()); // the sink ended; its result says why
