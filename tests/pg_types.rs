@@ -145,6 +145,7 @@ async fn connection_start(
     db: &TestDb,
 ) -> outboxd::pg::wire::ReplicationStream {
     let rows = connection
+        .session()
         .simple_query(
             "SELECT atttypid FROM pg_attribute WHERE attrelid = 'all_types'::regclass AND attnum > 0",
         )
@@ -154,7 +155,10 @@ async fn connection_start(
         .iter()
         .filter_map(|r| r[0].as_ref()?.parse().ok().map(outboxd::pg::TypeOid))
         .collect();
-    catalog.load(connection, &oids).await.expect("type catalog");
+    catalog
+        .load(connection.session(), &oids)
+        .await
+        .expect("type catalog");
     let options: ConnectOptions = db.url.parse().expect("url");
     let replication = ReplicationConnection::connect(&options)
         .await

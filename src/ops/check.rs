@@ -14,7 +14,8 @@ use rdkafka::error::RDKafkaErrorCode;
 
 use super::{first_row, literal_list};
 use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_literal, ReplicationConnection};
+use crate::pg::sql::quote_literal;
+use crate::pg::wire::{ReplicationConnection, Session};
 use crate::relay::RelayConfig;
 use crate::sink::kafka::{KafkaSettings, TransactionalProducer};
 use crate::source::poll::{AfterPublish, NOTIFY_TRIGGER};
@@ -156,7 +157,7 @@ async fn postgres(config: &RelayConfig, outbox_tables: &[String], report: &mut R
         "{}:{}/{} as {}",
         config.postgres.host, config.postgres.port, config.postgres.dbname, config.postgres.user
     );
-    let mut session = match ReplicationConnection::connect_sql(&config.postgres).await {
+    let mut session = match Session::connect(&config.postgres).await {
         Ok(session) => session,
         Err(error) => {
             report.fail(
@@ -229,7 +230,7 @@ async fn postgres(config: &RelayConfig, outbox_tables: &[String], report: &mut R
 }
 
 async fn postgres_facts(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     outbox_tables: &[String],
     report: &mut Report,
@@ -444,7 +445,7 @@ struct ModeFacts {
 
 impl ModeFacts {
     async fn read(
-        session: &mut ReplicationConnection,
+        session: &mut Session,
         config: &RelayConfig,
     ) -> Result<Self, crate::pg::wire::WireError> {
         let facts = first_row(
@@ -522,7 +523,7 @@ impl ModeFacts {
 
 /// Poll mode's side: each outbox table readable and emptiable, its columns and indexes.
 async fn poll_facts(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     report: &mut Report,
 ) -> Result<(), crate::pg::wire::WireError> {

@@ -14,7 +14,8 @@ use std::fmt;
 use anyhow::Context;
 
 use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
+use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::wire::Session;
 use crate::relay::RelayConfig;
 use crate::source::poll::NOTIFY_TRIGGER;
 
@@ -89,14 +90,12 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
         ("${publication}", quote_identifier(publication)),
         ("${relay_role}", quote_identifier(&relay.postgres.user)),
     ];
-    let mut session = ReplicationConnection::connect_sql(&options)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {}:{}/{}",
-                options.host, options.port, options.dbname
-            )
-        })?;
+    let mut session = Session::connect(&options).await.with_context(|| {
+        format!(
+            "connecting to {}:{}/{}",
+            options.host, options.port, options.dbname
+        )
+    })?;
     session.simple_query("BEGIN").await?;
     let mut outcome = apply(&mut session, &variables).await;
     if let Ok(applied) = &mut outcome {
@@ -117,10 +116,7 @@ pub async fn run(settings: &Settings, admin_url: Option<&str>) -> anyhow::Result
     outcome
 }
 
-async fn apply(
-    session: &mut ReplicationConnection,
-    variables: &[(&str, String)],
-) -> anyhow::Result<Applied> {
+async fn apply(session: &mut Session, variables: &[(&str, String)]) -> anyhow::Result<Applied> {
     session
         .simple_query(
             "SELECT pg_advisory_xact_lock(hashtext('outboxd_migrations')); \
@@ -177,7 +173,7 @@ async fn apply(
 /// Attaches poll mode's notify trigger to every existing outbox table in poll mode with
 /// `poll.notify` on, and takes it away otherwise (it costs writers a little and wakes nobody).
 async fn notify_triggers(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     relay: &RelayConfig,
 ) -> anyhow::Result<Vec<String>> {
     let wanted = relay.mode == RelayMode::Poll && relay.poll.notify;

@@ -5,11 +5,11 @@ pub mod check;
 pub mod migrate;
 pub mod status;
 
-use crate::pg::wire::{ReplicationConnection, WireError};
+use crate::pg::wire::{Session, WireError};
 
 /// The first row of `sql`'s result as text columns (`None` for NULL), or `None` without rows.
 async fn first_row(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     sql: &str,
 ) -> Result<Option<Vec<Option<String>>>, WireError> {
     Ok(session.simple_query(sql).await?.into_iter().next())
@@ -19,7 +19,7 @@ async fn first_row(
 fn literal_list(names: &[String]) -> String {
     names
         .iter()
-        .map(|n| crate::pg::wire::quote_literal(n))
+        .map(|n| crate::pg::sql::quote_literal(n))
         .collect::<Vec<_>>()
         .join(", ")
 }

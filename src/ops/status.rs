@@ -9,7 +9,8 @@ use serde::Serialize;
 use super::first_row;
 use crate::checkpoint::StoredCheckpoint;
 use crate::config::{RelayMode, Settings};
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection};
+use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::wire::Session;
 use crate::pg::Lsn;
 use crate::sink::offsets::OffsetsTopic;
 use crate::source::poll::AfterPublish;
@@ -129,7 +130,7 @@ impl fmt::Display for Status {
 /// Reads the slot and the checkpoint.
 pub async fn read(settings: &Settings) -> anyhow::Result<Status> {
     let relay = settings.relay_config()?;
-    let mut session = ReplicationConnection::connect_sql(&relay.postgres)
+    let mut session = Session::connect(&relay.postgres)
         .await
         .context("connecting to Postgres")?;
     let server = first_row(

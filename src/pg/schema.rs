@@ -7,8 +7,9 @@
 
 use std::collections::HashMap;
 
+use crate::pg::sql::quote_literal;
 use crate::pg::types::TypeCatalog;
-use crate::pg::wire::{quote_literal, ReplicationConnection, WireError};
+use crate::pg::wire::{Session, WireError};
 use crate::pg::{RelationId, TypeOid};
 
 /// Primary keys and column types of the tables the relay has seen.
@@ -55,7 +56,7 @@ impl Schema {
     /// Loads the primary keys and column types of every table in `publications`.
     pub async fn load_publications(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         publications: &[String],
     ) -> Result<(), WireError> {
         let names = publications
@@ -75,7 +76,7 @@ impl Schema {
     /// Loads the primary key and column types of `table`.
     pub async fn load_table(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         table: RelationId,
     ) -> Result<(), WireError> {
         self.load_tables(connection, &format!("SELECT {}::oid", table.0))
@@ -85,7 +86,7 @@ impl Schema {
     /// Loads keys and types of the tables whose OIDs `tables_sql` selects.
     async fn load_tables(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         tables_sql: &str,
     ) -> Result<(), WireError> {
         let table_oids = connection.simple_query(tables_sql).await?;

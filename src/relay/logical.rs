@@ -4,9 +4,9 @@
 use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
+use crate::pg::sql::quote_literal;
 use crate::pg::wire::{
-    quote_literal, PgOutputOptions, ReplicationConnection, ReplicationStream, Streaming,
-    SystemIdentity,
+    PgOutputOptions, ReplicationConnection, ReplicationStream, Session, Streaming, SystemIdentity,
 };
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
@@ -65,7 +65,7 @@ async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
     );
     let mut schema = Schema::default();
     schema
-        .load_publications(&mut connection, &config.publications)
+        .load_publications(connection.session(), &config.publications)
         .await?;
     let options = PgOutputOptions {
         proto_version: PROTOCOL_VERSION,
@@ -82,7 +82,7 @@ async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
     // The walsender starts at the slot's confirmed position when that is past ours, silently. A
     // slot moved between the check and the start would skip events: read it again, now that our
     // walsender holds it and nothing else can move it.
-    let mut session = ReplicationConnection::connect_sql(&config.postgres).await?;
+    let mut session = Session::connect(&config.postgres).await?;
     let slot = read_slot(&mut session, &config.slot)
         .await?
         .ok_or_else(|| SlotError::Missing {
@@ -198,7 +198,7 @@ async fn check_slot(
         commit_ts: None,
         events: 0,
     };
-    let Some(slot) = read_slot(connection, &config.slot).await? else {
+    let Some(slot) = read_slot(connection.session(), &config.slot).await? else {
         if let Some(checkpoint) = checkpoint {
             return Err(SlotError::Missing {
                 slot: config.slot.clone(),
@@ -280,10 +280,7 @@ impl SlotRow {
 }
 
 /// The slot's row, `None` if it does not exist.
-async fn read_slot(
-    connection: &mut ReplicationConnection,
-    slot: &str,
-) -> Result<Option<SlotRow>, RelayError> {
+async fn read_slot(connection: &mut Session, slot: &str) -> Result<Option<SlotRow>, RelayError> {
     let rows = connection
         .simple_query(&format!(
             "SELECT confirmed_flush_lsn::text, wal_status, plugin FROM pg_replication_slots \

@@ -18,7 +18,7 @@ use tokio::time::{interval, Interval, MissedTickBehavior};
 use crate::checkpoint::Checkpoint;
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
-use crate::pg::wire::ReplicationConnection;
+use crate::pg::wire::Session;
 use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{Batcher, SinkInput, SinkThread};
@@ -282,7 +282,7 @@ impl Pump<'_> {
         }
         let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
         if !self.schema.knows(relation.id, &types) {
-            let mut connection = ReplicationConnection::connect_sql(&self.config.postgres).await?;
+            let mut connection = Session::connect(&self.config.postgres).await?;
             self.schema.load_table(&mut connection, relation.id).await?;
             // Types the table no longer has (a dropped column's) are still in this Relation message.
             self.schema.types.load(&mut connection, &types).await?;

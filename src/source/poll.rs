@@ -26,9 +26,8 @@ use std::time::Duration;
 use crate::checkpoint::PollCheckpoint;
 use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use crate::pg::schema::Schema;
-use crate::pg::wire::{
-    quote_identifier, quote_literal, ConnectOptions, ReplicationConnection, WireError,
-};
+use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::wire::{ConnectOptions, Session, WireError};
 use crate::pg::RelationId;
 
 /// The notification channel of the trigger `outboxd migrate` installs in poll mode.
@@ -179,7 +178,7 @@ pub struct Batch {
 /// A plain SQL session that claims, settles and waits for outbox rows.
 #[derive(Debug)]
 pub struct PollSource {
-    connection: ReplicationConnection,
+    connection: Session,
     settings: PollSettings,
     /// Table OIDs, in the order of `settings.tables`.
     table_oids: Vec<RelationId>,
@@ -191,7 +190,7 @@ impl PollSource {
         options: &ConnectOptions,
         settings: &PollSettings,
     ) -> Result<Self, WireError> {
-        let mut connection = ReplicationConnection::connect_sql(options).await?;
+        let mut connection = Session::connect(options).await?;
         let mut table_oids = Vec::new();
         for table in &settings.tables {
             let rows = connection
