@@ -134,7 +134,7 @@ async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, usize) {
                     schema: &schema,
                     xid: None,
                     commit_ts: PgTimestamp::now(),
-                    lsn,
+                    lsn: Some(lsn),
                     last_commit_lsn: Lsn::ZERO,
                 };
                 assert_eq!(

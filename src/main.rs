@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
@@ -10,8 +11,7 @@ use outboxd::config::Settings;
 use outboxd::logging::{self, LogControl};
 use outboxd::metrics::metrics;
 use outboxd::ops::{check, migrate, status};
-use outboxd::relay::{self, RelayConfig, RelayError};
-use outboxd::sink::kafka::SinkError;
+use outboxd::relay::{self, RelayConfig, RelayError, Shutdown};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
 
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::from(EXIT_FAILED);
         }
     };
-    match cli.command {
+    let exit = match cli.command {
         Command::Run => runtime.block_on(run(&cli.config, &settings, relay_config, logs)),
         Command::Check => runtime.block_on(async {
             let report = check::run(&settings, &relay_config).await;
@@ -120,7 +120,11 @@ fn main() -> ExitCode {
                 }
             }))
         }
-    }
+    };
+    // A relay that stopped without waiting for Kafka or Postgres may have left a blocking call
+    // running (a producer start, a checkpoint read): the exit does not wait for it.
+    runtime.shutdown_timeout(Duration::from_millis(200));
+    exit
 }
 
 /// The exit of a one-shot command.
@@ -157,26 +161,22 @@ async fn run(
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             tracing::error!(error = format!("{error:#}"), "outboxd stopped");
-            let fenced = matches!(
-                error.downcast_ref::<RelayError>(),
-                Some(RelayError::Sink(SinkError::Fenced { .. }))
-            );
+            let fenced = error
+                .downcast_ref::<RelayError>()
+                .is_some_and(RelayError::is_fenced);
             ExitCode::from(if fenced { EXIT_FENCED } else { EXIT_FAILED })
         }
     }
 }
 
-/// Handles signals on a task: SIGHUP re-reads `log.level` from the configuration file; the first
-/// SIGTERM or SIGINT completes the returned future (a graceful stop).
-fn handle_signals(
-    config_path: PathBuf,
-    logs: LogControl,
-) -> anyhow::Result<impl std::future::Future<Output = ()>> {
+/// Handles signals on a task: SIGHUP re-reads `log.level` from the configuration file; SIGTERM
+/// or SIGINT requests the returned [`Shutdown`] (a graceful stop). A task that ended (its trigger
+/// dropped) also stops the relay: better than running deaf to signals.
+fn handle_signals(config_path: PathBuf, logs: LogControl) -> anyhow::Result<Shutdown> {
     let mut signals =
         Signals::new([SIGTERM, SIGINT, SIGHUP]).context("installing the signal handlers")?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+    let (trigger, shutdown) = Shutdown::new();
     tokio::spawn(async move {
-        let mut stop_tx = Some(stop_tx);
         while let Some(signal) = signals.next().await {
             match signal {
                 SIGHUP => reload_log_level(&config_path, &logs),
@@ -188,17 +188,12 @@ fn handle_signals(
                     };
                     tracing::info!("{name}: stopping");
                     outboxd::service::stopping();
-                    if let Some(stop) = stop_tx.take() {
-                        let _ = stop.send(());
-                    }
+                    trigger.request();
                 }
             }
         }
     });
-    Ok(async move {
-        // A dropped sender (the task ended) also stops: better than running deaf to signals.
-        let _ = stop_rx.await;
-    })
+    Ok(shutdown)
 }
 
 /// SIGHUP: the file's `log.level` (or `RUST_LOG`) becomes the filter; a bad file keeps the old one.

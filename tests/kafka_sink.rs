@@ -6,11 +6,12 @@ mod support;
 
 use std::time::Duration;
 
-use outboxd::checkpoint::{Checkpoint, CheckpointError, OffsetsTopic, StoredCheckpoint};
+use outboxd::checkpoint::{Checkpoint, CheckpointError, StoredCheckpoint};
 use outboxd::pg::{Lsn, Xid};
 use outboxd::route::Record;
 use outboxd::sink::batch::{BatchLimits, Batcher, SinkInput};
 use outboxd::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
+use outboxd::sink::offsets::{checkpoint_record, OffsetsError, OffsetsTopic};
 use support::kafka::{create_topic, read_topic, value_text, Isolation};
 use support::{dev_env, unique_name};
 
@@ -134,7 +135,7 @@ async fn reading_the_checkpoint_waits_out_another_relays_open_transaction() {
         let mut other = producer(&unique_name("outboxd-other"));
         other.begin().expect("begin");
         other
-            .send(&checkpoint(1).to_record(&other_name, "other"))
+            .send(&checkpoint_record(&other_name, "other", &checkpoint(1)))
             .expect("send");
         other
     })
@@ -237,18 +238,42 @@ async fn an_offsets_topic_with_several_partitions_is_refused() {
         .expect_err("three partitions refused");
     assert!(matches!(
         error,
-        CheckpointError::Partitioned { partitions: 3, .. }
+        OffsetsError::Partitioned { partitions: 3, .. }
     ));
     assert!(error.to_string().contains("exactly 1"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_offsets_topic_that_is_not_compacted_is_refused() {
+    // A topic made by hand (or auto-created by a metadata request) has the broker's default
+    // cleanup.policy=delete: retention would delete checkpoints of an idle relay.
+    let name = unique_name("offsets-delete");
+    create_topic(&name, 1).await;
+    let error = OffsetsTopic::new(settings(), &name)
+        .ensure()
+        .await
+        .expect_err("cleanup.policy=delete refused");
+    assert!(
+        matches!(&error, OffsetsError::NotCompacted { policy, .. } if policy == "delete"),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("cleanup.policy=compact"),
+        "the message names the fix: {error}"
+    );
 }
 
 #[test]
 fn checkpoint_json_is_the_documented_shape() {
     let mut c = checkpoint(0x16B_3748);
     c.events = 5;
-    let json: serde_json::Value =
-        serde_json::from_slice(c.to_record("o", "r").value.as_deref().expect("value"))
-            .expect("json");
+    let json: serde_json::Value = serde_json::from_slice(
+        checkpoint_record("o", "r", &c)
+            .value
+            .as_deref()
+            .expect("value"),
+    )
+    .expect("json");
     assert_eq!(
         json,
         serde_json::json!({"version":1,"system_id":"7000000000000000001","timeline":1,

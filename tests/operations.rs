@@ -457,7 +457,7 @@ async fn hostile_names_in_every_sql_field_stay_names() {
         .expect("unique suffix")
         .to_owned();
     let role = format!("r{HOSTILE}{tag}");
-    let ident = outboxd::pg::wire::quote_identifier;
+    let ident = outboxd::pg::sql::quote_identifier;
     psql(
         &db.url,
         &format!("CREATE ROLE {} LOGIN REPLICATION", ident(&role)),

@@ -12,10 +12,11 @@ use std::time::Duration;
 use outboxd::pg::pgoutput::{OldTuple, Relation, TupleData};
 use outboxd::pg::types::{column_to_datum, Datum, TypeCatalog};
 use outboxd::pg::wire::{
-    ConnectOptions, PgOutputOptions, ReplicationConnection, Streaming, SESSION_SETTINGS,
+    ConnectOptions, PgOutputOptions, ReplicationConnection, Session, Streaming, SESSION_SETTINGS,
 };
 use outboxd::pg::Lsn;
-use outboxd::source::logical::{Change, LogicalSource, SourceEvent};
+use outboxd::source::logical::{LogicalSource, SourceEvent};
+use outboxd::source::Change;
 use serde_json::{Map, Value};
 use support::all_types::{EXPECTED, STATEMENTS, TABLE};
 use support::postgres::{create_pgoutput_slot, TestDb};
@@ -78,7 +79,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
     }
 
     let options: ConnectOptions = db.url.parse().expect("url");
-    let mut connection = ReplicationConnection::connect_sql(&options)
+    let mut connection = Session::connect(&options)
         .await
         .expect("connect");
     let mut catalog = TypeCatalog::builtin();
@@ -139,7 +140,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
 
 /// Loads the table's types and starts replication from the slot's start.
 async fn connection_start(
-    connection: &mut ReplicationConnection,
+    connection: &mut Session,
     catalog: &mut TypeCatalog,
     db: &TestDb,
 ) -> outboxd::pg::wire::ReplicationStream {
@@ -153,7 +154,10 @@ async fn connection_start(
         .iter()
         .filter_map(|r| r[0].as_ref()?.parse().ok().map(outboxd::pg::TypeOid))
         .collect();
-    catalog.load(connection, &oids).await.expect("type catalog");
+    catalog
+        .load(connection, &oids)
+        .await
+        .expect("type catalog");
     let options: ConnectOptions = db.url.parse().expect("url");
     let replication = ReplicationConnection::connect(&options)
         .await

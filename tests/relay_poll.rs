@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use support::kafka::{create_topic, create_topic_at, PrivateKafka};
+use rdkafka::message::Headers;
+use rdkafka::Message;
+use support::kafka::{create_topic, create_topic_at, read_topic, Isolation, PrivateKafka};
 use support::outbox::{
     assert_exactly_once_in_order, random_keys, read_all, read_all_at, spawn_writer, Outbox,
 };
@@ -395,4 +397,39 @@ async fn mark_mode_keeps_the_rows_and_publishes_each_once() {
         .get(0);
     assert_eq!(unmarked, 0, "every row is marked");
     assert_eq!(db.ids().await.len(), 330, "mark mode keeps the rows");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dead_letter_of_poll_mode_claims_no_wal_position() {
+    let mut db = PollDb::create("poll_dlq").await;
+    let dlq = format!("{}.dlq", db.spec.name);
+    db.spec.extra = format!("[dead_letter]\ntopic = {dlq:?}\n");
+    create_topic(&dlq, 1).await;
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO outbox (aggregatetype, aggregateid, type, payload) \
+             VALUES ('not a topic!', 'k', 'T', '{}')",
+        )
+        .await
+        .expect("a row with an illegal topic name");
+    let _relay = RelayProcess::start(&db.spec);
+    let dead = tokio::task::spawn_blocking(move || {
+        read_topic(
+            &dlq,
+            Isolation::ReadCommitted,
+            Duration::from_secs(60),
+            |r| !r.is_empty(),
+        )
+    })
+    .await
+    .expect("reader");
+    assert_eq!(dead.len(), 1, "the row became a dead letter");
+    let names: Vec<String> = dead[0]
+        .headers()
+        .map(|headers| headers.iter().map(|h| h.key.to_owned()).collect())
+        .unwrap_or_default();
+    assert!(names.iter().any(|n| n == "outboxd.dlq.reason"), "{names:?}");
+    // Poll mode reads rows, not WAL: no made-up 0/0 position.
+    assert!(!names.iter().any(|n| n == "outboxd.dlq.lsn"), "{names:?}");
 }

@@ -22,7 +22,8 @@ use std::fmt;
 
 use anyhow::Context;
 
-use crate::pg::wire::{quote_identifier, ReplicationConnection, WireError};
+use crate::pg::sql::quote_identifier;
+use crate::pg::wire::{Session, WireError};
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::NOTIFY_TRIGGER;
 
@@ -98,7 +99,7 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
         ("publication", inert_identifier(publication)),
         ("relay_role", inert_identifier(&relay.postgres.user)),
     ];
-    let mut session = ReplicationConnection::connect_sql(&options)
+    let mut session = Session::connect(&options)
         .await
         .with_context(|| {
             format!(
@@ -135,7 +136,7 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
 /// it exists). Outside the migrations' transaction: Postgres creates no slot in a transaction
 /// that has written. A line saying what was done, if anything.
 async fn create_slot(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     slot: &str,
 ) -> anyhow::Result<Option<String>> {
     let exists = !session
@@ -179,7 +180,7 @@ async fn create_slot(
 }
 
 async fn apply(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     variables: &[(&str, String)],
 ) -> anyhow::Result<Applied> {
     session
@@ -234,7 +235,7 @@ async fn apply(
 /// Attaches poll mode's notify trigger to every existing outbox table in poll mode with
 /// `poll.notify` on, and takes it away otherwise (it costs writers a little and wakes nobody).
 async fn notify_triggers(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     relay: &RelayConfig,
 ) -> anyhow::Result<Vec<String>> {
     let wanted = relay.mode == RelayMode::Poll && relay.poll.notify;

@@ -11,14 +11,15 @@ use anyhow::Context;
 use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
-use crate::checkpoint::{OffsetsTopic, StoredCheckpoint};
-use crate::pg::wire::{ReplicationConnection, WireError};
+use crate::checkpoint::StoredCheckpoint;
+use crate::sink::offsets::OffsetsTopic;
+use crate::pg::wire::{Session, WireError};
 use crate::relay::RelayConfig;
 
 /// The first row of `sql`'s result with `params` bound to `$1, $2, …`, as text columns (`None`
 /// for NULL), or `None` without rows.
 async fn first_row(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     sql: &str,
     params: &[&str],
 ) -> Result<Option<Vec<Option<String>>>, WireError> {

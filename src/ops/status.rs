@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use super::{first_row, read_checkpoint};
 use crate::checkpoint::StoredCheckpoint;
-use crate::pg::wire::{quote_identifier, ReplicationConnection};
+use crate::pg::sql::quote_identifier;
+use crate::pg::wire::Session;
 use crate::pg::Lsn;
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::AfterPublish;
@@ -145,7 +146,7 @@ impl fmt::Display for Status {
 
 /// Reads the slot and the checkpoint.
 pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
-    let mut session = ReplicationConnection::connect_sql(&relay.postgres)
+    let mut session = Session::connect(&relay.postgres)
         .await
         .context("connecting to Postgres")?;
     let server = first_row(

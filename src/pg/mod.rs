@@ -3,6 +3,7 @@
 mod lsn;
 pub mod pgoutput;
 pub mod schema;
+pub mod sql;
 pub mod types;
 pub mod wire;
 

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::pg::types::TypeCatalog;
-use crate::pg::wire::{extended::array_literal, ReplicationConnection, WireError};
+use crate::pg::wire::{extended::array_literal, Session, WireError};
 use crate::pg::{RelationId, TypeOid};
 
 /// Primary keys and column types of the tables the relay has seen.
@@ -55,7 +55,7 @@ impl Schema {
     /// Loads the primary keys and column types of every table in `publications`.
     pub async fn load_publications(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         publications: &[String],
     ) -> Result<(), WireError> {
         let tables = connection
@@ -73,7 +73,7 @@ impl Schema {
     /// Loads the primary key and column types of `table`.
     pub async fn load_table(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         table: RelationId,
     ) -> Result<(), WireError> {
         self.load_tables(connection, &[vec![Some(table.0.to_string())]])
@@ -83,7 +83,7 @@ impl Schema {
     /// Loads keys and types of the tables whose OIDs are the first column of `table_oids`.
     async fn load_tables(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         table_oids: &[Vec<Option<String>>],
     ) -> Result<(), WireError> {
         let list: Vec<u32> = table_oids

@@ -21,27 +21,55 @@
 //! and a restart at the checkpoint can neither skip nor repeat a transaction.
 //!
 //! # Error handling
-//! Each attempt builds everything anew. A transient failure (connection lost, abortable Kafka
-//! transaction, producer failure) ends the attempt and a new one starts from the checkpoint after a
-//! backoff. A definite one (fenced by another instance, slot lost or ahead of the checkpoint,
-//! another cluster) ends the relay with the reason.
+//! Each attempt builds everything anew. A transient failure ends the attempt and a new one starts
+//! from the checkpoint after a backoff (doubling, reset after a healthy attempt). A definite one
+//! ends the relay with the reason (exit status 1; 3 when fenced). [`RelayError`]'s variant is the
+//! decision, made where each error type converts into it:
+//!
+//! | error | relay does |
+//! |---|---|
+//! | Postgres connection lost, connect timeout, protocol surprise | retry |
+//! | Postgres error by SQLSTATE: 08, 40, 53, 55 (not 55000), 57 (fast shutdown 57P01), 58, XX | retry |
+//! | Postgres error by SQLSTATE: 28, 3D, 3F, 42, 22, 23, 0A, 55000; authentication, TLS | stop |
+//! | the walsender ended the stream | retry (reconnect) |
+//! | pgoutput message that does not decode, or out of order | stop (the same WAL fails again) |
+//! | poll table without the id column, a NULL id | stop |
+//! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
+//! | Kafka transaction abortable, producer fatal, call timed out, producer in no state to abort | retry with a new producer |
+//! | fenced by a newer instance | stop, exit 3 |
+//! | record refused (too large, invalid, not authorized), producer configuration | stop |
+//! | offsets topic unreachable or not read to its end in time | retry |
+//! | offsets topic with several partitions or not compacted, checkpoint unreadable or of the other mode | stop |
+//! | sink thread not started, runtime stopping | retry |
+//! | sink thread or a blocking Kafka call panicked | stop |
 
+mod logical;
 mod poll;
 mod pump;
-mod start;
+mod shutdown;
 mod wal_watch;
 
-use std::future::Future;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::checkpoint::CheckpointError;
+use crate::checkpoint::{CheckpointError, StoredCheckpoint};
 use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
-use crate::sink::batch::BatchLimits;
-use crate::sink::kafka::{KafkaSettings, SinkError};
+use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
+use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
+use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
-use crate::source::poll::PollSettings;
+use crate::source::poll::{PollError, PollSettings};
+
+pub use logical::SlotError;
+pub use shutdown::{Shutdown, ShutdownTrigger};
+
+/// How long a stop may take once requested: a graceful stop commits the batch in hand and
+/// confirms it, which takes milliseconds. Past this the relay is waiting on an unreachable Kafka
+/// or Postgres and stops without it; exactly-once holds (the next start resumes from the last
+/// committed checkpoint and settles what was in flight), and the service manager's stop timeout
+/// is never reached.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// `relay.mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,79 +138,209 @@ impl RelayConfig {
     }
 }
 
-/// Why an attempt ended.
+/// Why an attempt ended, sorted by what the relay does next. The only way to build one is through
+/// the `From` conversions below, which ask the failure's own exhaustive `is_transient`: a new
+/// error cannot skip the decision.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    /// Kafka side.
+    /// A new attempt from the checkpoint can succeed: retried after a backoff.
     #[error(transparent)]
-    Sink(#[from] SinkError),
-    /// Reading or creating the offsets topic.
+    Transient(Failure),
+    /// Retrying cannot help: the relay stops with the reason.
     #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    /// The replication connection.
+    Definite(Failure),
+}
+
+/// What failed.
+#[derive(Debug, thiserror::Error)]
+pub enum Failure {
+    /// The Kafka producer.
     #[error(transparent)]
-    Wire(#[from] WireError),
+    Sink(SinkError),
+    /// Creating, checking or reading the offsets topic.
+    #[error(transparent)]
+    Offsets(OffsetsError),
+    /// The stored checkpoint cannot be used.
+    #[error(transparent)]
+    Checkpoint(CheckpointError),
+    /// A Postgres connection.
+    #[error(transparent)]
+    Wire(WireError),
     /// The replication stream.
     #[error(transparent)]
-    Source(#[from] SourceError),
-    /// The slot and the checkpoint disagree in a way that would lose or repeat events.
-    #[error("{0}")]
-    Inconsistent(String),
-    /// The replication slot is gone or its WAL was removed.
-    #[error("{0}")]
-    SlotLost(String),
-    /// The sink thread died without saying why.
-    #[error("the Kafka sink thread panicked")]
-    SinkPanicked,
+    Source(SourceError),
+    /// Poll mode's outbox tables.
+    #[error(transparent)]
+    Poll(PollError),
+    /// The replication slot and the checkpoint disagree, or the slot is unusable.
+    #[error(transparent)]
+    Slot(SlotError),
+    /// The sink thread gave no result.
+    #[error(transparent)]
+    SinkThread(SinkThreadError),
+    /// A blocking Kafka call (producer start, checkpoint read) ended without a result.
+    #[error("a blocking Kafka call {0}")]
+    Blocking(&'static str),
+    /// The walsender ended the stream (server shutdown, `pg_terminate_backend`, a standby
+    /// promoted): a new connection resumes from the checkpoint.
+    #[error("the server ended replication (a shutdown or a terminated walsender); reconnecting")]
+    StreamEnded,
 }
 
 impl RelayError {
+    fn sorted(transient: bool, failure: Failure) -> Self {
+        if transient {
+            Self::Transient(failure)
+        } else {
+            Self::Definite(failure)
+        }
+    }
+
     /// Whether a new attempt can succeed: definite errors end the relay.
     pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+
+    /// What failed.
+    pub fn failure(&self) -> &Failure {
         match self {
-            RelayError::Sink(SinkError::Fenced { .. } | SinkError::Config(_)) => false,
-            RelayError::Sink(_) | RelayError::Wire(_) | RelayError::Source(_) => true,
-            RelayError::Checkpoint(e) => matches!(
-                e,
-                CheckpointError::Kafka { .. } | CheckpointError::Timeout { .. }
-            ),
-            RelayError::Inconsistent(_) | RelayError::SlotLost(_) | RelayError::SinkPanicked => {
-                false
-            }
+            Self::Transient(failure) | Self::Definite(failure) => failure,
         }
+    }
+
+    /// Whether another instance with this relay name took over (exit status 3: restarting
+    /// would fence it back).
+    pub fn is_fenced(&self) -> bool {
+        matches!(self.failure(), Failure::Sink(error) if error.is_fenced())
     }
 }
 
-/// Runs the relay until `shutdown` completes (returns `Ok` once the last complete batch is committed
-/// and confirmed) or a definite error (returns it). Transient errors restart from the checkpoint
-/// after a backoff that doubles up to its maximum.
-pub async fn run(
-    config: RelayConfig,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), RelayError> {
-    let mut shutdown = std::pin::pin!(shutdown);
-    let (first, longest) = config.backoff;
-    let mut backoff = first;
+impl From<SinkError> for RelayError {
+    fn from(error: SinkError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Sink(error))
+    }
+}
+
+impl From<OffsetsError> for RelayError {
+    fn from(error: OffsetsError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Offsets(error))
+    }
+}
+
+impl From<CheckpointError> for RelayError {
+    /// A stored checkpoint reads the same on every attempt.
+    fn from(error: CheckpointError) -> Self {
+        Self::Definite(Failure::Checkpoint(error))
+    }
+}
+
+impl From<WireError> for RelayError {
+    fn from(error: WireError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Wire(error))
+    }
+}
+
+impl From<SourceError> for RelayError {
+    fn from(error: SourceError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Source(error))
+    }
+}
+
+impl From<PollError> for RelayError {
+    fn from(error: PollError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Poll(error))
+    }
+}
+
+impl From<SlotError> for RelayError {
+    /// Each slot problem would skip or repeat events if the relay went on; none passes by itself.
+    fn from(error: SlotError) -> Self {
+        Self::Definite(Failure::Slot(error))
+    }
+}
+
+impl From<SinkThreadError> for RelayError {
+    fn from(error: SinkThreadError) -> Self {
+        Self::sorted(error.is_transient(), Failure::SinkThread(error))
+    }
+}
+
+/// The wait before the next attempt: doubling from `first` up to `longest`, and back to `first`
+/// after a healthy attempt, so a relay that ran well for hours and then meets a blip retries
+/// quickly, not after the longest wait its earlier faults built up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Backoff {
+    first: Duration,
+    longest: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new((first, longest): (Duration, Duration)) -> Self {
+        Self {
+            first,
+            longest,
+            next: first,
+        }
+    }
+
+    /// The wait after an attempt that failed having run for `ran`: an attempt that ran at least
+    /// the longest wait was healthy (retrying it at once cannot spin faster than once per
+    /// `longest`).
+    fn after(&mut self, ran: Duration) -> Duration {
+        if ran >= self.longest {
+            self.next = self.first;
+        }
+        let wait = self.next;
+        self.next = (self.next * 2).min(self.longest);
+        wait
+    }
+}
+
+/// Runs the relay until shutdown is requested (returns `Ok` once the last complete batch is
+/// committed and confirmed, or after [`STOP_GRACE`] if Kafka or Postgres keep it from that) or a
+/// definite error (returns it). Transient errors restart from the checkpoint after a [`Backoff`].
+pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayError> {
+    let mut backoff = Backoff::new(config.backoff);
     let relay = async {
         loop {
-            let attempt = match config.mode {
-                RelayMode::Logical => start::attempt(&config, shutdown.as_mut()).await,
-                RelayMode::Poll => poll::attempt(&config, shutdown.as_mut()).await,
+            let began = Instant::now();
+            let attempt = async {
+                match config.mode {
+                    RelayMode::Logical => logical::attempt(&config, &shutdown).await,
+                    RelayMode::Poll => poll::attempt(&config, &shutdown).await,
+                }
+            };
+            let outcome = tokio::select! {
+                outcome = attempt => outcome,
+                () = overdue(&shutdown) => {
+                    tracing::warn!(
+                        grace = ?STOP_GRACE,
+                        "stopping without finishing the attempt: it is still waiting on Kafka or \
+                         PostgreSQL; the next start resumes from the last committed checkpoint"
+                    );
+                    return Ok(());
+                }
             };
             metrics().set_streaming(false);
-            match attempt {
+            let retry_in = match outcome {
                 Ok(()) => return Ok(()),
-                Err(error) if error.is_transient() => {
-                    tracing::warn!(error = %error, retry_in = ?backoff, "relay attempt failed; resuming from the checkpoint");
-                    metrics().reconnects.inc();
+                Err(RelayError::Transient(failure)) if shutdown.is_requested() => {
+                    tracing::warn!(error = %failure, "relay attempt failed while stopping");
+                    return Ok(());
                 }
-                Err(error) => return Err(error),
-            }
+                Err(RelayError::Transient(failure)) => {
+                    let retry_in = backoff.after(began.elapsed());
+                    tracing::warn!(error = %failure, ?retry_in, "relay attempt failed; resuming from the checkpoint");
+                    metrics().reconnects.inc();
+                    retry_in
+                }
+                Err(definite) => return Err(definite),
+            };
             tokio::select! {
-                () = tokio::time::sleep(backoff) => {}
-                () = shutdown.as_mut() => return Ok(()),
+                () = tokio::time::sleep(retry_in) => {}
+                () = shutdown.requested() => return Ok(()),
             }
-            backoff = (backoff * 2).min(longest);
         }
     };
     // Poll mode has no slot and no WAL position to watch.
@@ -190,5 +348,183 @@ pub async fn run(
     tokio::select! {
         result = relay => result,
         never = wal_watch::watch(&config), if watching => match never {},
+    }
+}
+
+/// Completes [`STOP_GRACE`] after the stop was requested.
+async fn overdue(shutdown: &Shutdown) {
+    shutdown.requested().await;
+    tokio::time::sleep(STOP_GRACE).await;
+}
+
+/// The first step of an attempt in either mode: a transactional producer whose
+/// `init_transactions` fenced any older instance of this relay name and settled its last
+/// transaction, and the offsets topic, created if missing.
+async fn fence(config: &RelayConfig) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
+    let producer = {
+        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
+        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
+        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
+            .await??
+    };
+    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
+    offsets.ensure().await?;
+    Ok((producer, offsets))
+}
+
+/// The relay's last committed checkpoint, of either mode. Final once [`fence`] settled our last
+/// transaction (and, in poll mode, the relay's lock is held).
+async fn read_checkpoint(
+    config: &RelayConfig,
+    offsets: OffsetsTopic,
+) -> Result<Option<StoredCheckpoint>, RelayError> {
+    let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
+    Ok(blocking(move || offsets.read_last(&name, timeout)).await??)
+}
+
+/// Runs a blocking Kafka call off the async runtime.
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, RelayError> {
+    tokio::task::spawn_blocking(call).await.map_err(|error| {
+        if error.is_panic() {
+            RelayError::Definite(Failure::Blocking("panicked"))
+        } else {
+            RelayError::Transient(Failure::Blocking("was cancelled"))
+        }
+    })
+}
+
+/// Ends an attempt's sink thread once the source side stopped with `outcome`, and returns the last
+/// checkpoint it committed. The sink's error comes first: it explains a source side that stopped
+/// because the sink's channel closed.
+async fn finish_sink<C: BatchCheckpoint>(
+    outcome: Result<(), RelayError>,
+    sink: SinkThread<C>,
+) -> Result<Option<C>, RelayError> {
+    let (result, last) = sink.finish().await?;
+    match (outcome, result) {
+        (_, Err(sink_error)) => Err(sink_error.into()),
+        (Err(error), Ok(())) => Err(error),
+        (Ok(()), Ok(())) => Ok(last),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+
+    use super::*;
+    use crate::pg::pgoutput::DecodeError;
+    use crate::pg::wire::ServerError;
+    use crate::pg::Lsn;
+
+    fn server(code: &str) -> RelayError {
+        WireError::Server(ServerError {
+            severity: "FATAL".into(),
+            code: code.into(),
+            message: "m".into(),
+            detail: None,
+            hint: None,
+        })
+        .into()
+    }
+
+    #[test]
+    fn postgres_errors_are_sorted_by_sqlstate() {
+        for code in ["57P01", "08006", "53300", "55006", "40001", "XX000"] {
+            assert!(server(code).is_transient(), "{code} is transient");
+        }
+        for code in ["28P01", "42704", "42501", "3D000", "55000", "0A000"] {
+            assert!(!server(code).is_transient(), "{code} is definite");
+        }
+        let closed = WireError::Io {
+            target: "h:5432".into(),
+            source: std::io::ErrorKind::UnexpectedEof.into(),
+        };
+        assert!(RelayError::from(closed).is_transient());
+        let auth = WireError::Auth {
+            user: "u".into(),
+            reason: "r".into(),
+        };
+        assert!(!RelayError::from(auth).is_transient());
+    }
+
+    #[test]
+    fn kafka_errors_are_sorted_by_what_retrying_can_change() {
+        let rejected = RelayError::from(SinkError::Rejected {
+            topic: "t".into(),
+            source: KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge),
+        });
+        assert!(
+            !rejected.is_transient(),
+            "a refused record is refused again"
+        );
+        let fenced = RelayError::from(SinkError::Fenced {
+            transactional_id: "outboxd-r".into(),
+            source: KafkaError::Canceled,
+        });
+        assert!(!fenced.is_transient() && fenced.is_fenced());
+        for error in [
+            SinkError::Abortable {
+                action: "producing",
+                source: KafkaError::Canceled,
+            },
+            SinkError::TimedOut {
+                action: "committing",
+                timeout: Duration::from_secs(4),
+                source: KafkaError::Canceled,
+            },
+            SinkError::InvalidState {
+                action: "aborting",
+                source: KafkaError::Canceled,
+            },
+        ] {
+            let error = RelayError::from(error);
+            assert!(error.is_transient() && !error.is_fenced(), "{error}");
+        }
+        let wide = RelayError::from(OffsetsError::Partitioned {
+            topic: "o".into(),
+            partitions: 3,
+        });
+        assert!(!wide.is_transient());
+    }
+
+    #[test]
+    fn what_the_same_input_fails_again_on_is_definite() {
+        let decode = RelayError::from(SourceError::Decode {
+            lsn: Lsn(1),
+            source: DecodeError::UnexpectedEnd {
+                message: "Insert",
+                field: "tuple",
+            },
+        });
+        assert!(!decode.is_transient());
+        let null_id = RelayError::from(PollError::NullId {
+            table: "public.outbox".into(),
+            column: "id".into(),
+        });
+        assert!(!null_id.is_transient());
+        assert!(null_id.to_string().contains("NOT NULL"), "{null_id}");
+        let panicked = RelayError::from(SinkThreadError::Panicked("boom".into()));
+        assert!(!panicked.is_transient());
+        assert!(
+            panicked.to_string().contains("panicked: boom"),
+            "{panicked}"
+        );
+        let spawn = RelayError::from(SinkThreadError::Spawn(std::io::ErrorKind::Other.into()));
+        assert!(spawn.to_string().contains("could not start"), "{spawn}");
+    }
+
+    #[test]
+    fn backoff_doubles_and_resets_after_a_healthy_attempt() {
+        let (first, longest) = (Duration::from_millis(200), Duration::from_secs(30));
+        let mut backoff = Backoff::new((first, longest));
+        let quick = Duration::from_millis(10);
+        let waits: Vec<_> = (0..10).map(|_| backoff.after(quick)).collect();
+        assert_eq!(waits[..3], [first, first * 2, first * 4]);
+        assert_eq!(waits[9], longest, "capped");
+        assert_eq!(backoff.after(longest), first, "a healthy attempt resets it");
+        assert_eq!(backoff.after(quick), first * 2);
     }
 }

@@ -10,45 +10,32 @@
 //! relay waits — with the notify trigger, until a notification or `poll.interval`; without it,
 //! `poll.min_interval` doubling up to `poll.interval` while the outbox stays empty.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use futures_util::FutureExt;
-
 use crate::checkpoint::PollCheckpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::{Lsn, PgTimestamp};
 use crate::route::{Record, RouteContext};
-use crate::sink::batch::BatchTally;
-use crate::sink::kafka::{SinkError, TransactionalProducer};
-use crate::source::logical::Change;
+use crate::sink::batch::{BatchLimits, Batcher, SinkInput, SinkThread};
 use crate::source::poll::{Batch, PollSource};
+use crate::source::Change;
 
-use super::start::{blocking, fence};
-use super::{RelayConfig, RelayError};
+use super::{fence, finish_sink, read_checkpoint, RelayConfig, RelayError, Shutdown};
 
-/// Runs one attempt; `Ok` when `shutdown` completed and the relay stopped cleanly.
-pub(super) async fn attempt(
-    config: &RelayConfig,
-    mut shutdown: Pin<&mut impl Future<Output = ()>>,
-) -> Result<(), RelayError> {
+/// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
+pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
     let (producer, offsets) = fence(config).await?;
 
     let mut source = PollSource::connect(&config.postgres, &config.poll).await?;
     // After init_transactions: an instance fenced by it lets go of the lock once it notices.
     tokio::select! {
         locked = source.lock(&config.name) => locked?,
-        () = shutdown.as_mut() => return Ok(()),
+        () = shutdown.requested() => return Ok(()),
     }
     // Under the lock nobody else publishes for this name: the checkpoint read now is final.
-    let checkpoint = {
-        let (name, timeout) = (config.name.clone(), config.kafka_call_timeout);
-        blocking(move || offsets.read_last(&name, timeout))
-            .await??
-            .map(|stored| stored.into_poll(&config.name))
-            .transpose()?
-    };
+    let checkpoint = read_checkpoint(config, offsets)
+        .await?
+        .map(|stored| stored.into_poll(&config.name))
+        .transpose()?;
     if let Some(checkpoint) = &checkpoint {
         let settled = source.settle(checkpoint).await?;
         tracing::info!(
@@ -72,12 +59,19 @@ pub(super) async fn attempt(
         config.poll.tables.len()
     ));
 
+    // Each claimed batch is one Kafka transaction: its rows stay claimed until it commits.
+    let batcher = Batcher::new(
+        producer,
+        BatchLimits::EACH_BOUNDARY,
+        config.offsets_topic.clone(),
+        config.name.clone(),
+        checkpoint.map_or(0, |c| c.events),
+    );
     let mut poller = Poller {
         config,
         source,
-        producer: Some(producer),
+        sink: SinkThread::spawn(batcher, config.channel_capacity)?,
         schema: Schema::default(),
-        events: checkpoint.map_or(0, |c| c.events),
         dead_letters: 0,
     };
     let outcome = poller.run(shutdown, listening).await;
@@ -87,18 +81,26 @@ pub(super) async fn attempt(
             "rows went to the dead-letter topic during this run"
         );
     }
-    outcome
+    let Poller {
+        mut source, sink, ..
+    } = poller;
+    let finished = finish_sink(outcome, sink).await.map(drop);
+    if finished.is_err() {
+        // Not in Kafka (or undecided until the next init_transactions): the rows stay.
+        if let Err(rollback) = source.rollback().await {
+            tracing::debug!(error = %rollback, "rollback after a failure failed");
+        }
+    }
+    finished
 }
 
 /// The poll loop's state.
 struct Poller<'a> {
     config: &'a RelayConfig,
     source: PollSource,
-    /// Taken while a blocking Kafka call runs on another thread; `None` after it failed there.
-    producer: Option<TransactionalProducer>,
+    /// The sink thread: each batch's records and checkpoint out, committed checkpoints back.
+    sink: SinkThread<PollCheckpoint>,
     schema: Schema,
-    /// Events published in total, carried in every checkpoint.
-    events: u64,
     /// Rows turned into dead letters during this attempt.
     dead_letters: u64,
 }
@@ -106,30 +108,28 @@ struct Poller<'a> {
 impl std::fmt::Debug for Poller<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poller")
-            .field("events", &self.events)
+            .field("dead_letters", &self.dead_letters)
             .finish_non_exhaustive()
     }
 }
 
 impl Poller<'_> {
     /// Polls until shutdown. A batch in progress is always finished: shutdown is only taken
-    /// between batches and while waiting.
-    async fn run(
-        &mut self,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-        listening: bool,
-    ) -> Result<(), RelayError> {
+    /// between batches and while waiting. `Ok` also when the sink ended: its result says why.
+    async fn run(&mut self, shutdown: &Shutdown, listening: bool) -> Result<(), RelayError> {
         let poll = &self.config.poll;
         let mut delay = poll.min_interval;
         loop {
             let mut found = false;
             let mut full = false;
             for index in 0..poll.tables.len() {
-                let rows = self.batch(index).await?;
+                let Some(rows) = self.batch(index).await? else {
+                    return Ok(());
+                };
                 found |= rows > 0;
                 full |= rows >= poll.batch_size;
             }
-            if shutdown.as_mut().now_or_never().is_some() {
+            if shutdown.is_requested() {
                 return Ok(());
             }
             if full {
@@ -144,47 +144,58 @@ impl Poller<'_> {
             };
             tokio::select! {
                 woken = self.source.wait(delay) => { woken?; }
-                () = shutdown.as_mut() => return Ok(()),
+                () = shutdown.requested() => return Ok(()),
             }
         }
     }
 
-    /// Claims, publishes and commits one batch of table `index`; returns its row count.
-    async fn batch(&mut self, index: usize) -> Result<usize, RelayError> {
+    /// Claims, publishes and commits one batch of table `index`; returns its row count, `None`
+    /// when the sink ended (the claim is still open then: the caller rolls it back).
+    async fn batch(&mut self, index: usize) -> Result<Option<usize>, RelayError> {
         let batch = self.source.claim(index, &mut self.schema).await?;
         let rows = batch.rows.len();
         if rows == 0 {
             self.source.rollback().await?;
-            return Ok(0);
+            return Ok(Some(0));
         }
         let records = self.route(&batch);
         let table = self.config.poll.tables[index].qualified();
-        let checkpoint = PollCheckpoint::new(table, batch.ids, self.events + rows as u64);
-        let checkpoint_record = checkpoint.to_record(&self.config.offsets_topic, &self.config.name);
-        let mut producer = self.producer.take().ok_or(RelayError::SinkPanicked)?;
-        let (producer, published) = blocking(move || {
-            let published = publish(&mut producer, &records, &checkpoint_record);
-            (producer, published)
-        })
-        .await?;
-        self.producer = Some(producer);
-        let tally = match published {
-            Ok(tally) => tally,
-            Err(error) => {
-                // Not in Kafka (or undecided until the next init_transactions): the rows stay.
-                if let Err(rollback) = self.source.rollback().await {
-                    tracing::debug!(error = %rollback, "rollback after a Kafka failure failed");
-                }
-                return Err(error.into());
-            }
-        };
-        tally.report(None);
-        // Crash tests widen the window between the Kafka commit and the Postgres commit here.
-        fail::fail_point!("after-kafka-commit");
+        // The sink sets the event total as it commits.
+        let checkpoint = PollCheckpoint::new(table, batch.ids, 0);
+        if !self.publish(records, &checkpoint).await {
+            return Ok(None);
+        }
         self.source.commit().await?;
-        self.events = checkpoint.events;
-        tracing::debug!(rows, events = self.events, "published a batch");
-        Ok(rows)
+        tracing::debug!(rows, "published a batch");
+        Ok(Some(rows))
+    }
+
+    /// Hands a batch's records and checkpoint to the sink and waits until that Kafka transaction
+    /// committed; `false` when the sink ended instead.
+    async fn publish(&mut self, records: Vec<Record>, checkpoint: &PollCheckpoint) -> bool {
+        let inputs = records
+            .into_iter()
+            .map(SinkInput::Record)
+            .chain([SinkInput::Boundary(checkpoint.clone())]);
+        for input in inputs {
+            if self.sink.input.send(input).await.is_err() {
+                return false;
+            }
+        }
+        loop {
+            let committed = self
+                .sink
+                .committed
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|c| c.table == checkpoint.table && c.ids == checkpoint.ids);
+            if committed {
+                return true;
+            }
+            if self.sink.committed.changed().await.is_err() {
+                return false;
+            }
+        }
     }
 
     /// The records of a batch's rows, dead letters included.
@@ -193,7 +204,7 @@ impl Poller<'_> {
             schema: &self.schema,
             xid: None,
             commit_ts: PgTimestamp::now(),
-            lsn: Lsn::ZERO,
+            lsn: None,
             last_commit_lsn: Lsn::ZERO,
         };
         let mut records = Vec::with_capacity(batch.rows.len());
@@ -206,34 +217,5 @@ impl Poller<'_> {
                 u64::from(self.config.router.route(&change, &context, &mut records));
         }
         records
-    }
-}
-
-/// One Kafka transaction: the records, then the checkpoint, then the commit (blocking). On
-/// failure the transaction is aborted as far as the producer still can.
-fn publish(
-    producer: &mut TransactionalProducer,
-    records: &[Record],
-    checkpoint: &Record,
-) -> Result<BatchTally, SinkError> {
-    let mut tally = BatchTally::new();
-    let attempt = (|| {
-        producer.begin()?;
-        for record in records {
-            tally.add(record);
-            producer.send(record)?;
-        }
-        producer.send(checkpoint)?;
-        producer.commit()
-    })();
-    match attempt {
-        Ok(()) => Ok(tally),
-        Err(error) => {
-            metrics().aborted();
-            if let Err(abort) = producer.abort() {
-                tracing::debug!(error = %abort, "abort after a Kafka failure failed");
-            }
-            Err(error)
-        }
     }
 }

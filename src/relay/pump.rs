@@ -9,56 +9,50 @@
 //!   back-pressures, so `wal_sender_timeout` never fires during a long Kafka commit.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::checkpoint::Checkpoint;
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
-use crate::pg::wire::{ReplicationConnection, ReplicationStream};
+use crate::pg::wire::Session;
 use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::route::{Record, RouteContext};
-use crate::sink::batch::{run_blocking, Batcher, SinkInput};
-use crate::sink::kafka::TransactionalProducer;
-use crate::source::logical::{Change, LogicalSource, SourceEvent, TxnBegin};
+use crate::sink::batch::{Batcher, SinkInput, SinkThread};
+use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
+use crate::source::Change;
 
-use super::{RelayConfig, RelayError};
+use super::logical::{Started, PROTOCOL_VERSION};
+use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
 pub(super) async fn run(
     config: &RelayConfig,
-    stream: ReplicationStream,
-    protocol_version: u32,
-    producer: TransactionalProducer,
-    resume: Checkpoint,
-    schema: Schema,
-    shutdown: Pin<&mut impl Future<Output = ()>>,
+    started: Started,
+    shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
-    let (input_tx, input_rx) = mpsc::channel(config.channel_capacity);
-    let (committed_tx, committed_rx) = watch::channel(None);
-    let mut batcher = Batcher::new(
+    let Started {
+        stream,
+        producer,
+        resume,
+        schema,
+    } = started;
+    let batcher = Batcher::new(
         producer,
         config.batch,
         config.offsets_topic.clone(),
         config.name.clone(),
         resume.events,
     );
-    let runtime = tokio::runtime::Handle::current();
-    let sink = std::thread::Builder::new()
-        .name("outboxd-sink".into())
-        .spawn(move || run_blocking(&mut batcher, input_rx, &committed_tx, &runtime))
-        .map_err(|_| RelayError::SinkPanicked)?;
+    let sink = SinkThread::spawn(batcher, config.channel_capacity)?;
 
     let mut pump = Pump {
         config,
-        source: LogicalSource::new(stream, protocol_version),
-        input: input_tx,
-        committed: committed_rx,
+        source: LogicalSource::new(stream, PROTOCOL_VERSION),
+        sink,
         status: interval(config.status_interval),
         resume_after: resume.lsn,
         last_commit: resume.lsn,
@@ -89,40 +83,24 @@ pub(super) async fn run(
         );
     }
     // Closing the channel tells the sink to commit what is complete (or abort a cut transaction).
-    let Pump {
-        source,
-        input,
-        mut committed,
-        ..
-    } = pump;
-    drop(input);
-    let sink_result = tokio::task::spawn_blocking(move || sink.join())
-        .await
-        .map_err(|_| RelayError::SinkPanicked)?
-        .map_err(|_| RelayError::SinkPanicked)?;
-    match (outcome, sink_result) {
-        (Ok(()), Ok(())) => {
-            // Graceful stop: confirm the final commit, then end replication.
-            let mut stream = source.into_stream();
-            if let Some(last) = committed.borrow_and_update().as_ref() {
-                stream.set_position(last.lsn, last.lsn);
-            }
-            stream.send_status(false).await?;
-            stream.stop().await?;
-            Ok(())
-        }
-        // The sink's error explains a pump that stopped because the channel closed.
-        (_, Err(sink_error)) => Err(sink_error.into()),
-        (Err(error), Ok(())) => Err(error),
+    let Pump { source, sink, .. } = pump;
+    let last = super::finish_sink(outcome, sink).await?;
+    // Graceful stop: confirm the final commit, then end replication.
+    let mut stream = source.into_stream();
+    if let Some(last) = last {
+        stream.set_position(last.lsn, last.lsn);
     }
+    stream.send_status(false).await?;
+    stream.stop().await?;
+    Ok(())
 }
 
 /// The pump's state between events.
 struct Pump<'a> {
     config: &'a RelayConfig,
     source: LogicalSource,
-    input: mpsc::Sender<SinkInput>,
-    committed: watch::Receiver<Option<Checkpoint>>,
+    /// The sink thread: input out, committed checkpoints back.
+    sink: SinkThread<Checkpoint>,
     status: Interval,
     /// The checkpoint resumed from: transactions whose commit starts before it are already in Kafka.
     resume_after: Lsn,
@@ -162,15 +140,12 @@ impl std::fmt::Debug for Pump<'_> {
 
 impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
-    async fn pump(
-        &mut self,
-        mut shutdown: Pin<&mut impl Future<Output = ()>>,
-    ) -> Result<(), RelayError> {
+    async fn pump(&mut self, shutdown: &Shutdown) -> Result<(), RelayError> {
         loop {
             tokio::select! {
                 biased;
-                () = shutdown.as_mut() => return Ok(()),
-                changed = self.committed.changed() => {
+                () = shutdown.requested() => return Ok(()),
+                changed = self.sink.committed.changed() => {
                     if changed.is_err() {
                         return Ok(()); // the sink ended; its result says why
                     }
@@ -183,11 +158,7 @@ impl Pump<'_> {
                             return Ok(());
                         }
                     }
-                    None => {
-                        return Err(RelayError::Inconsistent(
-                            "the server ended replication unexpectedly".into(),
-                        ))
-                    }
+                    None => return Err(RelayError::Transient(Failure::StreamEnded)),
                 },
             }
         }
@@ -195,7 +166,13 @@ impl Pump<'_> {
 
     /// Reports the sink's latest committed checkpoint to the slot.
     async fn confirm_committed(&mut self) -> Result<(), RelayError> {
-        let Some(lsn) = self.committed.borrow_and_update().as_ref().map(|c| c.lsn) else {
+        let Some(lsn) = self
+            .sink
+            .committed
+            .borrow_and_update()
+            .as_ref()
+            .map(|c| c.lsn)
+        else {
             return Ok(());
         };
         self.confirmed = self.confirmed.max(lsn);
@@ -278,7 +255,7 @@ impl Pump<'_> {
                 .open
                 .as_ref()
                 .map_or_else(PgTimestamp::now, |b| b.commit_ts),
-            lsn,
+            lsn: Some(lsn),
             last_commit_lsn: self.last_commit,
         };
         let mut routed = std::mem::take(&mut self.routed);
@@ -305,7 +282,7 @@ impl Pump<'_> {
         }
         let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
         if !self.schema.knows(relation.id, &types) {
-            let mut connection = ReplicationConnection::connect_sql(&self.config.postgres).await?;
+            let mut connection = Session::connect(&self.config.postgres).await?;
             self.schema.load_table(&mut connection, relation.id).await?;
             // Types the table no longer has (a dropped column's) are still in this Relation message.
             self.schema.types.load(&mut connection, &types).await?;
@@ -335,13 +312,13 @@ impl Pump<'_> {
     /// Hands one input to the sink, waiting while the channel is full and meanwhile keeping the
     /// walsender informed. `false` when the sink is gone.
     async fn forward(&mut self, input: SinkInput) -> Result<bool, RelayError> {
-        let input = match self.input.try_send(input) {
+        let input = match self.sink.input.try_send(input) {
             Ok(()) => return Ok(true),
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(false),
             Err(mpsc::error::TrySendError::Full(input)) => input,
         };
         // The sink is behind: wait for room while keeping the walsender and the slot informed.
-        let sender = self.input.clone();
+        let sender = self.sink.input.clone();
         let mut room = std::pin::pin!(sender.reserve());
         loop {
             tokio::select! {
@@ -354,7 +331,7 @@ impl Pump<'_> {
                         Err(_) => false,
                     });
                 }
-                changed = self.committed.changed() => {
+                changed = self.sink.committed.changed() => {
                     if changed.is_err() {
                         return Ok(false);
                     }

@@ -7,14 +7,14 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use crate::metrics::metrics;
-use crate::pg::wire::{ReplicationConnection, WireError};
+use crate::pg::wire::{Session, WireError};
 use crate::pg::Lsn;
 
 use super::RelayConfig;
 
 /// Polls every `config.wal_poll_interval` until dropped.
 pub(super) async fn watch(config: &RelayConfig) -> Infallible {
-    let mut session: Option<ReplicationConnection> = None;
+    let mut session: Option<Session> = None;
     let mut ticks = tokio::time::interval(config.wal_poll_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -44,12 +44,12 @@ pub(super) async fn watch(config: &RelayConfig) -> Infallible {
 /// The server's WAL position (its receive position on a standby) and the slot's `restart_lsn`
 /// (the position itself when the slot does not exist yet, so nothing counts as retained).
 async fn positions(
-    session: &mut Option<ReplicationConnection>,
+    session: &mut Option<Session>,
     config: &RelayConfig,
 ) -> Result<(Lsn, Lsn), WireError> {
     let connection = match session {
         Some(connection) => connection,
-        None => session.insert(ReplicationConnection::connect_sql(&config.postgres).await?),
+        None => session.insert(Session::connect(&config.postgres).await?),
     };
     let rows = connection
         .query_params_text(

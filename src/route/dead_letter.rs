@@ -11,7 +11,7 @@ use serde_json::{Map, Value};
 use crate::metrics::metrics;
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
 use crate::route::{qualified, Header, Record, RouteContext};
-use crate::source::logical::Change;
+use crate::source::Change;
 
 /// What kind of failure a dead letter records (its `outboxd.dlq.reason` header).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,8 +137,10 @@ impl DeadLetters {
             Header::text("outboxd.dlq.reason", failure.reason.as_str()),
             Header::text("outboxd.dlq.error", failure.message.clone()),
             Header::text("outboxd.dlq.source", source.clone()),
-            Header::text("outboxd.dlq.lsn", context.lsn.to_string()),
         ];
+        if let Some(lsn) = context.lsn {
+            headers.push(Header::text("outboxd.dlq.lsn", lsn.to_string()));
+        }
         if let Some(xid) = context.xid {
             headers.push(Header::text("outboxd.dlq.xid", xid.to_string()));
         }
@@ -148,7 +150,7 @@ impl DeadLetters {
         tracing::warn!(
             reason = failure.reason.as_str(),
             source = %source,
-            lsn = %context.lsn,
+            lsn = context.lsn.map(tracing::field::display),
             dead_letter_topic = %self.topic,
             "{}; the change went to the dead-letter topic",
             failure.message

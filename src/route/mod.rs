@@ -19,7 +19,7 @@ use bytes::Bytes;
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
 use crate::pg::{Lsn, PgTimestamp, Xid};
-use crate::source::logical::Change;
+use crate::source::Change;
 
 use cdc::CdcRouter;
 use dead_letter::{DeadLetters, Failure};
@@ -86,8 +86,8 @@ pub struct RouteContext<'a> {
     pub xid: Option<Xid>,
     /// Commit time of the transaction (for a non-transactional message: when it was read).
     pub commit_ts: PgTimestamp,
-    /// WAL position of the change.
-    pub lsn: Lsn,
+    /// WAL position of the change; `None` in poll mode, which reads rows, not WAL.
+    pub lsn: Option<Lsn>,
     /// End of the last transaction committed before this one (Debezium's `sequence[0]`).
     pub last_commit_lsn: Lsn,
 }
@@ -126,7 +126,7 @@ impl Router {
             Change::Update { relation, .. } if self.outbox.is_outbox(relation) => {
                 tracing::warn!(
                     table = %qualified(relation),
-                    lsn = %context.lsn,
+                    lsn = context.lsn.map(tracing::field::display),
                     "an outbox row was updated; outbox rows are events and are only published \
                      when inserted, so the update is ignored"
                 );

@@ -12,28 +12,68 @@
 //! the batch's start, so a stream with no pauses still commits), and the next batch gathers what
 //! arrived during the commit (group commit).
 //! Records are handed to the producer as they arrive: a Postgres transaction is never held in memory.
+//!
+//! Both modes publish through this one writer on its own thread ([`SinkThread`]): logical mode
+//! with a checkpoint per Postgres commit ([`Checkpoint`]), poll mode with one per claimed batch
+//! ([`PollCheckpoint`]) and limits that close the Kafka transaction at every boundary.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
+use serde::Serialize;
 use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
-use crate::checkpoint::Checkpoint;
+use crate::checkpoint::{Checkpoint, PollCheckpoint};
 use crate::metrics::metrics;
 use crate::pg::Lsn;
 use crate::route::Record;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
+use crate::sink::offsets::checkpoint_record;
 
 /// What the source hands the sink, in commit order.
 #[derive(Debug, Clone, PartialEq)]
-pub enum SinkInput {
+pub enum SinkInput<C = Checkpoint> {
     /// A record of the Postgres transaction in progress.
     Record(Record),
     /// The Postgres transaction ended (or, without records before it, the slot moved while idle):
     /// the sink may commit here, with this checkpoint.
-    Boundary(Checkpoint),
+    Boundary(C),
+}
+
+/// A checkpoint that can close a Kafka transaction: what the batcher needs of either mode's.
+pub trait BatchCheckpoint: Serialize + Clone + Send + Sync + 'static {
+    /// Sets the total of events published, the batch's included.
+    fn set_events(&mut self, events: u64);
+    /// Commit time of the Postgres transaction it ends, for the end-to-end latency.
+    fn commit_time(&self) -> Option<DateTime<Utc>>;
+    /// Its WAL position, for the metrics (`None` in poll mode, which has none).
+    fn lsn(&self) -> Option<Lsn>;
+}
+
+impl BatchCheckpoint for Checkpoint {
+    fn set_events(&mut self, events: u64) {
+        self.events = events;
+    }
+    fn commit_time(&self) -> Option<DateTime<Utc>> {
+        self.commit_ts
+    }
+    fn lsn(&self) -> Option<Lsn> {
+        Some(self.lsn)
+    }
+}
+
+impl BatchCheckpoint for PollCheckpoint {
+    fn set_events(&mut self, events: u64) {
+        self.events = events;
+    }
+    fn commit_time(&self) -> Option<DateTime<Utc>> {
+        None
+    }
+    fn lsn(&self) -> Option<Lsn> {
+        None
+    }
 }
 
 /// When a Kafka transaction must close.
@@ -48,6 +88,17 @@ pub struct BatchLimits {
     /// Age after which the batch closes at the next boundary; keep it well under the producer's
     /// `transaction.timeout.ms`, which aborts older transactions.
     pub max_age: Duration,
+}
+
+impl BatchLimits {
+    /// Every boundary closes the Kafka transaction (poll mode: a claimed batch is one Kafka
+    /// transaction, and its rows stay claimed until it commits).
+    pub const EACH_BOUNDARY: Self = Self {
+        max_events: 0,
+        max_bytes: 0,
+        linger: Duration::ZERO,
+        max_age: Duration::ZERO,
+    };
 }
 
 impl Default for BatchLimits {
@@ -155,7 +206,7 @@ impl Default for BatchTally {
 
 /// Turns the source's input into Kafka transactions, each ending with its checkpoint record.
 #[derive(Debug)]
-pub struct Batcher<S> {
+pub struct Batcher<S, C = Checkpoint> {
     sink: S,
     limits: BatchLimits,
     offsets_topic: String,
@@ -165,12 +216,12 @@ pub struct Batcher<S> {
     /// Whether records arrived since the last boundary (a Postgres transaction is in progress).
     mid_transaction: bool,
     /// The checkpoint of the last boundary in the open batch: what a commit now would cover.
-    covered: Option<Checkpoint>,
+    covered: Option<C>,
     /// Events published in total, carried in every checkpoint.
     total_events: u64,
 }
 
-impl<S: TransactionSink> Batcher<S> {
+impl<S: TransactionSink, C: BatchCheckpoint> Batcher<S, C> {
     /// A batcher over `sink`, continuing the event count of the last committed checkpoint.
     pub fn new(
         sink: S,
@@ -192,7 +243,7 @@ impl<S: TransactionSink> Batcher<S> {
     }
 
     /// Takes one input; returns the checkpoint if this input led to a commit.
-    pub fn accept(&mut self, input: SinkInput) -> Result<Option<Checkpoint>, SinkError> {
+    pub fn accept(&mut self, input: SinkInput<C>) -> Result<Option<C>, SinkError> {
         match input {
             SinkInput::Record(record) => {
                 self.ensure_open()?.add(&record);
@@ -204,7 +255,7 @@ impl<S: TransactionSink> Batcher<S> {
                 let had_records = std::mem::take(&mut self.mid_transaction);
                 let limits = self.limits;
                 let batch = self.ensure_open()?;
-                if let Some(committed) = checkpoint.commit_ts.filter(|_| had_records) {
+                if let Some(committed) = checkpoint.commit_time().filter(|_| had_records) {
                     batch.commit_times.push(committed);
                 }
                 let full = batch.events >= limits.max_events
@@ -230,7 +281,7 @@ impl<S: TransactionSink> Batcher<S> {
     }
 
     /// No input arrived within [`Batcher::wait_limit`]: commit at the boundary.
-    pub fn idle(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+    pub fn idle(&mut self) -> Result<Option<C>, SinkError> {
         if self.open.is_some() && !self.mid_transaction {
             self.commit().map(Some)
         } else {
@@ -240,7 +291,7 @@ impl<S: TransactionSink> Batcher<S> {
 
     /// The input ended (graceful stop): commit what is complete, abort a Postgres transaction cut
     /// in the middle. Returns the checkpoint if it committed.
-    pub fn finish(&mut self) -> Result<Option<Checkpoint>, SinkError> {
+    pub fn finish(&mut self) -> Result<Option<C>, SinkError> {
         if self.mid_transaction {
             self.abort()?;
             return Ok(None);
@@ -267,15 +318,19 @@ impl<S: TransactionSink> Batcher<S> {
     }
 
     /// Produces the checkpoint of the last boundary into the open transaction and commits it.
-    fn commit(&mut self) -> Result<Checkpoint, SinkError> {
+    fn commit(&mut self) -> Result<C, SinkError> {
         let batch = self.open.take().expect("commit only with an open batch");
         let mut checkpoint = self
             .covered
             .take()
             .expect("commit only at a boundary, which sets the checkpoint");
-        checkpoint.events = self.total_events + batch.events;
-        self.sink
-            .send(&checkpoint.to_record(&self.offsets_topic, &self.relay_name))?;
+        let events = self.total_events + batch.events;
+        checkpoint.set_events(events);
+        self.sink.send(&checkpoint_record(
+            &self.offsets_topic,
+            &self.relay_name,
+            &checkpoint,
+        ))?;
         let committing = Instant::now();
         self.sink.commit()?;
         tracing::debug!(
@@ -283,13 +338,14 @@ impl<S: TransactionSink> Batcher<S> {
             bytes = batch.bytes,
             age_ms = batch.started.elapsed().as_millis(),
             commit_ms = committing.elapsed().as_millis(),
-            lsn = %checkpoint.lsn,
+            lsn = checkpoint.lsn().map(tracing::field::display),
             "committed a Kafka transaction"
         );
-        // Crash tests widen the window between the Kafka commit and the slot confirmation here.
-        batch.report(Some(checkpoint.lsn));
+        batch.report(checkpoint.lsn());
+        // Crash tests widen the window between the Kafka commit and what follows it (the slot's
+        // confirmation, poll mode's Postgres commit) here.
         fail::fail_point!("after-kafka-commit");
-        self.total_events = checkpoint.events;
+        self.total_events = events;
         Ok(checkpoint)
     }
 }
@@ -297,13 +353,13 @@ impl<S: TransactionSink> Batcher<S> {
 /// Runs the sink on the calling (dedicated) thread until the input closes or an error occurs,
 /// publishing each committed checkpoint on `committed`. The blocking Kafka calls stay off the async
 /// runtime; `runtime` only serves to wait on the channel with a timeout.
-pub fn run_blocking<S: TransactionSink>(
-    batcher: &mut Batcher<S>,
-    mut input: mpsc::Receiver<SinkInput>,
-    committed: &watch::Sender<Option<Checkpoint>>,
+pub fn run_blocking<S: TransactionSink, C: BatchCheckpoint>(
+    batcher: &mut Batcher<S, C>,
+    mut input: mpsc::Receiver<SinkInput<C>>,
+    committed: &watch::Sender<Option<C>>,
     runtime: &Handle,
 ) -> Result<(), SinkError> {
-    let publish = |checkpoint: Option<Checkpoint>| {
+    let publish = |checkpoint: Option<C>| {
         if let Some(checkpoint) = checkpoint {
             committed.send_replace(Some(checkpoint));
         }
@@ -331,6 +387,89 @@ pub fn run_blocking<S: TransactionSink>(
         }
     }
     result
+}
+
+/// The sink's dedicated thread (librdkafka's transaction calls block, so they stay off the async
+/// runtime): a [`Batcher`] fed through a bounded channel, publishing each committed checkpoint on
+/// a watch channel.
+#[derive(Debug)]
+pub struct SinkThread<C> {
+    /// Where the source hands its input. Bounded: a slow broker back-pressures the source.
+    pub input: mpsc::Sender<SinkInput<C>>,
+    /// The last checkpoint committed; closed once the thread has ended (its result says why).
+    pub committed: watch::Receiver<Option<C>>,
+    thread: std::thread::JoinHandle<Result<(), SinkError>>,
+}
+
+/// Why the sink thread gave no result of its own.
+#[derive(Debug, thiserror::Error)]
+pub enum SinkThreadError {
+    /// The OS refused a new thread.
+    #[error("could not start the Kafka sink thread: {0}")]
+    Spawn(std::io::Error),
+    /// The thread panicked (a bug, or a crash test's failpoint).
+    #[error("the Kafka sink thread panicked: {0}")]
+    Panicked(String),
+    /// The runtime shut down while waiting for the thread.
+    #[error("the runtime shut down while waiting for the Kafka sink thread")]
+    Abandoned,
+}
+
+impl SinkThreadError {
+    /// Whether a new attempt can succeed: a thread refused by the OS may be granted later; a
+    /// panic is a bug that would repeat.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Spawn(_) | Self::Abandoned => true,
+            Self::Panicked(_) => false,
+        }
+    }
+}
+
+impl<C: BatchCheckpoint> SinkThread<C> {
+    /// Starts the thread over `batcher`, with `capacity` inputs of room in the channel.
+    pub fn spawn<S: TransactionSink + Send + 'static>(
+        mut batcher: Batcher<S, C>,
+        capacity: usize,
+    ) -> Result<Self, SinkThreadError> {
+        let (input, input_rx) = mpsc::channel(capacity);
+        let (committed_tx, committed) = watch::channel(None);
+        let runtime = Handle::current();
+        let thread = std::thread::Builder::new()
+            .name("outboxd-sink".into())
+            .spawn(move || run_blocking(&mut batcher, input_rx, &committed_tx, &runtime))
+            .map_err(SinkThreadError::Spawn)?;
+        Ok(Self {
+            input,
+            committed,
+            thread,
+        })
+    }
+
+    /// Closes the input (the thread commits what is complete and aborts a cut Postgres
+    /// transaction), then waits for the thread off the runtime. Returns its result and the last
+    /// checkpoint it committed.
+    pub async fn finish(self) -> Result<(Result<(), SinkError>, Option<C>), SinkThreadError> {
+        let Self {
+            input,
+            committed,
+            thread,
+        } = self;
+        drop(input);
+        let result = tokio::task::spawn_blocking(move || thread.join())
+            .await
+            .map_err(|_| SinkThreadError::Abandoned)?
+            .map_err(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| (*s).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                SinkThreadError::Panicked(message)
+            })?;
+        let last = committed.borrow().clone();
+        Ok((result, last))
+    }
 }
 
 #[cfg(test)]

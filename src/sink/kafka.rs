@@ -101,7 +101,32 @@ pub enum SinkError {
         /// What librdkafka said.
         source: KafkaError,
     },
-    /// The record can never be produced as it is (too large, bad topic name); retrying won't help.
+    /// A transaction call did not finish within `kafka.call_timeout`, retries included (broker or
+    /// coordinator unreachable); the relay builds a new producer and rewinds.
+    #[error("Kafka did not answer while {action} within {timeout:?} (is the broker reachable?): {source}")]
+    TimedOut {
+        /// What the producer was doing.
+        action: &'static str,
+        /// How long it tried.
+        timeout: Duration,
+        /// What librdkafka said last.
+        source: KafkaError,
+    },
+    /// The call does not fit the producer's transaction state, typically an abort after a failed
+    /// call left no transaction librdkafka can abort; the next producer's `init_transactions`
+    /// settles it.
+    #[error(
+        "Kafka producer is in no state for {action} after a failed call (the next start's \
+         init_transactions settles the open transaction): {source}"
+    )]
+    InvalidState {
+        /// What the producer was doing.
+        action: &'static str,
+        /// What librdkafka said.
+        source: KafkaError,
+    },
+    /// The record can never be produced as it is (too large, bad topic name, not authorized);
+    /// retrying won't help.
     #[error("Kafka refused a record for topic {topic:?}: {source}")]
     Rejected {
         /// The record's topic.
@@ -115,8 +140,24 @@ pub enum SinkError {
 }
 
 impl SinkError {
-    /// Sorts a transaction-call error: fenced, abortable, fatal. Retriable errors never get here:
-    /// [`TransactionalProducer`] retries them itself.
+    /// Whether a new producer (a new attempt from the checkpoint) can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Abortable { .. }
+            | Self::Fatal { .. }
+            | Self::TimedOut { .. }
+            | Self::InvalidState { .. } => true,
+            Self::Fenced { .. } | Self::Rejected { .. } | Self::Config(_) => false,
+        }
+    }
+
+    /// Whether another instance with our transactional id took over.
+    pub fn is_fenced(&self) -> bool {
+        matches!(self, Self::Fenced { .. })
+    }
+
+    /// Sorts a transaction-call error: fenced, abortable, in no state for the call, fatal.
+    /// Retriable errors only get here once [`TransactionalProducer`] gave up retrying them.
     fn from_transaction(action: &'static str, transactional_id: &str, error: KafkaError) -> Self {
         let KafkaError::Transaction(ref rd) = error else {
             return Self::Fatal {
@@ -124,6 +165,12 @@ impl SinkError {
                 source: error,
             };
         };
+        if rd.code() == RDKafkaErrorCode::InvalidTransactionalState {
+            return Self::InvalidState {
+                action,
+                source: error,
+            };
+        }
         if is_fencing(rd.code()) {
             Self::Fenced {
                 transactional_id: transactional_id.to_owned(),
@@ -151,6 +198,24 @@ fn is_fencing(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::TransactionCoordinatorFenced
+    )
+}
+
+/// Error codes meaning "this record, as it is, will never be accepted" (cf. Vector's Kafka sink):
+/// too large, malformed, a topic or partition that cannot exist, or one we may not write to.
+fn is_refusal(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::MessageSizeTooLarge
+            | RDKafkaErrorCode::InvalidMessageSize
+            | RDKafkaErrorCode::InvalidMessage
+            | RDKafkaErrorCode::InvalidRecord
+            | RDKafkaErrorCode::MessageBatchTooLarge
+            | RDKafkaErrorCode::InvalidTopic
+            | RDKafkaErrorCode::UnknownPartition
+            | RDKafkaErrorCode::TopicAuthorizationFailed
+            | RDKafkaErrorCode::ClusterAuthorizationFailed
+            | RDKafkaErrorCode::PolicyViolation
     )
 }
 
@@ -316,11 +381,7 @@ impl TransactionalProducer {
             return fatal;
         }
         match error.rdkafka_error_code() {
-            Some(
-                RDKafkaErrorCode::MessageSizeTooLarge
-                | RDKafkaErrorCode::InvalidTopic
-                | RDKafkaErrorCode::UnknownPartition,
-            ) => SinkError::Rejected {
+            Some(code) if is_refusal(code) => SinkError::Rejected {
                 topic: topic.to_owned(),
                 source: error,
             },
@@ -364,9 +425,17 @@ impl TransactionalProducer {
         loop {
             match call(&self.producer) {
                 Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(ref rd))
-                    if rd.is_retriable() && Instant::now() < give_up =>
-                {
+                Err(KafkaError::Transaction(ref rd)) if rd.is_retriable() => {
+                    if Instant::now() >= give_up {
+                        let source = KafkaError::Transaction(rd.clone());
+                        return Err(self.fatal_state(action, &source).unwrap_or(
+                            SinkError::TimedOut {
+                                action,
+                                timeout: self.call_timeout * 4,
+                                source,
+                            },
+                        ));
+                    }
                     tracing::debug!(action, error = %rd, "retrying Kafka transaction call");
                 }
                 Err(error) => {

@@ -20,9 +20,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::pg::pgoutput::{DecodeError, Decoder, Message, OldTuple, Relation, TupleData};
+use crate::pg::pgoutput::{DecodeError, Decoder, Message, Relation};
 use crate::pg::wire::{ReplicationEvent, ReplicationStream, WireError};
 use crate::pg::{Lsn, PgTimestamp, RelationId, Xid};
+use crate::source::Change;
 
 /// A Postgres transaction began; its changes follow.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,52 +49,6 @@ pub struct TxnCommit {
     pub end_lsn: Lsn,
     /// Commit time.
     pub commit_ts: PgTimestamp,
-}
-
-/// One change of a row, a truncate, or a logical message, inside a transaction.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Change {
-    /// A row was inserted.
-    Insert {
-        /// The table.
-        relation: Arc<Relation>,
-        /// The new row.
-        new: TupleData,
-    },
-    /// A row was updated.
-    Update {
-        /// The table.
-        relation: Arc<Relation>,
-        /// The old key (key changed, or REPLICA IDENTITY FULL gives the whole old row).
-        old: Option<OldTuple>,
-        /// The new row; unchanged TOASTed columns are marked as such.
-        new: TupleData,
-    },
-    /// A row was deleted.
-    Delete {
-        /// The table.
-        relation: Arc<Relation>,
-        /// The old key or, with REPLICA IDENTITY FULL, the old row.
-        old: OldTuple,
-    },
-    /// Tables were truncated.
-    Truncate {
-        /// The tables, in the order Postgres lists them.
-        relations: Vec<Arc<Relation>>,
-        /// `TRUNCATE ... CASCADE`.
-        cascade: bool,
-        /// `TRUNCATE ... RESTART IDENTITY`.
-        restart_identity: bool,
-    },
-    /// A transactional `pg_logical_emit_message`.
-    Message {
-        /// The message's prefix (what it is for).
-        prefix: String,
-        /// The message's content.
-        content: Bytes,
-        /// The message's LSN.
-        lsn: Lsn,
-    },
 }
 
 /// What the source yields, in WAL commit order.
@@ -151,6 +106,18 @@ pub enum SourceError {
         /// What was out of order.
         what: String,
     },
+}
+
+impl SourceError {
+    /// Whether a new attempt can succeed: the connection's failures may pass; the same WAL
+    /// decodes the same way every time, so a message that did not decode (or came out of order)
+    /// will again.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Wire(error) => error.is_transient(),
+            Self::Decode { .. } | Self::Sequence { .. } => false,
+        }
+    }
 }
 
 /// The decoded replication stream of one slot.

@@ -26,9 +26,8 @@ use std::time::Duration;
 use crate::checkpoint::PollCheckpoint;
 use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use crate::pg::schema::Schema;
-use crate::pg::wire::{
-    extended::array_literal, quote_identifier, ConnectOptions, ReplicationConnection, WireError,
-};
+use crate::pg::sql::quote_identifier;
+use crate::pg::wire::{extended::array_literal, ConnectOptions, Session, WireError};
 use crate::pg::RelationId;
 
 /// The notification channel of the trigger `outboxd migrate` installs in poll mode.
@@ -123,6 +122,47 @@ impl Default for PollSettings {
     }
 }
 
+/// Why a batch could not be claimed.
+#[derive(Debug, thiserror::Error)]
+pub enum PollError {
+    /// The session failed.
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    /// The table has no column of the configured id name.
+    #[error(
+        "outbox table {table} has no id column {column:?}: add it, or name the table's id column \
+         with outbox.columns.id"
+    )]
+    NoIdColumn {
+        /// The table, `schema.table`.
+        table: String,
+        /// The configured id column.
+        column: String,
+    },
+    /// A row's id is NULL, so no checkpoint could name it.
+    #[error(
+        "outbox table {table}: a row has a NULL {column:?}; the id column must be NOT NULL \
+         (ALTER TABLE ... ALTER COLUMN ... SET NOT NULL after fixing the row)"
+    )]
+    NullId {
+        /// The table, `schema.table`.
+        table: String,
+        /// The id column.
+        column: String,
+    },
+}
+
+impl PollError {
+    /// Whether a new attempt can succeed: the table's shape and rows stay what they are until
+    /// someone changes them.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Wire(error) => error.is_transient(),
+            Self::NoIdColumn { .. } | Self::NullId { .. } => false,
+        }
+    }
+}
+
 /// Rows claimed from one table, in publication order, inside an open Postgres transaction.
 #[derive(Debug)]
 pub struct Batch {
@@ -138,7 +178,7 @@ pub struct Batch {
 /// A plain SQL session that claims, settles and waits for outbox rows.
 #[derive(Debug)]
 pub struct PollSource {
-    connection: ReplicationConnection,
+    connection: Session,
     settings: PollSettings,
     /// Table OIDs, in the order of `settings.tables`.
     table_oids: Vec<RelationId>,
@@ -150,7 +190,7 @@ impl PollSource {
         options: &ConnectOptions,
         settings: &PollSettings,
     ) -> Result<Self, WireError> {
-        let mut connection = ReplicationConnection::connect_sql(options).await?;
+        let mut connection = Session::connect(options).await?;
         let mut table_oids = Vec::new();
         for table in &settings.tables {
             let rows = connection
@@ -259,7 +299,7 @@ impl PollSource {
 
     /// Begins a Postgres transaction and claims (deletes or marks, not yet committed) the oldest
     /// rows of table `index`, at most a batch.
-    pub async fn claim(&mut self, index: usize, schema: &mut Schema) -> Result<Batch, WireError> {
+    pub async fn claim(&mut self, index: usize, schema: &mut Schema) -> Result<Batch, PollError> {
         let table = &self.settings.tables[index];
         let oldest = format!(
             "ctid = ANY(ARRAY(SELECT ctid FROM {name}{unpublished} ORDER BY {order} LIMIT {n}))",
@@ -282,12 +322,9 @@ impl PollSource {
             .columns
             .iter()
             .position(|c| c.name == table.id_column)
-            .ok_or_else(|| {
-                WireError::Protocol(format!(
-                    "outbox table {} has no id column {:?} (outbox.columns.id)",
-                    table.qualified(),
-                    table.id_column
-                ))
+            .ok_or_else(|| PollError::NoIdColumn {
+                table: table.qualified(),
+                column: table.id_column.clone(),
             })?;
         let relation = Arc::new(Relation {
             xid: None,
@@ -313,12 +350,14 @@ impl PollSource {
         let mut ids = Vec::with_capacity(result.rows.len());
         let mut rows = Vec::with_capacity(result.rows.len());
         for row in result.rows {
-            let id = row.get(id_index).cloned().flatten().ok_or_else(|| {
-                WireError::Protocol(format!(
-                    "outbox table {}: a row has a NULL id; the id column must be NOT NULL",
-                    table.qualified()
-                ))
-            })?;
+            let id = row
+                .get(id_index)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| PollError::NullId {
+                    table: table.qualified(),
+                    column: table.id_column.clone(),
+                })?;
             ids.push(String::from_utf8_lossy(&id).into_owned());
             rows.push(TupleData(
                 row.into_iter()

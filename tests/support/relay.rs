@@ -30,6 +30,8 @@ pub struct RelaySpec {
     /// Short status, backoff and batch-age settings that keep tests quick. The benchmarks turn them
     /// off so the relay runs with the defaults a user gets.
     pub test_timings: bool,
+    /// `kafka.call_timeout` with the test timings: short for tests of a Kafka outage.
+    pub call_timeout: String,
 }
 
 impl RelaySpec {
@@ -45,6 +47,7 @@ impl RelaySpec {
             bootstrap: dev_env().kafka_bootstrap.clone(),
             extra: String::new(),
             test_timings: true,
+            call_timeout: "30s".into(),
         }
     }
 
@@ -60,6 +63,7 @@ impl RelaySpec {
             bootstrap: dev_env().kafka_bootstrap.clone(),
             extra: String::new(),
             test_timings: true,
+            call_timeout: "30s".into(),
             name,
         }
     }
@@ -70,12 +74,15 @@ impl RelaySpec {
             (
                 "status_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
                  backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n",
-                "transaction_timeout = \"60s\"\ncall_timeout = \"30s\"\n",
+                format!(
+                    "transaction_timeout = \"60s\"\ncall_timeout = {:?}\n",
+                    self.call_timeout
+                ),
                 "[batch]\nmax_age = \"10s\"\n",
                 "wal_poll_interval = \"200ms\"\n",
             )
         } else {
-            ("", "", "", "")
+            ("", String::new(), "", "")
         };
         format!(
             "[relay]\nname = {name:?}\nmode = {mode:?}\n{relay_timings}\n\

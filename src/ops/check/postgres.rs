@@ -7,7 +7,8 @@ use std::collections::HashMap;
 use super::report::Report;
 use super::SlotVerdict;
 use crate::pg::wire::extended::array_literal;
-use crate::pg::wire::{quote_identifier, quote_literal, ReplicationConnection, WireError};
+use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::wire::{ReplicationConnection, Session, WireError};
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::{AfterPublish, PollTable, NOTIFY_TRIGGER};
 
@@ -19,7 +20,7 @@ pub(super) async fn checks(config: &RelayConfig, slot: SlotVerdict, report: &mut
         "{}:{}/{} as {}",
         config.postgres.host, config.postgres.port, config.postgres.dbname, config.postgres.user
     );
-    let mut session = match ReplicationConnection::connect_sql(&config.postgres).await {
+    let mut session = match Session::connect(&config.postgres).await {
         Ok(session) => session,
         Err(error) => {
             report.fail(
@@ -45,7 +46,7 @@ pub(super) async fn checks(config: &RelayConfig, slot: SlotVerdict, report: &mut
 
 /// Everything read from the catalog, for the mode configured (and a word on the other one).
 async fn catalog_checks(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     slot: SlotVerdict,
     report: &mut Report,
@@ -91,7 +92,7 @@ struct ServerFacts {
 }
 
 impl ServerFacts {
-    async fn read(session: &mut ReplicationConnection) -> Result<Self, WireError> {
+    async fn read(session: &mut Session) -> Result<Self, WireError> {
         let row = super::super::first_row(
             session,
             "SELECT current_setting('wal_level'), \
@@ -119,7 +120,7 @@ struct Spelling(HashMap<String, String>);
 
 impl Spelling {
     async fn read(
-        session: &mut ReplicationConnection,
+        session: &mut Session,
         config: &RelayConfig,
     ) -> Result<Self, WireError> {
         let mut names = vec![config.postgres.user.clone()];
@@ -178,7 +179,7 @@ struct TableFacts {
 
 impl TableFacts {
     async fn read(
-        session: &mut ReplicationConnection,
+        session: &mut Session,
         config: &RelayConfig,
         table: &PollTable,
     ) -> Result<Self, WireError> {
@@ -298,7 +299,7 @@ fn server_settings(
 
 /// The slot: its plugin and state, or, when it is missing, whether that is new or a loss.
 async fn slot_state(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     facts: &ServerFacts,
     verdict: SlotVerdict,
@@ -377,7 +378,7 @@ async fn slot_state(
 
 /// Each publication the relay streams exists.
 async fn publications(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     names: &Spelling,
     report: &mut Report,
@@ -449,7 +450,7 @@ fn outbox_published(
 /// not exist yet; else those whose inserting transaction is older than the slot's
 /// `catalog_xmin` (which stays where it was created until the relay first confirms).
 async fn rows_before_slot(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     table: &PollTable,
     report: &mut Report,
@@ -493,7 +494,7 @@ async fn rows_before_slot(
 /// Postgres itself refuses UPDATE and DELETE on a table that publishes them without a replica
 /// identity, and CDC events of such a table could not carry a key.
 async fn replica_identities(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     report: &mut Report,
 ) -> Result<(), WireError> {
@@ -530,7 +531,7 @@ async fn replica_identities(
 
 /// Poll mode: one outbox table readable and emptiable, its columns and indexes.
 async fn poll_table(
-    session: &mut ReplicationConnection,
+    session: &mut Session,
     config: &RelayConfig,
     names: &Spelling,
     table: &PollTable,

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use super::Builtin;
-use crate::pg::wire::{extended::array_literal, ReplicationConnection, WireError};
+use crate::pg::wire::{extended::array_literal, Session, WireError};
 use crate::pg::TypeOid;
 
 /// How values of a type convert.
@@ -98,7 +98,7 @@ impl TypeCatalog {
     /// elements and domains to their bases.
     pub async fn load(
         &mut self,
-        connection: &mut ReplicationConnection,
+        connection: &mut Session,
         oids: &[TypeOid],
     ) -> Result<(), WireError> {
         let mut wanted: Vec<TypeOid> = oids

@@ -6,7 +6,7 @@
 //! in text format), Describe, Execute, Sync. Postgres infers each parameter's type from the
 //! statement, as `psql`'s `\bind` does; cast where it cannot (`$1::text`). A walsender refuses
 //! the extended protocol ("extended query protocol not supported in a replication connection"):
-//! run such statements on a session from [`ReplicationConnection::connect_sql`].
+//! run such statements on a session from [`Session::connect`].
 
 use bytes::{BufMut, Bytes};
 use fallible_iterator::FallibleIterator;
@@ -14,10 +14,10 @@ use postgres_protocol::message::backend::Message as Backend;
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
-use super::{QueryResult, ReplicationConnection, ResultColumn, ServerError, WireError};
+use super::{QueryResult, ResultColumn, ServerError, Session, WireError};
 use crate::pg::TypeOid;
 
-impl ReplicationConnection {
+impl Session {
     /// Runs one statement with `params` bound to `$1, $2, …` (text format; Postgres infers their
     /// types) and returns its rows as [`Self::query`] does. A notification arriving meanwhile is
     /// remembered for [`Self::wait_for_notification`].

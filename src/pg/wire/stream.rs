@@ -76,7 +76,9 @@ impl ReplicationStream {
         self.reported
     }
 
-    /// The next event; `None` when the server ended the stream (after CopyDone).
+    /// The next event; `None` when the server ended the stream: after CopyDone, or with a bare
+    /// CommandComplete, which is how a walsender says goodbye at a server shutdown (`WalSndDone`
+    /// sends it and exits, without CopyDone).
     pub async fn next(&mut self) -> Result<Option<ReplicationEvent>, WireError> {
         // A status queued by a cancelled call goes out first.
         self.framed.flush().await?;
@@ -97,6 +99,7 @@ impl ReplicationStream {
                     self.finish_copy().await?;
                     return Ok(None);
                 }
+                Backend::CommandComplete(_) => return Ok(None),
                 Backend::ErrorResponse(body) => {
                     return Err(WireError::Server(ServerError::parse(&body)))
                 }

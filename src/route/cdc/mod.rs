@@ -25,7 +25,7 @@ use serde_json::{json, Map, Value};
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
-use crate::source::logical::Change;
+use crate::source::Change;
 
 use values::ValueConvention;
 
@@ -241,11 +241,11 @@ impl CdcRouter {
             "ts_ns": micros.saturating_mul(1000),
             "snapshot": "false",
             "db": self.database,
-            "sequence": json!([context.last_commit_lsn.0.to_string(), context.lsn.0.to_string()]).to_string(),
+            "sequence": json!([context.last_commit_lsn.0.to_string(), context.lsn.map(|l| l.0.to_string())]).to_string(),
             "schema": schema,
             "table": table,
             "txId": context.xid.map(|x| x.0),
-            "lsn": context.lsn.0,
+            "lsn": context.lsn.map(|l| l.0),
             "xmin": null,
         })
     }

@@ -220,6 +220,18 @@ impl Envelope {
                         "the event type is missing or NULL; CloudEvents requires `type`".into(),
                     )
                 })?;
+                // Without an id column, a logical-mode event is identified by its WAL position;
+                // poll mode has none (and always has the id column).
+                let id = event
+                    .id
+                    .clone()
+                    .or_else(|| context.lsn.map(|lsn| lsn.to_string()))
+                    .ok_or_else(|| {
+                        fail(
+                            Reason::MissingField,
+                            "the event id is missing or NULL; CloudEvents requires `id`".into(),
+                        )
+                    })?;
                 let vars = |name: &str| -> Option<&str> {
                     match name {
                         "schema" => Some(schema),
@@ -232,10 +244,7 @@ impl Envelope {
                 };
                 let mut attributes: Vec<(String, String)> = vec![
                     ("specversion".into(), "1.0".into()),
-                    (
-                        "id".into(),
-                        event.id.clone().unwrap_or_else(|| context.lsn.to_string()),
-                    ),
+                    ("id".into(), id),
                     ("source".into(), source.render(vars).unwrap_or_default()),
                     ("type".into(), event_type.clone()),
                     ("time".into(), rfc3339(event.time_micros)),
