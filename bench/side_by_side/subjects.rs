@@ -4,11 +4,11 @@
 //! otherwise at its defaults. Both read an existing slot over the same publication and write the
 //! same records (key = aggregate id, value = the payload JSON) to topics of their own.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common;
+use crate::support::debezium::DebeziumServer;
 use crate::support::postgres::TestDb;
 use crate::support::relay::{RelayProcess, RelaySpec};
 use crate::support::{dev_env, kafka::create_topic};
@@ -69,7 +69,13 @@ impl Kind {
                 spec.slot = self.slot(db);
                 Relay::Outboxd(common::start_outboxd(spec))
             }
-            Kind::Debezium => Relay::Debezium(DebeziumServer::start(db, &self.slot(db))),
+            Kind::Debezium => Relay::Debezium(DebeziumServer::start(
+                &debezium_home().expect("OUTBOXD_BENCH_DEBEZIUM_HOME"),
+                std::env::var_os("OUTBOXD_BENCH_JAVA_HOME")
+                    .map(PathBuf::from)
+                    .as_deref(),
+                &application_properties(db, &self.slot(db)),
+            )),
         }
     }
 }
@@ -88,7 +94,7 @@ impl Relay {
     pub fn pid(&self) -> u32 {
         match self {
             Relay::Outboxd(process) => process.pid(),
-            Relay::Debezium(server) => server.child.id(),
+            Relay::Debezium(server) => server.pid(),
         }
     }
 
@@ -108,80 +114,11 @@ fn debezium_home() -> Option<PathBuf> {
     std::env::var_os("OUTBOXD_BENCH_DEBEZIUM_HOME").map(PathBuf::from)
 }
 
-/// Debezium Server run from a directory of its own: the distribution's files linked in, its own
-/// `config/application.properties`, offsets and log.
-#[derive(Debug)]
-pub struct DebeziumServer {
-    child: Child,
-    dir: tempfile::TempDir,
-}
-
-impl DebeziumServer {
-    fn start(db: &TestDb, slot: &str) -> DebeziumServer {
-        let home = debezium_home().expect("OUTBOXD_BENCH_DEBEZIUM_HOME");
-        let dir = tempfile::Builder::new()
-            .prefix("outboxd-bench-debezium-")
-            .tempdir()
-            .expect("temp dir");
-        link_distribution(&home, dir.path());
-        std::fs::write(
-            dir.path().join("config/application.properties"),
-            application_properties(db, slot, &dir.path().join("offsets.dat")),
-        )
-        .expect("write application.properties");
-        let log = std::fs::File::create(dir.path().join("debezium.log")).expect("log file");
-        let mut command = Command::new(dir.path().join("run.sh"));
-        command
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("log file"))
-            .stderr(log);
-        if let Some(java_home) = std::env::var_os("OUTBOXD_BENCH_JAVA_HOME") {
-            command.env("JAVA_HOME", java_home);
-        }
-        let child = command.spawn().expect("start Debezium Server");
-        DebeziumServer { child, dir }
-    }
-}
-
-impl Drop for DebeziumServer {
-    fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status();
-        for _ in 0..200 {
-            if !matches!(self.child.try_wait(), Ok(None)) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if std::thread::panicking() {
-            let log = std::fs::read_to_string(self.dir.path().join("debezium.log"));
-            eprintln!("--- Debezium Server log ---\n{}", log.unwrap_or_default());
-        }
-    }
-}
-
-/// Links every entry of the distribution into `dir`, except `config/`, which gets its own
-/// directory with the distribution's `config/lib` linked in (`run.sh` puts it on the classpath).
-fn link_distribution(home: &Path, dir: &Path) {
-    for entry in std::fs::read_dir(home).expect("Debezium Server distribution") {
-        let entry = entry.expect("directory entry");
-        if entry.file_name() != "config" {
-            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).expect("link");
-        }
-    }
-    std::fs::create_dir(dir.join("config")).expect("config dir");
-    std::os::unix::fs::symlink(home.join("config/lib"), dir.join("config/lib")).expect("link");
-}
-
 /// The configuration: the connector keys of RECIPES.md, the existing slot and publication, no
 /// snapshot (the backlog is in the slot), the outbox router with the payload expanded as JSON (as
 /// outboxd's default), plain JSON keys and values, and a topic prefix of its own. `\\${` keeps
 /// Quarkus from expanding the router's `${routedByValue}` itself.
-fn application_properties(db: &TestDb, slot: &str, offsets: &Path) -> String {
+fn application_properties(db: &TestDb, slot: &str) -> String {
     let url = url::Url::parse(&db.url).expect("database URL");
     let bootstrap = &dev_env().kafka_bootstrap;
     format!(
@@ -215,7 +152,7 @@ debezium.transforms.outbox.route.topic.replacement={topic}
 quarkus.http.port=0
 quarkus.log.console.json=false
 ",
-        offsets = offsets.display(),
+        offsets = DebeziumServer::OFFSETS,
         host = url.host_str().expect("host"),
         port = url.port().unwrap_or(5432),
         user = url.username(),

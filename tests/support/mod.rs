@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod debezium;
 pub mod kafka;
 pub mod outbox;
 pub mod postgres;

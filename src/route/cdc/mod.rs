@@ -1,20 +1,24 @@
 //! CDC events: changes of published tables that are not outboxes, as Debezium's Postgres connector
 //! writes them (JSON converter, schemas disabled).
 //!
-//! - topic `<prefix>.<schema>.<table>`; key `{pk columns}` (no key without a primary key);
+//! - topic `<prefix>.<schema>.<table>`; key `{pk columns}` in primary-key order (no key without a
+//!   primary key);
 //! - value `{before, after, source, op, ts_ms, ts_us, ts_ns, transaction}` with `op` `c`, `u`, `d`
 //!   or `t`; `source` as Debezium's (`version, connector: "postgresql", name, ts_ms, ts_us, ts_ns,
 //!   snapshot: "false", db, sequence, schema, table, txId, lsn, xmin`);
-//! - a tombstone (same key, null value) after each delete, unless switched off;
+//! - a tombstone (same key, null value) after each delete, unless switched off (a null key too for
+//!   a table without primary key, as Debezium);
 //! - an update that changes the primary key becomes a delete (+ tombstone) of the old key and a
-//!   create of the new one, with `__debezium.newkey` / `__debezium.oldkey` headers, as Debezium does;
+//!   create of the new one, with `__debezium.newkey` (on the delete and its tombstone) /
+//!   `__debezium.oldkey` headers, as Debezium does;
 //! - truncates as `op: "t"` events when switched on (Debezium skips them by default);
 //! - logical messages of other prefixes on `<prefix>.message` as `{source, op: "m", ts_ms,
 //!   message: {prefix, content (base64)}}`, keyed by `{"prefix"}`, when switched on.
 //!
 //! Column values follow the [`values::ValueConvention`]; a TOASTed value an update did not change
-//! (Postgres does not send it) shows as the configured placeholder, Debezium's
-//! `__debezium_unavailable_value` by default.
+//! (Postgres does not send it) is taken from the old row when the table logs it (`REPLICA IDENTITY
+//! FULL`), else shows as the configured placeholder, Debezium's `__debezium_unavailable_value` by
+//! default. `tests/debezium_goldens.rs` compares all this with Debezium's own output.
 
 pub mod values;
 
@@ -87,7 +91,12 @@ impl CdcRouter {
                 out.push(self.event(relation, key, Op::Create, Value::Null, after, context));
             }
             Change::Update { relation, old, new } if !is_outbox(relation) => {
-                let after = self.row(relation, new, context)?;
+                let after = match old {
+                    Some(OldTuple::Full(old)) => {
+                        self.row(relation, &with_toast_from(new, old), context)?
+                    }
+                    _ => self.row(relation, new, context)?,
+                };
                 let before = match old {
                     Some(OldTuple::Key(row) | OldTuple::Full(row)) => {
                         self.row(relation, row, context)?
@@ -115,7 +124,14 @@ impl CdcRouter {
                         .headers
                         .push(key_header("__debezium.newkey", &new_key));
                     out.push(delete);
+                    let before_tombstone = out.len();
                     self.tombstone(relation, &old_key, context, out);
+                    // Debezium names the new key on the tombstone too.
+                    if let Some(tombstone) = out.get_mut(before_tombstone) {
+                        tombstone
+                            .headers
+                            .push(key_header("__debezium.newkey", &new_key));
+                    }
                     let mut create =
                         self.event(relation, new_key, Op::Create, Value::Null, after, context);
                     create
@@ -209,17 +225,19 @@ impl CdcRouter {
         Ok(Value::Object(object))
     }
 
-    /// `{pk columns}` taken from a converted row; `None` without a primary key.
-    fn key(&self, relation: &Relation, row: &Value, context: &RouteContext<'_>) -> Option<Value> {
+    /// `{pk columns}` taken from a converted row, as JSON text with the columns in primary-key
+    /// order, as Debezium writes it (the key's bytes choose the partition and what compaction
+    /// keeps, so the order matters); `None` without a primary key.
+    fn key(&self, relation: &Relation, row: &Value, context: &RouteContext<'_>) -> Option<String> {
         let columns = context.schema.primary_key(relation.id)?;
-        let mut key = Map::new();
-        for column in columns {
-            key.insert(
-                column.clone(),
-                row.get(column).cloned().unwrap_or(Value::Null),
-            );
-        }
-        Some(Value::Object(key))
+        let fields: Vec<String> = columns
+            .iter()
+            .map(|column| {
+                let value = row.get(column).unwrap_or(&Value::Null);
+                format!("{}:{value}", Value::from(column.as_str()))
+            })
+            .collect();
+        Some(format!("{{{}}}", fields.join(",")))
     }
 
     fn topic(&self, relation: &Relation) -> String {
@@ -247,15 +265,21 @@ impl CdcRouter {
             "txId": context.xid.map(|x| x.0),
             "lsn": context.lsn.map(|l| l.0),
             "xmin": null,
+            "origin": null,
+            "origin_lsn": null,
         })
     }
 
-    fn envelope(&self, mut body: Map<String, Value>, source: Value) -> Value {
+    /// `body` with `source`, the processing time and `transaction`; Debezium's message events carry
+    /// the time in milliseconds only (`fine_times: false`).
+    fn envelope(&self, mut body: Map<String, Value>, source: Value, fine_times: bool) -> Value {
         let now = crate::pg::PgTimestamp::now().unix_micros();
         body.insert("source".into(), source);
         body.insert("ts_ms".into(), now.div_euclid(1000).into());
-        body.insert("ts_us".into(), now.into());
-        body.insert("ts_ns".into(), now.saturating_mul(1000).into());
+        if fine_times {
+            body.insert("ts_us".into(), now.into());
+            body.insert("ts_ns".into(), now.saturating_mul(1000).into());
+        }
         body.insert("transaction".into(), Value::Null);
         Value::Object(body)
     }
@@ -263,7 +287,7 @@ impl CdcRouter {
     fn event(
         &self,
         relation: &Relation,
-        key: Option<Value>,
+        key: Option<String>,
         op: Op,
         before: Value,
         after: Value,
@@ -276,11 +300,12 @@ impl CdcRouter {
         let value = self.envelope(
             body,
             self.source(&relation.namespace, &relation.name, context),
+            true,
         );
         Record {
             topic: self.topic(relation),
             partition: None,
-            key: key.map(|k| Bytes::from(k.to_string())),
+            key: key.map(Bytes::from),
             value: Some(Bytes::from(value.to_string())),
             headers: Vec::new(),
             timestamp_ms: Some(context.commit_ts.unix_millis()),
@@ -290,16 +315,17 @@ impl CdcRouter {
     fn tombstone(
         &self,
         relation: &Relation,
-        key: &Option<Value>,
+        key: &Option<String>,
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
     ) {
-        // Compaction removes a key only by a tombstone; without a key there is nothing to remove.
-        if let (true, Some(key)) = (self.tombstones_on_delete, key) {
+        // Compaction removes a key only by a tombstone. Debezium writes one after a delete of a
+        // table without key too (with a null key), and consumers may count on it.
+        if self.tombstones_on_delete {
             out.push(Record {
                 topic: self.topic(relation),
                 partition: None,
-                key: Some(Bytes::from(key.to_string())),
+                key: key.clone().map(Bytes::from),
                 value: None,
                 headers: Vec::new(),
                 timestamp_ms: Some(context.commit_ts.unix_millis()),
@@ -317,7 +343,7 @@ impl CdcRouter {
                 "content": base64::engine::general_purpose::STANDARD.encode(content),
             }),
         );
-        let value = self.envelope(body, self.source("", "", context));
+        let value = self.envelope(body, self.source("", "", context), false);
         Record {
             topic: format!("{}.message", self.topic_prefix),
             partition: None,
@@ -329,9 +355,25 @@ impl CdcRouter {
     }
 }
 
-fn key_header(name: &str, key: &Option<Value>) -> Header {
+fn key_header(name: &str, key: &Option<String>) -> Header {
     Header {
         name: name.into(),
-        value: key.as_ref().map(|k| Bytes::from(k.to_string())),
+        value: key.clone().map(Bytes::from),
     }
+}
+
+/// `new` with each unchanged TOASTed value (which Postgres leaves out of an update) taken from
+/// `old`, the full old row that `REPLICA IDENTITY FULL` logs: Debezium does the same, so only
+/// tables without the full old row show the placeholder.
+fn with_toast_from(new: &TupleData, old: &TupleData) -> TupleData {
+    TupleData(
+        new.0
+            .iter()
+            .enumerate()
+            .map(|(i, new)| match (new, old.0.get(i)) {
+                (ColumnValue::UnchangedToast, Some(old)) => old.clone(),
+                (new, _) => new.clone(),
+            })
+            .collect(),
+    )
 }

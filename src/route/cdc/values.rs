@@ -6,23 +6,25 @@
 //! | type | `debezium` (defaults) |
 //! |---|---|
 //! | numeric(p,s) | `decimal.handling.mode=precise`: base64 of the unscaled two's-complement value; `double`: number; `string`: text |
-//! | numeric | precise: `{"scale": s, "value": base64}` (Debezium's VariableScaleDecimal) |
+//! | numeric | precise: `{"scale": s, "value": base64}` (Debezium's VariableScaleDecimal, trailing zeros dropped) |
 //! | date | days since 1970-01-01 |
 //! | time(p) | `time.precision.mode=adaptive`: ms since midnight for p ≤ 3, else µs; `adaptive_time_microseconds`: µs; `connect`: ms |
 //! | timestamp(p) | adaptive: ms since the epoch for p ≤ 3, else µs; `connect`: ms |
-//! | timestamptz | ISO-8601 in UTC, `Z` (`2024-01-31T12:34:56.789Z`) |
+//! | timestamptz | ISO-8601 in UTC with six fraction digits, `Z` (`2024-01-31T12:34:56.789000Z`) |
 //! | timetz | ISO-8601 time in UTC (`07:04:56.789Z`) |
 //! | interval | µs, a month counted as 30.4375 days (Debezium's MicroDuration) |
 //! | bytea | `binary.handling.mode=bytes` or `base64`: base64; `hex`: hex |
 //! | json, jsonb | the JSON text as a string |
 //! | arrays | JSON arrays of the element's value |
 //! | bool, integers, floats | JSON booleans and numbers (NaN and infinities as strings) |
-//! | everything else (text, uuid, enums, inet, ranges, money, bit, geometry, ...) | the text |
+//! | money | as numeric(p,2) |
+//! | bit(1) | boolean; `bit(n)`, `varbit`: little-endian bytes of the bit string, base64 |
+//! | everything else (text, uuid, enums, inet, ranges, geometry, ...) | the text |
 //!
-//! Known differences from Debezium: `money` (Debezium: a precise decimal), `bit(n)` (Debezium:
-//! boolean or little-endian bytes), `point` (Debezium: a struct with WKB), `hstore` (Debezium: a JSON
-//! string of the map) and `infinity` dates and timestamps (Debezium: sentinel numbers) are the
-//! PostgreSQL text here.
+//! Known differences from Debezium (docs/debezium.md, checked against Debezium's output by
+//! `tests/debezium_goldens.rs`): a domain over `numeric(p,s)` (Debezium: the base type's fixed
+//! scale), `point` (Debezium: a struct with WKB), `hstore` (Debezium: a JSON string of the map) and
+//! `infinity` dates and timestamps (Debezium: sentinel numbers) are the PostgreSQL text here.
 //!
 //! `natural`: ISO-8601 everywhere, exact numerics as strings, JSON nested: the conversion of
 //! [`crate::pg::types::text_to_json`].
@@ -124,18 +126,29 @@ impl DebeziumModes {
             text: text.chars().take(200).collect(),
         };
         match types.kind(oid) {
+            // A domain's type modifier is not known here: a numeric domain keeps the scale of
+            // its text (for `numeric(p,s)`, s) rather than dropping trailing zeros.
+            TypeKind::Domain { base } if base.0 == 1700 => {
+                return self.numeric(-1, text, false).ok_or_else(bad)
+            }
             TypeKind::Domain { base } => return self.convert(types, base, -1, text),
             TypeKind::Array { element, delimiter } => {
                 let elements = array::parse(text, delimiter).ok_or_else(bad)?;
                 return self.convert_array(types, element, typmod, elements);
             }
-            TypeKind::Enum | TypeKind::Other => return Ok(Value::String(text.to_owned())),
+            TypeKind::Enum | TypeKind::Other => {
+                return match oid.0 {
+                    790 => self.money(text).ok_or_else(bad),
+                    1560 | 1562 => bits(typmod, oid.0 == 1560, text).ok_or_else(bad),
+                    _ => Ok(Value::String(text.to_owned())),
+                }
+            }
             TypeKind::Builtin(_) => {}
         }
         Ok(match oid.0 {
             // json, jsonb: io.debezium.data.Json is a string.
             114 | 3802 => Value::String(text.to_owned()),
-            1700 => self.numeric(typmod, text).ok_or_else(bad)?,
+            1700 => self.numeric(typmod, text, true).ok_or_else(bad)?,
             17 => {
                 let bytes = text
                     .strip_prefix("\\x")
@@ -201,8 +214,26 @@ impl DebeziumModes {
             .map(Value::Array)
     }
 
-    /// numeric by `decimal.handling.mode`; `None` when the text is not a number.
-    fn numeric(self, typmod: i32, text: &str) -> Option<Value> {
+    /// money (`-$1,234.56` in the C locale) as a numeric of scale 2, as Debezium's
+    /// `money.fraction.digits` default has it.
+    fn money(self, text: &str) -> Option<Value> {
+        let negative = text.contains('-') || text.starts_with('(');
+        let digits: String = text
+            .chars()
+            .filter(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        let number = if negative {
+            format!("-{digits}")
+        } else {
+            digits
+        };
+        // numeric(p,2)'s typmod: scale 2 in the low half, plus the header of 4.
+        self.numeric(2 + 4, &number, false)
+    }
+
+    /// numeric by `decimal.handling.mode`; `None` when the text is not a number. Without a declared
+    /// scale, `drop_trailing_zeros` drops them as Debezium does for a `numeric` column.
+    fn numeric(self, typmod: i32, text: &str, drop_trailing_zeros: bool) -> Option<Value> {
         if matches!(text, "NaN" | "Infinity" | "-Infinity") {
             // Neither a Connect Decimal nor a JSON number can hold these.
             return Some(match self.decimal {
@@ -229,6 +260,11 @@ impl DebeziumModes {
                     return None;
                 }
                 let declared_scale = (typmod >= 4).then(|| ((typmod - 4) & 0xffff) as usize);
+                // Without a declared scale Debezium drops trailing zeros (`100.500` has scale 1).
+                let fraction = match declared_scale {
+                    None if drop_trailing_zeros => fraction.trim_end_matches('0'),
+                    _ => fraction,
+                };
                 let scale = declared_scale.unwrap_or(fraction.len()).max(fraction.len());
                 let unscaled = format!("{whole}{fraction}{}", "0".repeat(scale - fraction.len()));
                 let encoded = base64::engine::general_purpose::STANDARD
@@ -240,6 +276,30 @@ impl DebeziumModes {
             }
         }
     }
+}
+
+/// `bit(1)` as a boolean; `bit(n)` and `varbit` as Debezium's Bits: the bit string as a number
+/// (the last bit is bit 0), little-endian bytes without the zero bytes above the highest set bit
+/// (none for zero), in base64.
+fn bits(typmod: i32, fixed: bool, text: &str) -> Option<Value> {
+    if !text.bytes().all(|b| b == b'0' || b == b'1') {
+        return None;
+    }
+    if fixed && typmod == 1 {
+        return Some(Value::Bool(text == "1"));
+    }
+    let mut bytes = vec![0_u8; text.len().div_ceil(8)];
+    for (i, bit) in text.bytes().rev().enumerate() {
+        if bit == b'1' {
+            bytes[i / 8] |= 1 << (i % 8);
+        }
+    }
+    while bytes.last() == Some(&0) {
+        bytes.pop();
+    }
+    Some(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(bytes),
+    ))
 }
 
 /// `infinity` and `-infinity` as their text; anything else unparsed is an error.
@@ -385,7 +445,8 @@ fn timestamptz_utc(text: &str) -> Option<String> {
     };
     let micros = timestamp_micros(&local)? - offset * 1_000_000;
     let time = chrono::DateTime::from_timestamp_micros(micros)?;
-    Some(time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
+    // Debezium's ZonedTimestamp always has six fraction digits (`...T12:34:56.000000Z`).
+    Some(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
 
 /// A timetz as ISO-8601 time in UTC with `Z`.
@@ -490,6 +551,13 @@ mod tests {
             json!({"scale": 3, "value": "z8c="})
         );
         assert_eq!(debezium(1700, -1, "NaN"), Value::Null);
+        // Values from Debezium 3.6's output (tests/goldens): trailing zeros dropped, money.
+        assert_eq!(
+            debezium(1700, -1, "100.500"),
+            json!({"scale": 1, "value": "A+0="})
+        );
+        assert_eq!(debezium(790, -1, "$1,234.56"), json!("AeJA"));
+        assert_eq!(debezium(790, -1, "-$0.01"), json!("/w=="));
     }
 
     #[test]
@@ -512,15 +580,26 @@ mod tests {
         );
         assert_eq!(
             debezium(1184, -1, "2024-01-31 12:34:56.789+00"),
-            json!("2024-01-31T12:34:56.789Z")
+            json!("2024-01-31T12:34:56.789000Z")
         );
         assert_eq!(
             debezium(1184, -1, "2024-01-31 14:34:56+02"),
-            json!("2024-01-31T12:34:56Z")
+            json!("2024-01-31T12:34:56.000000Z")
         );
         assert_eq!(debezium(1266, -1, "12:34:56.5+05:30"), json!("07:04:56.5Z"));
         assert_eq!(debezium(1266, -1, "01:00:00-03"), json!("04:00:00Z"));
         assert_eq!(debezium(1184, -1, "infinity"), json!("infinity"));
+    }
+
+    #[test]
+    fn bits_are_booleans_or_little_endian_bytes() {
+        // Values from Debezium 3.6's output (tests/goldens).
+        assert_eq!(debezium(1560, 1, "1"), json!(true));
+        assert_eq!(debezium(1560, 1, "0"), json!(false));
+        assert_eq!(debezium(1560, 8, "10100001"), json!("oQ=="));
+        assert_eq!(debezium(1560, 8, "00000000"), json!(""));
+        assert_eq!(debezium(1562, -1, "101"), json!("BQ=="));
+        assert_eq!(debezium(1562, -1, "100000000"), json!("AAE="));
     }
 
     #[test]

@@ -117,10 +117,13 @@ impl Envelope {
             message: format!("outbox event from {schema}.{table}: {message}"),
             topic: Some(topic.clone()),
         };
-        let key = event.aggregate_id.as_ref().map(|id| match self.key_format {
-            KeyFormat::String => Bytes::from(id.clone()),
-            KeyFormat::Json => Bytes::from(Value::String(id.clone()).to_string()),
-        });
+        // A NULL aggregate id: no key as a string, the JSON `null` as JsonConverter writes it.
+        let key = match (self.key_format, &event.aggregate_id) {
+            (KeyFormat::String, id) => id.clone().map(Bytes::from),
+            (KeyFormat::Json, id) => Some(Bytes::from(
+                id.clone().map_or(Value::Null, Value::String).to_string(),
+            )),
+        };
         // The payload as JSON text: as written when it is JSON (validated, not re-serialized, so
         // key order and number precision survive), else as a JSON string.
         let payload = match &event.payload {
