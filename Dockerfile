@@ -8,12 +8,13 @@
 ARG RUST_VERSION=1.95
 
 FROM rust:${RUST_VERSION}-slim-bookworm AS builder
-# rdkafka (default features: libz) builds the bundled librdkafka with its ./configure and make, which
-# want a C++ compiler besides the image's gcc, and links the system zlib that libz-sys finds with
-# pkg-config. No OpenSSL, SASL, zstd or curl: those rdkafka features are off.
+# rdkafka (features libz, ssl, curl-static, cmake-build) builds the bundled librdkafka with CMake,
+# which wants a C++ compiler besides the image's gcc; it links the system zlib and OpenSSL that
+# libz-sys and openssl-sys find with pkg-config (TLS, SCRAM, OAUTHBEARER) and a curl built in (OIDC
+# token requests). No libsasl2 (GSSAPI/Kerberos) and no zstd: those features are off.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends g++ make pkg-config zlib1g-dev \
+ && apt-get install -y --no-install-recommends g++ make cmake pkg-config zlib1g-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY Cargo.toml Cargo.lock ./
@@ -26,11 +27,12 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && install -m 0755 target/release/outboxd /usr/local/bin/outboxd
 
 FROM debian:bookworm-slim
-# The binary links libz, libgcc_s, libm and libc (ldd); ca-certificates is for sslmode=verify-* and
-# Kafka TLS trust stores. Versions follow bookworm's (security) updates, hence unpinned.
+# The binary links libssl, libcrypto, libz, libgcc_s, libm and libc (ldd); ca-certificates is for
+# sslmode=verify-* and Kafka's TLS (librdkafka trusts the system's CAs when ssl.ca.location is unset).
+# Versions follow bookworm's (security) updates, hence unpinned.
 # hadolint ignore=DL3008
 RUN apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates zlib1g libgcc-s1 \
+ && apt-get install -y --no-install-recommends ca-certificates libssl3 zlib1g libgcc-s1 \
  && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 outboxd \
  && useradd --system --uid 10001 --gid outboxd --no-create-home --home-dir /nonexistent \

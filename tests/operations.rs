@@ -310,6 +310,7 @@ async fn sighup_rereads_the_log_level() {
 async fn no_log_line_or_output_shows_a_secret() {
     const PASSWORD: &str = "Pw-7c1e9d-s3cr3t";
     const KAFKA_SECRET: &str = "kafka-5e2f-s3cr3t";
+    const KEY_SECRET: &str = "key-91b4-s3cr3t";
     let cluster = PrivateCluster::start(
         "wal_level = logical\npassword_encryption = 'scram-sha-256'",
         &["host all app 127.0.0.1/32 scram-sha-256"],
@@ -320,15 +321,18 @@ async fn no_log_line_or_output_shows_a_secret() {
         ))
         .expect("create role");
     let secret_file = cluster.write_file("kafka-secret", KAFKA_SECRET.as_bytes(), "0644");
+    let key_secret_file = cluster.write_file("key-secret", KEY_SECRET.as_bytes(), "0644");
     let url = format!(
         "postgresql://app:{PASSWORD}@127.0.0.1:{}/postgres",
         cluster.port
     );
     let mut spec = RelaySpec::for_url("ops_secret", &url);
     let name = spec.name.clone();
+    // The broker is PLAINTEXT, so neither is used; tests/kafka_security.rs checks them in use.
     spec.extra = format!(
-        "[kafka.property_files]\n\"sasl.password\" = {:?}\n",
-        secret_file.display().to_string()
+        "[kafka.property_files]\n\"sasl.password\" = {:?}\n\"ssl.key.password\" = {:?}\n",
+        secret_file.display().to_string(),
+        key_secret_file.display().to_string()
     );
     let debug = [("RUST_LOG", "debug")];
     let mut outputs = vec![
@@ -384,7 +388,7 @@ async fn no_log_line_or_output_shows_a_secret() {
         everything.lines().count() > 50,
         "too little output to judge:\n{everything}"
     );
-    for secret in [PASSWORD, KAFKA_SECRET] {
+    for secret in [PASSWORD, KAFKA_SECRET, KEY_SECRET] {
         let leaks: Vec<&str> = everything.lines().filter(|l| l.contains(secret)).collect();
         assert!(
             leaks.is_empty(),

@@ -158,12 +158,18 @@ pub struct PrivateKafka {
 impl PrivateKafka {
     /// Starts a single-node broker with `scripts/dev-env up kafka` in a directory of its own.
     pub fn start() -> PrivateKafka {
+        Self::start_with_env(&[])
+    }
+
+    /// [`PrivateKafka::start`] with extra environment variables for `scripts/dev-env` (such as
+    /// `OUTBOXD_DEV_KAFKA_SECURITY=1`).
+    pub fn start_with_env(vars: &[(&str, &str)]) -> PrivateKafka {
         let dir = tempfile::Builder::new()
             .prefix("outboxd-kafka-")
             .tempdir()
             .expect("temp dir");
         let env_dir = dir.path().join("env");
-        dev_env_command(&env_dir, &["up", "kafka"]);
+        dev_env_command(&env_dir, &["up", "kafka"], vars);
         let port = std::fs::read_to_string(env_dir.join("kafka.port")).expect("kafka.port");
         PrivateKafka {
             bootstrap: format!("127.0.0.1:{}", port.trim()),
@@ -173,7 +179,12 @@ impl PrivateKafka {
 
     /// Stops the broker gracefully and starts it again on the same port and data.
     pub fn restart(&self) {
-        dev_env_command(&self.dir.path().join("env"), &["restart-kafka"]);
+        dev_env_command(&self.dir.path().join("env"), &["restart-kafka"], &[]);
+    }
+
+    /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.
+    pub fn dev_env(&self, args: &[&str]) -> String {
+        dev_env_command(&self.dir.path().join("env"), args, &[])
     }
 }
 
@@ -186,11 +197,14 @@ impl Drop for PrivateKafka {
     }
 }
 
-fn dev_env_command(env_dir: &std::path::Path, args: &[&str]) {
-    let status = std::process::Command::new(super::repo_root().join("scripts/dev-env"))
+fn dev_env_command(env_dir: &std::path::Path, args: &[&str], vars: &[(&str, &str)]) -> String {
+    let output = std::process::Command::new(super::repo_root().join("scripts/dev-env"))
         .args(args)
         .env("OUTBOXD_DEV_DIR", env_dir)
-        .status()
+        .envs(vars.iter().copied())
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .expect("run scripts/dev-env");
-    assert!(status.success(), "scripts/dev-env {args:?} failed");
+    assert!(output.status.success(), "scripts/dev-env {args:?} failed");
+    String::from_utf8(output.stdout).expect("UTF-8 output")
 }

@@ -14,6 +14,7 @@ pub mod kafka;
 pub mod outbox;
 pub mod postgres;
 pub mod relay;
+pub mod secure_kafka;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
