@@ -79,9 +79,7 @@ async fn decoded_values_equal_postgres_to_jsonb() {
     }
 
     let options: ConnectOptions = db.url.parse().expect("url");
-    let mut connection = Session::connect(&options)
-        .await
-        .expect("connect");
+    let mut connection = Session::connect(&options).await.expect("connect");
     let mut catalog = TypeCatalog::builtin();
     let stream = connection_start(&mut connection, &mut catalog, &db).await;
     let mut source = LogicalSource::new(stream, 1);
@@ -154,10 +152,7 @@ async fn connection_start(
         .iter()
         .filter_map(|r| r[0].as_ref()?.parse().ok().map(outboxd::pg::TypeOid))
         .collect();
-    catalog
-        .load(connection, &oids)
-        .await
-        .expect("type catalog");
+    catalog.load(connection, &oids).await.expect("type catalog");
     let options: ConnectOptions = db.url.parse().expect("url");
     let replication = ReplicationConnection::connect(&options)
         .await

@@ -99,14 +99,12 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
         ("publication", inert_identifier(publication)),
         ("relay_role", inert_identifier(&relay.postgres.user)),
     ];
-    let mut session = Session::connect(&options)
-        .await
-        .with_context(|| {
-            format!(
-                "connecting to {}:{}/{}",
-                options.host, options.port, options.dbname
-            )
-        })?;
+    let mut session = Session::connect(&options).await.with_context(|| {
+        format!(
+            "connecting to {}:{}/{}",
+            options.host, options.port, options.dbname
+        )
+    })?;
     session.simple_query("BEGIN").await?;
     let mut outcome = apply(&mut session, &variables).await;
     if let Ok(applied) = &mut outcome {
@@ -135,10 +133,7 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
 /// on are kept for the relay even before its first start (the slot only sees what commits after
 /// it exists). Outside the migrations' transaction: Postgres creates no slot in a transaction
 /// that has written. A line saying what was done, if anything.
-async fn create_slot(
-    session: &mut Session,
-    slot: &str,
-) -> anyhow::Result<Option<String>> {
+async fn create_slot(session: &mut Session, slot: &str) -> anyhow::Result<Option<String>> {
     let exists = !session
         .query_params_text(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
@@ -179,10 +174,7 @@ async fn create_slot(
     )))
 }
 
-async fn apply(
-    session: &mut Session,
-    variables: &[(&str, String)],
-) -> anyhow::Result<Applied> {
+async fn apply(session: &mut Session, variables: &[(&str, String)]) -> anyhow::Result<Applied> {
     session
         .simple_query(
             "SELECT pg_advisory_xact_lock(hashtext('outboxd_migrations')); \

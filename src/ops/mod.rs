@@ -12,9 +12,9 @@ use rdkafka::admin::AdminClient;
 use rdkafka::client::DefaultClientContext;
 
 use crate::checkpoint::StoredCheckpoint;
-use crate::sink::offsets::OffsetsTopic;
 use crate::pg::wire::{Session, WireError};
 use crate::relay::RelayConfig;
+use crate::sink::offsets::OffsetsTopic;
 
 /// The first row of `sql`'s result with `params` bound to `$1, $2, …`, as text columns (`None`
 /// for NULL), or `None` without rows.

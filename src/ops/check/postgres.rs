@@ -6,8 +6,8 @@ use std::collections::HashMap;
 
 use super::report::Report;
 use super::SlotVerdict;
-use crate::pg::wire::extended::array_literal;
 use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::wire::extended::array_literal;
 use crate::pg::wire::{ReplicationConnection, Session, WireError};
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::{AfterPublish, PollTable, NOTIFY_TRIGGER};
@@ -119,10 +119,7 @@ impl ServerFacts {
 struct Spelling(HashMap<String, String>);
 
 impl Spelling {
-    async fn read(
-        session: &mut Session,
-        config: &RelayConfig,
-    ) -> Result<Self, WireError> {
+    async fn read(session: &mut Session, config: &RelayConfig) -> Result<Self, WireError> {
         let mut names = vec![config.postgres.user.clone()];
         names.extend(config.publications.iter().cloned());
         for table in &config.poll.tables {

@@ -6,8 +6,8 @@
 //! logical walsender also runs), then CopyBoth for the stream itself ([`ReplicationStream`]).
 
 mod auth;
-pub mod extended;
 mod error;
+pub mod extended;
 mod framed;
 mod options;
 mod replication;
