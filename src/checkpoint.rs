@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::pg::{Lsn, Xid};
 
-/// The resume position of one relay (DESIGN.md §4), the value of its record in the offsets topic.
+/// The resume position of one relay (docs/architecture.md), the value of its record in the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Format version; readers refuse versions they do not know.
@@ -40,7 +40,7 @@ impl Checkpoint {
     pub const VERSION: u32 = 1;
 }
 
-/// The resume position of a relay in poll mode (DESIGN.md §5): the row ids of the last batch it
+/// The resume position of a relay in poll mode (docs/architecture.md, poll mode): the row ids of the last batch it
 /// published from `table`. The rows are deleted (or marked) only after this commits, so on start
 /// they may still be there: they are deleted first, never published again.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ pub enum StoredCheckpoint {
 
 impl StoredCheckpoint {
     /// Parses a stored checkpoint: one with `"mode": "poll"` is a poll checkpoint, one without a
-    /// mode a logical one (the format DESIGN.md §4 gives, unchanged).
+    /// mode a logical one (the original format, unchanged).
     pub fn from_json(bytes: &[u8]) -> Result<Self, CheckpointError> {
         #[derive(Deserialize)]
         struct Probe {

@@ -1,4 +1,4 @@
-//! What the relay exports to Prometheus (DESIGN.md §7), and the state `/readyz` decides on.
+//! What the relay exports to Prometheus (README, metrics), and the state `/readyz` decides on.
 //!
 //! One process runs one relay, so the metrics live in one process-wide set ([`metrics`]) in a
 //! registry of their own (not the `prometheus` crate's default one, which any dependency may fill).

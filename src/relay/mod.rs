@@ -1,4 +1,4 @@
-//! The exactly-once relay (DESIGN.md §4): source, router and sink joined so that a committed
+//! The exactly-once relay (docs/architecture.md): source, router and sink joined so that a committed
 //! Postgres change reaches a `read_committed` Kafka consumer exactly once.
 //!
 //! ```text
@@ -12,8 +12,8 @@
 //! ```
 //!
 //! In poll mode (`relay.mode = "poll"`, `relay::poll`) an attempt claims batches of outbox rows with
-//! plain SQL instead, each published with a checkpoint naming its row ids (DESIGN.md §5); the
-//! retries, fencing and shutdown below are the same.
+//! plain SQL instead, each published with a checkpoint naming its row ids (docs/architecture.md,
+//! poll mode); the retries, fencing and shutdown below are the same.
 //!
 //! # Progress tracking
 //! The checkpoint in Kafka is the truth; the slot trails it. The slot is confirmed only with the
@@ -74,9 +74,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 /// `relay.mode` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RelayMode {
-    /// Stream a logical replication slot (DESIGN.md §4).
+    /// Stream a logical replication slot (docs/architecture.md).
     Logical,
-    /// Poll outbox tables (DESIGN.md §5): no REPLICATION needed.
+    /// Poll outbox tables (docs/architecture.md, poll mode): no REPLICATION needed.
     Poll,
 }
 

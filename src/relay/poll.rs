@@ -1,4 +1,4 @@
-//! One attempt of the relay in poll mode (DESIGN.md §5): fence, take the relay's lock, read the
+//! One attempt of the relay in poll mode (docs/architecture.md, poll mode): fence, take the relay's lock, read the
 //! checkpoint, settle the rows it names, then claim, publish and commit batch after batch.
 //!
 //! ```text

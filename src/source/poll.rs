@@ -1,4 +1,4 @@
-//! Poll mode's source (DESIGN.md §5): outbox rows read with plain SQL, for a role without the
+//! Poll mode's source (docs/architecture.md, poll mode): outbox rows read with plain SQL, for a role without the
 //! REPLICATION attribute.
 //!
 //! A batch is *claimed* in a Postgres transaction that stays open until its events are committed
