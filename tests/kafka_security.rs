@@ -100,9 +100,10 @@ impl SecuredRelay {
                 &transactional_id,
             ],
         );
+        // DescribeConfigs: the relay verifies that the offsets topic is compacted.
         kafka.grant(
             principal,
-            &["Read", "Create"],
+            &["Read", "Create", "DescribeConfigs"],
             &["--topic", &self.spec.offsets_topic],
         );
         // The checkpoint reader has a group id (never committed to), so librdkafka looks up its

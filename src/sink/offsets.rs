@@ -65,6 +65,18 @@ pub enum OffsetsError {
         /// Its cleanup policy.
         policy: String,
     },
+    /// The broker described the topic without its `cleanup.policy`: the relay's principal may
+    /// not read the topic's configuration, so compaction cannot be verified.
+    #[error(
+        "the cleanup.policy of offsets topic {topic:?} could not be read, so the relay cannot \
+         verify that it is compacted: grant the relay's principal DescribeConfigs on it \
+         (`kafka-acls --add --allow-principal User:<relay> --operation DescribeConfigs --topic \
+         {topic}`)"
+    )]
+    PolicyUnreadable {
+        /// The offsets topic.
+        topic: String,
+    },
     /// Reading did not reach the end in time (a transaction of another producer stays open?).
     #[error("offsets topic {topic:?}: could not read to offset {end} within {timeout:?}")]
     Timeout {
@@ -86,7 +98,10 @@ impl OffsetsError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Kafka { .. } | Self::Timeout { .. } => true,
-            Self::Partitioned { .. } | Self::NotCompacted { .. } | Self::Checkpoint(_) => false,
+            Self::Partitioned { .. }
+            | Self::NotCompacted { .. }
+            | Self::PolicyUnreadable { .. }
+            | Self::Checkpoint(_) => false,
         }
     }
 }
@@ -168,7 +183,11 @@ impl OffsetsTopic {
                 .get("cleanup.policy")
                 .and_then(|entry| entry.value.clone());
         }
-        let policy = policy.unwrap_or_default();
+        let Some(policy) = policy else {
+            return Err(OffsetsError::PolicyUnreadable {
+                topic: self.name.clone(),
+            });
+        };
         if policy == "compact" {
             return Ok(());
         }
