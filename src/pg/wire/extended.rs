@@ -8,14 +8,11 @@
 //! the extended protocol ("extended query protocol not supported in a replication connection"):
 //! run such statements on a session from [`Session::connect`].
 
-use bytes::{BufMut, Bytes};
-use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::Message as Backend;
+use bytes::BufMut;
 use postgres_protocol::message::frontend;
 use postgres_protocol::IsNull;
 
-use super::{QueryResult, ResultColumn, ServerError, Session, WireError};
-use crate::pg::TypeOid;
+use super::{QueryResult, Session, WireError};
 
 impl Session {
     /// Runs one statement with `params` bound to `$1, $2, …` (text format; Postgres infers their
@@ -60,74 +57,6 @@ impl Session {
         params: &[&str],
     ) -> Result<Vec<Vec<Option<String>>>, WireError> {
         Ok(self.query_params(sql, params).await?.text_rows())
-    }
-
-    /// Reads the answer to a query up to ReadyForQuery: its rows, or the error it ended with
-    /// (after which the server skipped to the Sync).
-    pub(super) async fn read_result(&mut self, sql: &str) -> Result<QueryResult, WireError> {
-        let protocol = |e: std::io::Error| WireError::Protocol(e.to_string());
-        let mut result = QueryResult::default();
-        let mut error = None;
-        loop {
-            match self.framed.next().await? {
-                Backend::DataRow(row) => {
-                    let buffer = row.buffer();
-                    let mut ranges = row.ranges();
-                    let mut values = Vec::new();
-                    while let Some(range) = ranges.next().map_err(protocol)? {
-                        values.push(range.map(|r| Bytes::copy_from_slice(&buffer[r])));
-                    }
-                    result.rows.push(values);
-                }
-                Backend::RowDescription(description) => {
-                    result.columns = description
-                        .fields()
-                        .map(|field| {
-                            Ok(ResultColumn {
-                                name: field.name().to_owned(),
-                                table_oid: field.table_oid(),
-                                type_oid: TypeOid(field.type_oid()),
-                                type_modifier: field.type_modifier(),
-                            })
-                        })
-                        .collect()
-                        .map_err(protocol)?;
-                }
-                Backend::ErrorResponse(body) => error = Some(ServerError::parse(&body)),
-                Backend::ReadyForQuery(_) => break,
-                Backend::NotificationResponse(_) => self.notified = true,
-                Backend::ParseComplete
-                | Backend::BindComplete
-                | Backend::NoData
-                | Backend::CommandComplete(_)
-                | Backend::EmptyQueryResponse
-                | Backend::NoticeResponse(_)
-                | Backend::ParameterStatus(_) => {}
-                _ => {
-                    return Err(WireError::Protocol(format!(
-                        "unexpected message answering {sql:?}"
-                    )))
-                }
-            }
-        }
-        match error {
-            Some(error) => Err(WireError::Server(error)),
-            None => Ok(result),
-        }
-    }
-}
-
-impl QueryResult {
-    /// The rows as text (`None` for NULL); invalid UTF-8 is replaced, not an error.
-    pub fn text_rows(self) -> Vec<Vec<Option<String>>> {
-        self.rows
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|value| value.map(|v| String::from_utf8_lossy(&v).into_owned()))
-                    .collect()
-            })
-            .collect()
     }
 }
 

@@ -49,6 +49,20 @@ pub struct QueryResult {
     pub rows: Vec<Vec<Option<Bytes>>>,
 }
 
+impl QueryResult {
+    /// The rows as text (`None` for NULL); invalid UTF-8 is replaced, not an error.
+    pub fn text_rows(self) -> Vec<Vec<Option<String>>> {
+        self.rows
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|value| value.map(|v| String::from_utf8_lossy(&v).into_owned()))
+                    .collect()
+            })
+            .collect()
+    }
+}
+
 impl Session {
     /// Connects as an ordinary session (no walsender), negotiating TLS, authenticating and
     /// waiting for the server to be ready, all within `connect_timeout`: for catalog lookups,
@@ -174,24 +188,23 @@ impl Session {
     /// Runs a query with the simple protocol and returns its rows as text (`None` for NULL).
     /// On a walsender's session, replication commands too.
     pub async fn simple_query(&mut self, sql: &str) -> Result<Vec<Vec<Option<String>>>, WireError> {
-        let result = self.query(sql).await?;
-        Ok(result
-            .rows
-            .into_iter()
-            .map(|row| {
-                row.into_iter()
-                    .map(|value| value.map(|v| String::from_utf8_lossy(&v).into_owned()))
-                    .collect()
-            })
-            .collect())
+        Ok(self.query(sql).await?.text_rows())
     }
 
     /// Runs a query with the simple protocol and returns its rows with their description. A
     /// notification arriving meanwhile is remembered for [`Self::wait_for_notification`].
     pub async fn query(&mut self, sql: &str) -> Result<QueryResult, WireError> {
-        let protocol = |e: std::io::Error| WireError::Protocol(e.to_string());
-        frontend::query(sql, &mut self.framed.write).map_err(protocol)?;
+        frontend::query(sql, &mut self.framed.write)
+            .map_err(|e| WireError::Protocol(e.to_string()))?;
         self.framed.flush().await?;
+        self.read_result(sql).await
+    }
+
+    /// Reads the answer to a query (simple, or extended up to its Sync) until ReadyForQuery: its
+    /// rows with their description, or the error it ended with. A notification arriving meanwhile
+    /// is remembered for [`Self::wait_for_notification`].
+    pub(super) async fn read_result(&mut self, sql: &str) -> Result<QueryResult, WireError> {
+        let protocol = |e: std::io::Error| WireError::Protocol(e.to_string());
         let mut result = QueryResult::default();
         let mut error = None;
         loop {
@@ -228,7 +241,11 @@ impl Session {
                 Backend::ErrorResponse(body) => error = Some(ServerError::parse(&body)),
                 Backend::ReadyForQuery(_) => break,
                 Backend::NotificationResponse(_) => self.notified = true,
-                Backend::CommandComplete(_)
+                // The extended protocol's acknowledgements carry nothing the caller needs.
+                Backend::ParseComplete
+                | Backend::BindComplete
+                | Backend::NoData
+                | Backend::CommandComplete(_)
                 | Backend::EmptyQueryResponse
                 | Backend::NoticeResponse(_)
                 | Backend::ParameterStatus(_) => {}
