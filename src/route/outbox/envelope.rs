@@ -84,55 +84,76 @@ fn legal_topic(topic: &str) -> bool {
 }
 
 impl Envelope {
-    /// The record of `event`.
+    /// The record of `event`: the parts every layout shares (topic, key, payload, placed
+    /// additional fields), then the layout's own value and headers.
     pub fn render(
         &self,
         event: &OutboxEvent,
         spec: &OutboxSpec,
         context: &RouteContext<'_>,
     ) -> RouteResult<Record> {
-        let (schema, table) = (&event.origin.0, &event.origin.1);
-        let topic = spec
-            .topic
-            .render(|name| match name {
-                "routedByValue" | "aggregatetype" => Some(&event.aggregate_type),
-                "schema" => Some(schema),
-                "table" => Some(table),
-                _ => None,
-            })
-            .unwrap_or_default();
-        if !legal_topic(&topic) {
-            return Err(Failure::new(
-                Reason::InvalidValue,
-                format!(
-                    "outbox event from {schema}.{table}: topic {topic:?} (from the routing \
-                     value {:?}) is not a legal Kafka topic name ([a-zA-Z0-9._-], 1 to 249 \
-                     characters)",
-                    event.aggregate_type
-                ),
-            ));
-        }
-        let fail = |reason, message: String| Failure {
-            reason,
-            message: format!("outbox event from {schema}.{table}: {message}"),
-            topic: Some(topic.clone()),
+        let rendering = Rendering {
+            event,
+            topic: topic_of(event, spec)?,
         };
-        // A NULL aggregate id: no key as a string, the JSON `null` as JsonConverter writes it.
-        let key = match (self.key_format, &event.aggregate_id) {
+        let payload = self.payload_text(&rendering)?;
+        let placed = rendering.place_additional_fields()?;
+        let mut record = Record {
+            topic: rendering.topic.clone(),
+            partition: placed.partition,
+            key: self.key(event),
+            value: None,
+            headers: Vec::new(),
+            // Kafka refuses negative timestamps (before 1970): those records take the producer's.
+            timestamp_ms: Some(event.time_micros.div_euclid(1000)).filter(|ms| *ms >= 0),
+        };
+        match &self.kind {
+            EnvelopeKind::DebeziumOutbox => debezium_outbox(&mut record, event, placed, payload),
+            EnvelopeKind::CloudEvents {
+                mode,
+                source,
+                dataschema,
+            } => {
+                let templates = CloudEventsTemplates { source, dataschema };
+                let attributes = rendering.cloud_events_attributes(
+                    &templates,
+                    placed.envelope_fields,
+                    context,
+                )?;
+                cloud_events(
+                    &mut record,
+                    *mode,
+                    attributes,
+                    event,
+                    placed.headers,
+                    payload,
+                );
+            }
+        }
+        Ok(record)
+    }
+
+    /// The key: a NULL aggregate id is no key as a string, the JSON `null` as JsonConverter
+    /// writes it.
+    fn key(&self, event: &OutboxEvent) -> Option<Bytes> {
+        match (self.key_format, &event.aggregate_id) {
             (KeyFormat::String, id) => id.clone().map(Bytes::from),
             (KeyFormat::Json, id) => Some(Bytes::from(
                 id.clone().map_or(Value::Null, Value::String).to_string(),
             )),
-        };
-        // The payload as JSON text: as written when it is JSON (validated, not re-serialized, so
-        // key order and number precision survive), else as a JSON string.
-        let payload = match &event.payload {
+        }
+    }
+
+    /// The payload as JSON text: as written when it is JSON (validated, not re-serialized, so key
+    /// order and number precision survive), else as a JSON string.
+    fn payload_text(&self, rendering: &Rendering<'_>) -> RouteResult<Option<String>> {
+        Ok(match &rendering.event.payload {
             None => None,
             Some(text) if self.expand_json_payload => {
                 serde_json::from_str::<serde::de::IgnoredAny>(text).map_err(|e| {
-                    fail(
+                    rendering.fail(
                         Reason::InvalidJson,
-                        format!(
+                        &format!(
                             "payload is not JSON ({e}); with expand_json_payload = true it must be"
                         ),
                     )
@@ -140,18 +161,83 @@ impl Envelope {
                 Some(text.clone())
             }
             Some(text) => Some(Value::String(text.clone()).to_string()),
+        })
+    }
+}
+
+/// The topic of `event` from the spec's template, refused unless Kafka would accept its name.
+fn topic_of(event: &OutboxEvent, spec: &OutboxSpec) -> RouteResult<String> {
+    let (schema, table) = (&event.origin.0, &event.origin.1);
+    let topic = spec
+        .topic
+        .render(|name| match name {
+            "routedByValue" | "aggregatetype" => Some(&event.aggregate_type),
+            "schema" => Some(schema),
+            "table" => Some(table),
+            _ => None,
+        })
+        .unwrap_or_default();
+    if legal_topic(&topic) {
+        Ok(topic)
+    } else {
+        Err(Failure::new(
+            Reason::InvalidValue,
+            format!(
+                "outbox event from {schema}.{table}: topic {topic:?} (from the routing value {:?}) \
+                 is not a legal Kafka topic name ([a-zA-Z0-9._-], 1 to 249 characters)",
+                event.aggregate_type
+            ),
+        ))
+    }
+}
+
+/// One event being rendered to its topic: what a failure names.
+struct Rendering<'a> {
+    event: &'a OutboxEvent,
+    topic: String,
+}
+
+/// The additional fields, by where they go.
+struct PlacedFields {
+    partition: Option<i32>,
+    headers: Vec<Header>,
+    envelope_fields: Map<String, Value>,
+}
+
+/// The CloudEvents templates of the envelope.
+struct CloudEventsTemplates<'a> {
+    source: &'a Template,
+    dataschema: &'a Template,
+}
+
+impl Rendering<'_> {
+    /// A failure of this event, naming its table and carrying its topic (for the dead letter).
+    fn fail(&self, reason: Reason, message: &str) -> Failure {
+        let (schema, table) = &self.event.origin;
+        Failure {
+            reason,
+            message: format!("outbox event from {schema}.{table}: {message}"),
+            topic: Some(self.topic.clone()),
+        }
+    }
+
+    /// Sorts the additional fields into headers, envelope fields and the partition.
+    fn place_additional_fields(&self) -> RouteResult<PlacedFields> {
+        let mut placed = PlacedFields {
+            partition: None,
+            headers: Vec::new(),
+            envelope_fields: Map::new(),
         };
-        let mut partition = None;
-        let mut headers = Vec::new();
-        let mut envelope_fields = Map::new();
-        for (field, value) in &event.additional {
+        for (field, value) in &self.event.additional {
             match field.placement {
-                Placement::Header => headers.push(Header {
+                Placement::Header => placed.headers.push(Header {
                     name: field.alias.clone(),
                     value: header_text(value).map(Bytes::from),
                 }),
                 Placement::Envelope => {
-                    envelope_fields.insert(field.alias.clone(), value.clone());
+                    placed
+                        .envelope_fields
+                        .insert(field.alias.clone(), value.clone());
                 }
                 Placement::Partition => {
                     let number = match value {
@@ -159,164 +245,183 @@ impl Envelope {
                         Value::String(s) => s.parse().ok(),
                         _ => None,
                     };
-                    partition = Some(
-                        number
-                            .and_then(|n| i32::try_from(n).ok())
-                            .filter(|n| *n >= 0)
-                            .ok_or_else(|| {
-                                fail(
-                                    Reason::InvalidValue,
-                                    format!(
-                                        "partition field {:?} is {value}, not a partition number",
-                                        field.column
-                                    ),
-                                )
-                            })?,
-                    );
+                    let partition = number
+                        .and_then(|n| i32::try_from(n).ok())
+                        .filter(|n| *n >= 0)
+                        .ok_or_else(|| {
+                            self.fail(
+                                Reason::InvalidValue,
+                                &format!(
+                                    "partition field {:?} is {value}, not a partition number",
+                                    field.column
+                                ),
+                            )
+                        })?;
+                    placed.partition = Some(partition);
                 }
             }
         }
-        let trace_headers = [
-            ("traceparent", &event.traceparent),
-            ("correlation_id", &event.correlation_id),
-            ("causation_id", &event.causation_id),
-            ("schema_version", &event.schema_version),
-        ];
-        let mut record = Record {
-            topic: topic.clone(),
-            partition,
-            key,
-            value: None,
-            headers: Vec::new(),
-            // Kafka refuses negative timestamps (before 1970): those records take the producer's.
-            timestamp_ms: Some(event.time_micros.div_euclid(1000)).filter(|ms| *ms >= 0),
-        };
-        match &self.kind {
-            EnvelopeKind::DebeziumOutbox => {
-                if let Some(id) = &event.id {
-                    record.headers.push(Header::text("id", id.clone()));
-                }
-                record.headers.extend(headers);
-                for (name, value) in trace_headers {
-                    if let Some(value) = value {
-                        record.headers.push(Header::text(name, value.clone()));
-                    }
-                }
-                record.value = if envelope_fields.is_empty() {
-                    payload.map(Bytes::from)
-                } else {
-                    Some(object_with_raw(
-                        envelope_fields,
-                        "payload",
-                        payload.as_deref().unwrap_or("null"),
-                    ))
-                };
-            }
-            EnvelopeKind::CloudEvents {
-                mode,
-                source,
-                dataschema,
-            } => {
-                let event_type = event.event_type.clone().ok_or_else(|| {
-                    fail(
-                        Reason::MissingField,
-                        "the event type is missing or NULL; CloudEvents requires `type`".into(),
-                    )
-                })?;
-                // Without an id column, a logical-mode event is identified by its WAL position;
-                // poll mode has none (and always has the id column).
-                let id = event
-                    .id
-                    .clone()
-                    .or_else(|| context.lsn.map(|lsn| lsn.to_string()))
-                    .ok_or_else(|| {
-                        fail(
-                            Reason::MissingField,
-                            "the event id is missing or NULL; CloudEvents requires `id`".into(),
-                        )
-                    })?;
-                let vars = |name: &str| -> Option<&str> {
-                    match name {
-                        "schema" => Some(schema),
-                        "table" => Some(table),
-                        "aggregatetype" => Some(&event.aggregate_type),
-                        "type" => Some(&event_type),
-                        "schema_version" => event.schema_version.as_deref(),
-                        _ => None,
-                    }
-                };
-                let mut attributes: Vec<(String, String)> = vec![
-                    ("specversion".into(), "1.0".into()),
-                    ("id".into(), id),
-                    ("source".into(), source.render(vars).unwrap_or_default()),
-                    ("type".into(), event_type.clone()),
-                    ("time".into(), rfc3339(event.time_micros)),
-                ];
-                if let Some(subject) = &event.aggregate_id {
-                    attributes.push(("subject".into(), subject.clone()));
-                }
-                if let Some(uri) = event
-                    .schema_version
-                    .as_ref()
-                    .and_then(|_| dataschema.render(vars))
-                {
-                    attributes.push(("dataschema".into(), uri));
-                }
-                let extensions = [
-                    ("correlationid", &event.correlation_id),
-                    ("causationid", &event.causation_id),
-                    ("traceparent", &event.traceparent),
-                ];
-                for (name, value) in extensions {
-                    if let Some(value) = value {
-                        attributes.push((name.into(), value.clone()));
-                    }
-                }
-                for (alias, value) in envelope_fields {
-                    if let Some(text) = header_text(&value) {
-                        attributes.push((extension_name(&alias), text));
-                    }
-                }
-                if let Some(traceparent) = &event.traceparent {
-                    headers.push(Header::text("traceparent", traceparent.clone()));
-                }
-                match mode {
-                    CloudEventsMode::Structured => {
-                        let mut object: Map<String, Value> = attributes
-                            .into_iter()
-                            .map(|(name, value)| (name, Value::String(value)))
-                            .collect();
-                        object.insert(
-                            "datacontenttype".into(),
-                            Value::String("application/json".into()),
-                        );
-                        record.value = Some(object_with_raw(
-                            object,
-                            "data",
-                            payload.as_deref().unwrap_or("null"),
-                        ));
-                        record.headers.push(Header::text(
-                            "content-type",
-                            "application/cloudevents+json; charset=UTF-8",
-                        ));
-                    }
-                    CloudEventsMode::Binary => {
-                        for (name, value) in attributes {
-                            record
-                                .headers
-                                .push(Header::text(format!("ce_{name}"), value));
-                        }
-                        record
-                            .headers
-                            .push(Header::text("content-type", "application/json"));
-                        record.value = payload.map(Bytes::from);
-                    }
-                }
-                record.headers.extend(headers);
-            }
-        }
-        Ok(record)
+        Ok(placed)
     }
+
+    /// The CloudEvents attributes in their order, extensions from the trace fields and the
+    /// envelope fields last.
+    fn cloud_events_attributes(
+        &self,
+        templates: &CloudEventsTemplates<'_>,
+        envelope_fields: Map<String, Value>,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Vec<(String, String)>> {
+        let event = self.event;
+        let (schema, table) = (&event.origin.0, &event.origin.1);
+        let event_type = event.event_type.clone().ok_or_else(|| {
+            self.fail(
+                Reason::MissingField,
+                "the event type is missing or NULL; CloudEvents requires `type`",
+            )
+        })?;
+        // Without an id column, a logical-mode event is identified by its WAL position; poll mode
+        // has none (and always has the id column).
+        let id = event
+            .id
+            .clone()
+            .or_else(|| context.lsn.map(|lsn| lsn.to_string()))
+            .ok_or_else(|| {
+                self.fail(
+                    Reason::MissingField,
+                    "the event id is missing or NULL; CloudEvents requires `id`",
+                )
+            })?;
+        let vars = |name: &str| -> Option<&str> {
+            match name {
+                "schema" => Some(schema),
+                "table" => Some(table),
+                "aggregatetype" => Some(&event.aggregate_type),
+                "type" => Some(&event_type),
+                "schema_version" => event.schema_version.as_deref(),
+                _ => None,
+            }
+        };
+        let mut attributes: Vec<(String, String)> = vec![
+            ("specversion".into(), "1.0".into()),
+            ("id".into(), id),
+            (
+                "source".into(),
+                templates.source.render(vars).unwrap_or_default(),
+            ),
+            ("type".into(), event_type.clone()),
+            ("time".into(), rfc3339(event.time_micros)),
+        ];
+        if let Some(subject) = &event.aggregate_id {
+            attributes.push(("subject".into(), subject.clone()));
+        }
+        if let Some(uri) = event
+            .schema_version
+            .as_ref()
+            .and_then(|_| templates.dataschema.render(vars))
+        {
+            attributes.push(("dataschema".into(), uri));
+        }
+        let extensions = [
+            ("correlationid", &event.correlation_id),
+            ("causationid", &event.causation_id),
+            ("traceparent", &event.traceparent),
+        ];
+        for (name, value) in extensions {
+            if let Some(value) = value {
+                attributes.push((name.into(), value.clone()));
+            }
+        }
+        for (alias, value) in envelope_fields {
+            if let Some(text) = header_text(&value) {
+                attributes.push((extension_name(&alias), text));
+            }
+        }
+        Ok(attributes)
+    }
+}
+
+/// Debezium's outbox layout: header `id`, the additional headers, the trace headers, and the
+/// payload as value (inside an envelope object when fields are placed there).
+fn debezium_outbox(
+    record: &mut Record,
+    event: &OutboxEvent,
+    placed: PlacedFields,
+    payload: Option<String>,
+) {
+    if let Some(id) = &event.id {
+        record.headers.push(Header::text("id", id.clone()));
+    }
+    record.headers.extend(placed.headers);
+    let trace_headers = [
+        ("traceparent", &event.traceparent),
+        ("correlation_id", &event.correlation_id),
+        ("causation_id", &event.causation_id),
+        ("schema_version", &event.schema_version),
+    ];
+    for (name, value) in trace_headers {
+        if let Some(value) = value {
+            record.headers.push(Header::text(name, value.clone()));
+        }
+    }
+    record.value = if placed.envelope_fields.is_empty() {
+        payload.map(Bytes::from)
+    } else {
+        Some(object_with_raw(
+            placed.envelope_fields,
+            "payload",
+            payload.as_deref().unwrap_or("null"),
+        ))
+    };
+}
+
+/// CloudEvents in the Kafka protocol binding: one JSON document (structured) or `ce_*` headers
+/// and the payload as value (binary); `traceparent` also as the W3C header, additional headers
+/// last.
+fn cloud_events(
+    record: &mut Record,
+    mode: CloudEventsMode,
+    attributes: Vec<(String, String)>,
+    event: &OutboxEvent,
+    mut headers: Vec<Header>,
+    payload: Option<String>,
+) {
+    if let Some(traceparent) = &event.traceparent {
+        headers.push(Header::text("traceparent", traceparent.clone()));
+    }
+    match mode {
+        CloudEventsMode::Structured => {
+            let mut object: Map<String, Value> = attributes
+                .into_iter()
+                .map(|(name, value)| (name, Value::String(value)))
+                .collect();
+            object.insert(
+                "datacontenttype".into(),
+                Value::String("application/json".into()),
+            );
+            record.value = Some(object_with_raw(
+                object,
+                "data",
+                payload.as_deref().unwrap_or("null"),
+            ));
+            record.headers.push(Header::text(
+                "content-type",
+                "application/cloudevents+json; charset=UTF-8",
+            ));
+        }
+        CloudEventsMode::Binary => {
+            for (name, value) in attributes {
+                record
+                    .headers
+                    .push(Header::text(format!("ce_{name}"), value));
+            }
+            record
+                .headers
+                .push(Header::text("content-type", "application/json"));
+            record.value = payload.map(Bytes::from);
+        }
+    }
+    record.headers.extend(headers);
 }
 
 /// A header's text for a JSON value: a string's content, other JSON as JSON text, null as null.
