@@ -2,15 +2,19 @@
 //! the publications and the outbox tables. Fixes name tables, roles and publications as SQL
 //! spells them (the server's `quote_ident`), so an odd name gives a fix that runs.
 
-use std::collections::HashMap;
+mod facts;
+mod poll;
 
 use super::report::Report;
 use super::SlotVerdict;
-use crate::pg::sql::{quote_identifier, quote_literal};
+use crate::pg::sql::quote_literal;
 use crate::pg::wire::extended::array_literal;
 use crate::pg::wire::{ReplicationConnection, Session, WireError};
 use crate::relay::{RelayConfig, RelayMode};
-use crate::source::poll::{AfterPublish, PollTable, NOTIFY_TRIGGER};
+use crate::source::poll::PollTable;
+
+use facts::{ServerFacts, Spelling, TableFacts};
+use poll::{poll_summary, poll_table};
 
 const AREA: &str = "postgres";
 
@@ -82,143 +86,6 @@ async fn catalog_checks(
     Ok(())
 }
 
-/// Server-wide facts both modes' checks use.
-#[derive(Debug)]
-struct ServerFacts {
-    wal_level: String,
-    may_replicate: bool,
-    max_slots: u64,
-    used_slots: u64,
-}
-
-impl ServerFacts {
-    async fn read(session: &mut Session) -> Result<Self, WireError> {
-        let row = super::super::first_row(
-            session,
-            "SELECT current_setting('wal_level'), \
-                    (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user), \
-                    current_setting('max_replication_slots'), \
-                    (SELECT count(*) FROM pg_replication_slots)",
-            &[],
-        )
-        .await?
-        .unwrap_or_default();
-        let column = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
-        Ok(Self {
-            wal_level: column(0),
-            may_replicate: column(1) == "t",
-            max_slots: column(2).parse().unwrap_or(0),
-            used_slots: column(3).parse().unwrap_or(0),
-        })
-    }
-}
-
-/// The names a fix may print, as SQL spells them: `public.outbox` stays bare, `Odd Name` is
-/// quoted.
-#[derive(Debug)]
-struct Spelling(HashMap<String, String>);
-
-impl Spelling {
-    async fn read(session: &mut Session, config: &RelayConfig) -> Result<Self, WireError> {
-        let mut names = vec![config.postgres.user.clone()];
-        names.extend(config.publications.iter().cloned());
-        for table in &config.poll.tables {
-            names.extend([
-                table.schema.clone(),
-                table.table.clone(),
-                table.id_column.clone(),
-                table.order_by.clone(),
-            ]);
-        }
-        if let AfterPublish::Mark { column } = &config.poll.after_publish {
-            names.push(column.clone());
-        }
-        let rows = session
-            .query_params_text(
-                "SELECT n, quote_ident(n) FROM unnest($1::text[]) n",
-                &[&array_literal(&names)],
-            )
-            .await?;
-        Ok(Self(
-            rows.into_iter()
-                .filter_map(|row| {
-                    let mut row = row.into_iter();
-                    Some((row.next()??, row.next()??))
-                })
-                .collect(),
-        ))
-    }
-
-    /// `name` as an SQL identifier.
-    fn ident(&self, name: &str) -> String {
-        self.0
-            .get(name)
-            .cloned()
-            .unwrap_or_else(|| quote_identifier(name))
-    }
-
-    /// `schema.table` as SQL names it.
-    fn table(&self, table: &PollTable) -> String {
-        format!("{}.{}", self.ident(&table.schema), self.ident(&table.table))
-    }
-}
-
-/// One outbox table: whether it exists, whether the role may poll it, whether a publication
-/// of the relay's publishes it, whether it has poll mode's notify trigger. One query for both
-/// modes' checks.
-#[derive(Debug)]
-struct TableFacts {
-    exists: bool,
-    may_poll: bool,
-    published: bool,
-    notify_trigger: bool,
-}
-
-impl TableFacts {
-    async fn read(
-        session: &mut Session,
-        config: &RelayConfig,
-        table: &PollTable,
-    ) -> Result<Self, WireError> {
-        let row = super::super::first_row(
-            session,
-            "SELECT c.oid IS NOT NULL, \
-                    c.oid IS NOT NULL AND has_table_privilege(c.oid, 'SELECT') \
-                      AND has_table_privilege(c.oid, $2::text), \
-                    EXISTS (SELECT 1 FROM pg_publication_tables \
-                            WHERE pubname = ANY($3::name[]) \
-                              AND schemaname = $4::text AND tablename = $5::text), \
-                    EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = c.oid AND tgname = $6::text) \
-             FROM (SELECT to_regclass($1::text) AS oid) c",
-            &[
-                &table.sql_name(),
-                take_away(config),
-                &array_literal(&config.publications),
-                &table.schema,
-                &table.table,
-                NOTIFY_TRIGGER,
-            ],
-        )
-        .await?
-        .unwrap_or_default();
-        let flag = |i: usize| row.get(i).cloned().flatten().as_deref() == Some("t");
-        Ok(Self {
-            exists: flag(0),
-            may_poll: flag(1),
-            published: flag(2),
-            notify_trigger: flag(3),
-        })
-    }
-}
-
-/// The privilege poll mode needs beside SELECT.
-fn take_away(config: &RelayConfig) -> &'static str {
-    match config.poll.after_publish {
-        AfterPublish::Delete => "DELETE",
-        AfterPublish::Mark { .. } => "UPDATE",
-    }
-}
-
 fn logical_summary(facts: &ServerFacts) -> String {
     match (facts.wal_level == "logical", facts.may_replicate) {
         (true, true) => {
@@ -232,29 +99,6 @@ fn logical_summary(facts: &ServerFacts) -> String {
         (true, false) => {
             "logical mode is not possible: the role lacks the REPLICATION attribute".into()
         }
-    }
-}
-
-fn poll_summary(config: &RelayConfig, tables: &[TableFacts]) -> String {
-    let take_away = take_away(config);
-    let unpollable: Vec<String> = config
-        .poll
-        .tables
-        .iter()
-        .zip(tables)
-        .filter_map(|(table, found)| match (found.exists, found.may_poll) {
-            (false, _) => Some(format!("{} does not exist", table.qualified())),
-            (true, false) => Some(format!(
-                "the role lacks SELECT or {take_away} on {}",
-                table.qualified()
-            )),
-            (true, true) => None,
-        })
-        .collect();
-    if unpollable.is_empty() {
-        format!("poll mode is possible: the role may SELECT and {take_away} on every outbox table")
-    } else {
-        format!("poll mode is not possible: {}", unpollable.join("; "))
     }
 }
 
@@ -521,135 +365,6 @@ async fn replica_identities(
                  and DELETEs while it is published, and its change events would have no key"
             ),
             format!("ALTER TABLE {table} REPLICA IDENTITY FULL; (or give it a primary key)"),
-        );
-    }
-    Ok(())
-}
-
-/// Poll mode: one outbox table readable and emptiable, its columns and indexes.
-async fn poll_table(
-    session: &mut Session,
-    config: &RelayConfig,
-    names: &Spelling,
-    table: &PollTable,
-    found: &TableFacts,
-    report: &mut Report,
-) -> Result<(), WireError> {
-    let (shown, sql) = (table.qualified(), names.table(table));
-    let role = &config.postgres.user;
-    let take_away = take_away(config);
-    let mark = match &config.poll.after_publish {
-        AfterPublish::Delete => None,
-        AfterPublish::Mark { column } => Some(column.as_str()),
-    };
-    if !found.exists {
-        report.fail(
-            AREA,
-            format!("outbox table {shown} does not exist"),
-            "create it (`outboxd migrate` creates public.outbox) or correct outbox.tables",
-        );
-        return Ok(());
-    }
-    if found.may_poll {
-        report.ok(
-            AREA,
-            format!("role {role} may SELECT and {take_away} on {shown}"),
-        );
-    } else {
-        report.fail(
-            AREA,
-            format!(
-                "role {role} lacks SELECT or {take_away} on {shown}: poll mode reads the rows and \
-                 then {}",
-                if mark.is_some() {
-                    "marks them"
-                } else {
-                    "deletes them"
-                }
-            ),
-            format!(
-                "GRANT SELECT, {take_away} ON {sql} TO {};",
-                names.ident(role)
-            ),
-        );
-    }
-    let columns = session
-        .query_params_text(
-            "SELECT a.attname, EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
-                    AND i.indkey[0] = a.attnum AND i.indisunique AND i.indnkeyatts = 1), \
-                    EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = a.attrelid \
-                    AND i.indkey[0] = a.attnum) \
-             FROM pg_attribute a WHERE a.attrelid = to_regclass($1) \
-             AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&table.sql_name()],
-        )
-        .await?;
-    let column = |wanted: &str| {
-        columns
-            .iter()
-            .find(|c| c.first().cloned().flatten().as_deref() == Some(wanted))
-            .map(|c| {
-                let flag = |i: usize| c.get(i).cloned().flatten().as_deref() == Some("t");
-                (flag(1), flag(2))
-            })
-    };
-    let (id, order_by) = (&table.id_column, &table.order_by);
-    match column(id) {
-        None => report.fail(
-            AREA,
-            format!("{shown} has no id column {id:?}"),
-            "name the event id column in outbox.columns.id: checkpoints name rows by it",
-        ),
-        Some((false, _)) => report.fail(
-            AREA,
-            format!(
-                "id column {id:?} of {shown} is not unique: a checkpoint naming an id could take \
-                 away rows never published"
-            ),
-            format!("ALTER TABLE {sql} ADD PRIMARY KEY ({});", names.ident(id)),
-        ),
-        Some((true, _)) => report.ok(AREA, format!("{shown}: id column {id:?} is unique")),
-    }
-    match column(order_by) {
-        None => report.fail(
-            AREA,
-            format!("{shown} has no column {order_by:?} to publish in order of (poll.order_by)"),
-            format!(
-                "`outboxd migrate` adds seq to public.outbox; elsewhere ALTER TABLE {sql} ADD \
-                 COLUMN {order} bigserial; CREATE INDEX ON {sql} ({order});",
-                order = names.ident(order_by)
-            ),
-        ),
-        Some((_, false)) => report.warn(
-            AREA,
-            format!(
-                "no index on {shown} starts with {order_by:?}: every poll sorts the whole backlog"
-            ),
-            format!("CREATE INDEX ON {sql} ({});", names.ident(order_by)),
-        ),
-        Some((_, true)) => report.ok(
-            AREA,
-            format!("{shown}: rows are published in order of {order_by:?}"),
-        ),
-    }
-    if let Some(mark) = mark.filter(|mark| column(mark).is_none()) {
-        report.fail(
-            AREA,
-            format!("{shown} has no column {mark:?} to mark published rows in (poll.mark_column)"),
-            format!(
-                "ALTER TABLE {sql} ADD COLUMN {} timestamptz;",
-                names.ident(mark)
-            ),
-        );
-    }
-    if config.poll.notify && !found.notify_trigger {
-        report.warn(
-            AREA,
-            format!(
-                "{shown} has no notify trigger: new rows wait for the next poll (up to \
-                 poll.interval)"
-            ),
-            "run `outboxd migrate` with relay.mode = \"poll\", which attaches it",
         );
     }
     Ok(())
