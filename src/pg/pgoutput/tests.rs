@@ -1,5 +1,8 @@
 //! Decoder tests: an encoder for every message (the protocol written out once more, by hand),
 //! round trips, version rules, and malformed input.
+//!
+//! Over 600 lines on purpose: the hand-written encoder is the independent second reading of the
+//! protocol that the tests compare the decoder against, and it belongs next to them.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use proptest::prelude::*;
