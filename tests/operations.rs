@@ -573,6 +573,11 @@ fn values_run_cannot_work_with_exit_2_from_every_command_naming_the_key() {
             "metrics.wal_poll_interval",
         ),
         (
+            "wal_poll_interval = \"200ms\"",
+            "wal_poll_interval = \"200ms\"\nstall_timeout = \"0s\"",
+            "metrics.stall_timeout",
+        ),
+        (
             "call_timeout = \"30s\"",
             "call_timeout = \"0s\"",
             "kafka.call_timeout",
