@@ -300,7 +300,7 @@ impl Metrics {
                 Lsn(u64::try_from(self.checkpoint_lsn.get()).unwrap_or(0)),
             ),
             Owed::Rows { claimed } => {
-                format!("a claimed batch of {claimed} outbox rows waits to be published")
+                format!("outbox rows wait to be published (a batch of {claimed} claimed)")
             }
         };
         format!("stalled: no Kafka commit for {quiet} s while {waiting}")

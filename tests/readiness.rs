@@ -25,7 +25,7 @@ async fn logical_mode_reports_a_dead_broker_as_a_stall_and_an_idle_outbox_as_rea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn poll_mode_reports_a_dead_broker_as_a_stall_and_an_idle_outbox_as_ready() {
-    stall_and_recover("poll", "outbox rows waits to be published").await;
+    stall_and_recover("poll", "outbox rows wait to be published (a batch of").await;
 }
 
 /// The scenario in `mode`; `what_waits` is how `/readyz` names what waits in that mode.
