@@ -371,3 +371,16 @@ fn lsn_diff(a: Lsn, b: Lsn) -> i64 {
         -i64::try_from(b.0 - a.0).unwrap_or(i64::MAX)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_a_person_would_say_them() {
+        assert_eq!(human_bytes(800), "800 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 * 1024 * 1024 + 100), "12.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
+    }
+}
