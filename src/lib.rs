@@ -21,6 +21,8 @@
 //! - [`checkpoint`]: the resume position as values (a leaf: it depends only on [`pg`]).
 //! - [`relay`]: the exactly-once loop joining source, router and sink; errors sorted into transient
 //!   (retry from the checkpoint) and definite (stop with the reason).
+//! - [`progress`]: whether the relay makes progress: what waits to be published, the last Kafka
+//!   commit, and when that gap is a stall (readiness).
 //! - [`config`]: the composition root: the TOML file and its environment overrides, validated into
 //!   the runtime settings; used only by `main.rs` and [`ops`].
 //! - [`ops`]: the one-shot commands `check`, `migrate` and `status`.
@@ -43,6 +45,7 @@ pub mod logging;
 pub mod metrics;
 pub mod ops;
 pub mod pg;
+pub mod progress;
 pub mod relay;
 pub mod route;
 pub mod service;

@@ -1,4 +1,5 @@
-//! What the relay exports to Prometheus (README, metrics), and the state `/readyz` decides on.
+//! What the relay exports to Prometheus (README, metrics), and the state `/readyz` decides on:
+//! the relay and the sink report into it, `/readyz` and `/metrics` only read.
 //!
 //! One process runs one relay, so the metrics live in one process-wide set ([`metrics`]) in a
 //! registry of their own (not the `prometheus` crate's default one, which any dependency may fill).
@@ -7,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::LazyLock;
+use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use prometheus::{
     exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
@@ -15,6 +17,7 @@ use prometheus::{
 };
 
 use crate::pg::Lsn;
+use crate::progress::{Owed, Progress, Stall, Transition};
 
 /// The relay's metrics and readiness inputs.
 #[derive(Debug)]
@@ -24,6 +27,10 @@ pub struct Metrics {
     pub up: IntGauge,
     /// 1 while `/readyz` would answer 200.
     pub ready: IntGauge,
+    /// 1 while something waits to be published and nothing was committed for the stall bound.
+    pub stalled: IntGauge,
+    /// Unix time of the last Kafka commit (0 before the first).
+    pub last_progress: IntGauge,
     /// Constant 1, labelled with the version.
     pub info: IntGaugeVec,
     /// Records committed to Kafka, by topic (dead letters under the dead-letter topic; the
@@ -50,6 +57,8 @@ pub struct Metrics {
     /// Every metric's name, as registered.
     names: Vec<String>,
     health: Health,
+    /// What the relay owes Kafka and whether that became a stall.
+    progress: Mutex<Progress>,
 }
 
 /// Inputs of readiness that are not metrics themselves.
@@ -119,7 +128,16 @@ impl Metrics {
             up: gauge("outboxd_up", "1 while the outboxd process runs."),
             ready: gauge(
                 "outboxd_ready",
-                "1 while the relay streams from Postgres into Kafka and is caught up.",
+                "1 while the relay streams from Postgres into Kafka, is caught up and not stalled.",
+            ),
+            stalled: gauge(
+                "outboxd_stalled",
+                "1 while changes wait to be published and no Kafka transaction committed for \
+                 metrics.stall_timeout.",
+            ),
+            last_progress: gauge(
+                "outboxd_last_progress_timestamp_seconds",
+                "Unix time of the last Kafka commit (0 before the first).",
             ),
             info,
             events_published: counter_vec(
@@ -168,6 +186,7 @@ impl Metrics {
             registry,
             names: Vec::new(),
             health: Health::default(),
+            progress: Mutex::default(),
         };
         metrics.names = names.into_inner();
         for result in ["committed", "aborted"] {
@@ -192,9 +211,12 @@ impl Metrics {
         String::from_utf8(text).expect("the text format is UTF-8")
     }
 
-    /// Whether the relay streams from a reachable Postgres into Kafka with a lag within the bound;
-    /// if not, why.
+    /// Whether the relay makes progress and streams from a reachable Postgres into Kafka with a lag
+    /// within the bound; if not, why.
     pub fn readiness(&self) -> Result<(), String> {
+        if let Some(stall) = self.progress().stall() {
+            return Err(self.stall_reason(&stall));
+        }
         if !self.health.streaming.load(Ordering::Relaxed) {
             return Err("not streaming: the relay is starting or reconnecting".into());
         }
@@ -242,8 +264,61 @@ impl Metrics {
         }
     }
 
+    /// The source handed `owed` to the sink: it waits to be published.
+    pub fn owe(&self, owed: Owed) {
+        self.progress().owe(Instant::now(), owed);
+    }
+
+    /// Poll mode: a claim found no rows.
+    pub fn owe_nothing(&self) {
+        self.progress().owe_nothing();
+    }
+
+    /// Logical mode: an attempt resumes from the checkpoint at `lsn`, read back from Kafka.
+    pub fn resumed_at(&self, lsn: Lsn) {
+        self.checkpoint_lsn
+            .set(i64::try_from(lsn.0).unwrap_or(i64::MAX));
+        self.progress().covered(lsn);
+    }
+
+    /// Decides whether the relay is stalled, with `bound` as `metrics.stall_timeout`; returns the
+    /// change of the verdict, if any, for the caller to log.
+    pub fn check_stall(&self, bound: Duration) -> Option<Transition> {
+        let mut progress = self.progress();
+        let transition = progress.check(Instant::now(), bound);
+        self.stalled.set(i64::from(progress.stall().is_some()));
+        transition
+    }
+
+    /// What a stall means, for `/readyz` and the log: `stalled: no Kafka commit for N s while ...`.
+    pub fn stall_reason(&self, stall: &Stall) -> String {
+        let quiet = stall.quiet_since.elapsed().as_secs();
+        let waiting = match stall.owed {
+            Owed::Wal { .. } => format!(
+                "changes wait to be published ({} of WAL past the checkpoint at {})",
+                human_bytes(u64::try_from(self.replication_lag_bytes.get()).unwrap_or(0)),
+                Lsn(u64::try_from(self.checkpoint_lsn.get()).unwrap_or(0)),
+            ),
+            Owed::Rows { claimed } => {
+                format!("outbox rows wait to be published (a batch of {claimed} claimed)")
+            }
+        };
+        format!("stalled: no Kafka commit for {quiet} s while {waiting}")
+    }
+
+    fn progress(&self) -> MutexGuard<'_, Progress> {
+        // The state stays consistent through a panic elsewhere: each update is one assignment.
+        self.progress.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// A Kafka transaction committed with these records (`(topic, count, bytes)`) and checkpoint.
     pub fn committed(&self, topics: &HashMap<String, (u64, u64)>, checkpoint: Option<Lsn>) {
+        self.progress().committed(Instant::now(), checkpoint);
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.last_progress
+            .set(i64::try_from(now.as_secs()).unwrap_or(i64::MAX));
         let mut events = 0;
         for (topic, (count, bytes)) in topics {
             self.events_published
@@ -273,11 +348,39 @@ impl Metrics {
     }
 }
 
+/// `bytes` for a person: `512 bytes`, `12.3 MiB`.
+fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} bytes");
+    }
+    let mut value = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    format!("{value:.1} {}", UNITS[unit])
+}
+
 /// `a - b` in bytes, saturating into an `i64`.
 fn lsn_diff(a: Lsn, b: Lsn) -> i64 {
     if a.0 >= b.0 {
         i64::try_from(a.0 - b.0).unwrap_or(i64::MAX)
     } else {
         -i64::try_from(b.0 - a.0).unwrap_or(i64::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_a_person_would_say_them() {
+        assert_eq!(human_bytes(800), "800 bytes");
+        assert_eq!(human_bytes(1536), "1.5 KiB");
+        assert_eq!(human_bytes(12 * 1024 * 1024 + 100), "12.0 MiB");
+        assert_eq!(human_bytes(u64::MAX), "16777216.0 TiB");
     }
 }

@@ -80,6 +80,7 @@ impl Settings {
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
             wal_poll_interval: self.metrics.wal_poll_interval,
+            stall_timeout: self.metrics.stall_timeout,
         })
     }
 

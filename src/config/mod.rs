@@ -174,6 +174,7 @@ mod tests {
         assert_eq!(relay.offsets_topic, default_offsets_topic());
         assert_eq!(relay.transaction_timeout, default_transaction_timeout());
         assert_eq!(relay.slot, default_slot());
+        assert_eq!(relay.stall_timeout, MetricsSection::default().stall_timeout);
     }
 
     #[test]
@@ -355,6 +356,11 @@ mod tests {
                 "[metrics]\nwal_poll_interval = \"0s\"\n",
                 "",
                 "metrics.wal_poll_interval",
+            ),
+            (
+                "[metrics]\nstall_timeout = \"0s\"\n",
+                "",
+                "metrics.stall_timeout",
             ),
             ("", "call_timeout = \"0s\"\n", "kafka.call_timeout"),
             ("[relay]\nname = \"\"\n", "", "relay.name"),

@@ -111,6 +111,12 @@ pub struct MetricsSection {
     /// How often the server's WAL position is read (lag and retained-WAL metrics, readiness).
     #[serde(with = "humantime_serde")]
     pub wal_poll_interval: Duration,
+    /// How long changes may wait to be published with no Kafka commit before the relay counts as
+    /// stalled: `/readyz` answers 503, `outboxd_stalled` is 1, and one WARN line says so (also
+    /// with the endpoint off). Above the time the largest Postgres transaction takes to reach
+    /// Kafka: a Kafka transaction commits only at a Postgres commit.
+    #[serde(with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 impl Default for MetricsSection {
@@ -120,6 +126,7 @@ impl Default for MetricsSection {
             listen: SocketAddr::from(([127, 0, 0, 1], 9187)),
             ready_max_lag: 64 * 1024 * 1024,
             wal_poll_interval: Duration::from_secs(5),
+            stall_timeout: Duration::from_secs(30),
         }
     }
 }

@@ -77,7 +77,7 @@ impl Settings {
 
     /// Intervals and timeouts: a zero one panics a timer, spins, or fails every call at once.
     fn validate_durations(&self) -> Result<(), ConfigError> {
-        let positive: [(&'static str, Duration); 8] = [
+        let positive: [(&'static str, Duration); 9] = [
             ("relay.status_interval", self.relay.status_interval),
             (
                 "relay.idle_confirm_interval",
@@ -85,6 +85,7 @@ impl Settings {
             ),
             ("relay.backoff_min", self.relay.backoff_min),
             ("metrics.wal_poll_interval", self.metrics.wal_poll_interval),
+            ("metrics.stall_timeout", self.metrics.stall_timeout),
             ("kafka.call_timeout", self.kafka.call_timeout),
             ("kafka.transaction_timeout", self.kafka.transaction_timeout),
             ("poll.interval", self.poll.interval),

@@ -32,9 +32,7 @@ pub(super) struct Started {
 /// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
 pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
     let started = start(config).await?;
-    metrics()
-        .checkpoint_lsn
-        .set(i64::try_from(started.resume.lsn.0).unwrap_or(i64::MAX));
+    metrics().resumed_at(started.resume.lsn);
     metrics().set_streaming(true);
     crate::service::ready(&format!(
         "streaming slot {} from {}",

@@ -47,6 +47,7 @@ mod logical;
 mod poll;
 mod pump;
 mod shutdown;
+mod stall_watch;
 mod wal_watch;
 
 use std::time::{Duration, Instant};
@@ -63,6 +64,7 @@ use crate::source::poll::{PollError, PollSettings};
 
 pub use logical::SlotError;
 pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use stall_watch::{RESUMED, STALLED};
 
 /// How long a stop may take once requested: a graceful stop commits the batch in hand and
 /// confirms it, which takes milliseconds. Past this the relay is waiting on an unreachable Kafka
@@ -125,6 +127,9 @@ pub struct RelayConfig {
     pub idle_confirm_interval: Duration,
     /// How often the server's WAL position is read for the lag metrics and readiness.
     pub wal_poll_interval: Duration,
+    /// How long changes may wait with no Kafka commit before the relay counts as stalled
+    /// (`crate::progress`).
+    pub stall_timeout: Duration,
     /// Inputs buffered between source and sink.
     pub channel_capacity: usize,
     /// First and longest wait between attempts.
@@ -348,6 +353,7 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
     tokio::select! {
         result = relay => result,
         never = wal_watch::watch(&config), if watching => match never {},
+        never = stall_watch::watch(config.stall_timeout) => match never {},
     }
 }
 

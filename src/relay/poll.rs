@@ -14,6 +14,7 @@ use crate::checkpoint::PollCheckpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::{Lsn, PgTimestamp};
+use crate::progress::Owed;
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{BatchLimits, Batcher, SinkInput, SinkThread};
 use crate::source::poll::{Batch, PollSource};
@@ -155,9 +156,12 @@ impl Poller<'_> {
         let batch = self.source.claim(index, &mut self.schema).await?;
         let rows = batch.rows.len();
         if rows == 0 {
+            metrics().owe_nothing();
             self.source.rollback().await?;
             return Ok(Some(0));
         }
+        // Owed until its Kafka transaction commits, also across attempts: the rows stay.
+        metrics().owe(Owed::Rows { claimed: rows });
         let records = self.route(&batch);
         let table = self.config.poll.tables[index].qualified();
         // The sink sets the event total as it commits.

@@ -16,10 +16,12 @@ use tokio::sync::mpsc;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::checkpoint::Checkpoint;
+use crate::metrics::metrics;
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
 use crate::pg::wire::Session;
 use crate::pg::{Lsn, PgTimestamp, RelationId};
+use crate::progress::Owed;
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{Batcher, SinkInput, SinkThread};
 use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
@@ -260,6 +262,11 @@ impl Pump<'_> {
         };
         let mut routed = std::mem::take(&mut self.routed);
         self.dead_letters += u64::from(self.config.router.route(change, &context, &mut routed));
+        if !routed.is_empty() {
+            // Owed from now until a committed checkpoint covers it: before the hand-over, which
+            // waits while a stuck sink back-pressures.
+            metrics().owe(Owed::Wal { through: lsn });
+        }
         let mut open = true;
         for record in routed.drain(..) {
             if open {

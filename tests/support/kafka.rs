@@ -182,6 +182,16 @@ impl PrivateKafka {
         dev_env_command(&self.dir.path().join("env"), &["restart-kafka"], &[]);
     }
 
+    /// SIGKILL: the broker dies at once, with no controlled shutdown (a crash).
+    pub fn kill(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["kill-kafka"], &[]);
+    }
+
+    /// Starts a killed broker again on the same port and data.
+    pub fn start_again(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["start-kafka"], &[]);
+    }
+
     /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.
     pub fn dev_env(&self, args: &[&str]) -> String {
         dev_env_command(&self.dir.path().join("env"), args, &[])
