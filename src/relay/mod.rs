@@ -37,7 +37,10 @@
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
 //! | Kafka transaction abortable, producer fatal, call timed out, producer in no state to abort | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
-//! | record refused (too large, invalid, not authorized), producer configuration | stop |
+//! | `kafka.transaction_timeout` above the broker's `transaction.max.timeout.ms` | stop |
+//! | broker's configuration unreadable (no answer) | retry |
+//! | a record the broker refuses as too large | retry, that record as a dead letter |
+//! | record refused at produce time (invalid, not authorized), producer configuration | stop |
 //! | offsets topic unreachable or not read to its end in time | retry |
 //! | offsets topic with several partitions or not compacted, checkpoint unreadable or of the other mode | stop |
 //! | sink thread not started, runtime stopping | retry |
@@ -46,6 +49,7 @@
 mod logical;
 mod poll;
 mod pump;
+mod routing;
 mod shutdown;
 mod wal_watch;
 
@@ -57,9 +61,12 @@ use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
 use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
+use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
+
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
 use crate::source::poll::{PollError, PollSettings};
+use routing::{Refusals, Routing};
 
 pub use logical::SlotError;
 pub use shutdown::{Shutdown, ShutdownTrigger};
@@ -160,6 +167,9 @@ pub enum Failure {
     /// Creating, checking or reading the offsets topic.
     #[error(transparent)]
     Offsets(OffsetsError),
+    /// Reading the broker's limits.
+    #[error(transparent)]
+    Limits(LimitsError),
     /// The stored checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(CheckpointError),
@@ -224,6 +234,12 @@ impl From<SinkError> for RelayError {
 impl From<OffsetsError> for RelayError {
     fn from(error: OffsetsError) -> Self {
         Self::sorted(error.is_transient(), Failure::Offsets(error))
+    }
+}
+
+impl From<LimitsError> for RelayError {
+    fn from(error: LimitsError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Limits(error))
     }
 }
 
@@ -302,13 +318,14 @@ impl Backoff {
 /// definite error (returns it). Transient errors restart from the checkpoint after a [`Backoff`].
 pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayError> {
     let mut backoff = Backoff::new(config.backoff);
+    let mut refusals = Refusals::default();
     let relay = async {
         loop {
             let began = Instant::now();
             let attempt = async {
                 match config.mode {
-                    RelayMode::Logical => logical::attempt(&config, &shutdown).await,
-                    RelayMode::Poll => poll::attempt(&config, &shutdown).await,
+                    RelayMode::Logical => logical::attempt(&config, &shutdown, &refusals).await,
+                    RelayMode::Poll => poll::attempt(&config, &shutdown, &refusals).await,
                 }
             };
             let outcome = tokio::select! {
@@ -330,6 +347,9 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
                     return Ok(());
                 }
                 Err(RelayError::Transient(failure)) => {
+                    if let Failure::Sink(SinkError::TooLarge { refused }) = &failure {
+                        refusals.add(refused);
+                    }
                     let retry_in = backoff.after(began.elapsed());
                     tracing::warn!(error = %failure, ?retry_in, "relay attempt failed; resuming from the checkpoint");
                     metrics().reconnects.inc();
@@ -357,19 +377,83 @@ async fn overdue(shutdown: &Shutdown) {
     tokio::time::sleep(STOP_GRACE).await;
 }
 
-/// The first step of an attempt in either mode: a transactional producer whose
+/// The first step of an attempt in either mode: the broker's limits (a `kafka.transaction_timeout`
+/// above its maximum stops the relay here, naming both), a transactional producer whose
 /// `init_transactions` fenced any older instance of this relay name and settled its last
 /// transaction, and the offsets topic, created if missing.
-async fn fence(config: &RelayConfig) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
+async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, RelayError> {
+    let broker = {
+        let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
+        blocking(move || BrokerLimits::read(&kafka, timeout)).await??
+    };
+    if broker.message_max_bytes.is_none() {
+        tracing::warn!(
+            "cannot read the broker's message.max.bytes and transaction.max.timeout.ms; records \
+             are held to kafka.max_record_bytes; to read the limits, {BROKER_GRANT}"
+        );
+    }
+    if let Some(max) = broker.transaction_max_timeout {
+        if config.transaction_timeout > max {
+            return Err(RelayError::Definite(Failure::Sink(
+                SinkError::TransactionTimeout {
+                    configured: config.transaction_timeout,
+                    broker_max: Some(max),
+                },
+            )));
+        }
+    }
+    let mut limits = TopicLimits::new(
+        &config.kafka,
+        config.router.max_record_bytes(),
+        broker,
+        config.kafka_call_timeout,
+    );
+    // Batches stay within the broker's limit and those of topics that refused a record.
+    let mut batch = broker.message_max_bytes;
+    for topic in &refusals.topics {
+        let limit = limits.learn(topic).await;
+        batch = Some(batch.map_or(limit, |bytes| bytes.min(limit)));
+    }
     let producer = {
-        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
+        let (kafka, id) = (producer_settings(config, batch), config.transactional_id());
         let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
         blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
             .await??
     };
     let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
     offsets.ensure().await?;
-    Ok((producer, offsets))
+    Ok(Fenced {
+        producer,
+        offsets,
+        routing: Routing::new(limits, refusals.clone()),
+    })
+}
+
+/// What [`fence`] hands the rest of an attempt.
+#[derive(Debug)]
+struct Fenced {
+    /// The producer whose `init_transactions` fenced older instances.
+    producer: TransactionalProducer,
+    /// Where the checkpoint is read from.
+    offsets: OffsetsTopic,
+    /// Topic limits, the records refused before, the dead-letter log.
+    routing: Routing,
+}
+
+/// The producer's settings: librdkafka batches records of a partition into one request of up to
+/// `batch.size` bytes, and the broker refuses a batch over its limit whole, small records
+/// included; so unless set in `[kafka.properties]`, batches stay within `max` bytes.
+fn producer_settings(config: &RelayConfig, max: Option<usize>) -> KafkaSettings {
+    let mut kafka = config.kafka.clone();
+    if let Some(max) = max {
+        // librdkafka's default, and room for the request's framing under the broker's limit.
+        let batch = max.saturating_sub(1024).clamp(1024, 1_000_000);
+        kafka
+            .properties
+            .entry("batch.size".into())
+            .or_insert_with(|| batch.to_string());
+    }
+    kafka
 }
 
 /// The relay's last committed checkpoint, of either mode. Final once [`fence`] settled our last

@@ -10,6 +10,7 @@
 
 pub mod all_types;
 pub mod debezium;
+pub mod http;
 pub mod kafka;
 pub mod outbox;
 pub mod postgres;
