@@ -377,51 +377,65 @@ async fn overdue(shutdown: &Shutdown) {
     tokio::time::sleep(STOP_GRACE).await;
 }
 
-/// The first step of an attempt in either mode: the broker's limits (a `kafka.transaction_timeout`
-/// above its maximum stops the relay here, naming both), a transactional producer whose
+/// The first step of an attempt in either mode: a transactional producer whose
 /// `init_transactions` fenced any older instance of this relay name and settled its last
-/// transaction, and the offsets topic, created if missing.
+/// transaction (a `kafka.transaction_timeout` above the broker's maximum stops the relay here,
+/// naming both), the offsets topic, created if missing, and the broker's limits.
+///
+/// The producer goes first: what is wrong with the connection (credentials, TLS) reaches the log
+/// through its calls, while an admin request only times out.
 async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, RelayError> {
+    // A topic's limit is read while the pump routes, when no status update goes out: a broker
+    // that does not answer soon leaves the topic at the default limit instead.
+    let topic_timeout = config.kafka_call_timeout.min(Duration::from_secs(10));
+    let max_record_bytes = config.router.max_record_bytes();
+    // Batches stay within the limits of the topics that refused a record before.
+    let mut batch = None;
+    if !refusals.topics.is_empty() {
+        let mut refusing = TopicLimits::new(
+            &config.kafka,
+            max_record_bytes,
+            BrokerLimits::default(),
+            topic_timeout,
+        );
+        for topic in &refusals.topics {
+            let limit = refusing.learn(topic).await;
+            batch = Some(batch.map_or(limit, |bytes: usize| bytes.min(limit)));
+        }
+    }
+    let started = {
+        let (kafka, id) = (producer_settings(config, batch), config.transactional_id());
+        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
+        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
+            .await?
+    };
+    let producer = match started {
+        Ok(producer) => producer,
+        Err(SinkError::TransactionTimeout { configured, .. }) => {
+            // Name the broker's maximum too, when it can be read.
+            let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
+            let broker = blocking(move || BrokerLimits::read(&kafka, timeout)).await?;
+            return Err(SinkError::TransactionTimeout {
+                configured,
+                broker_max: broker.ok().and_then(|b| b.transaction_max_timeout),
+            }
+            .into());
+        }
+        Err(error) => return Err(error.into()),
+    };
+    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
+    offsets.ensure().await?;
     let broker = {
         let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
         blocking(move || BrokerLimits::read(&kafka, timeout)).await??
     };
     if broker.message_max_bytes.is_none() {
         tracing::warn!(
-            "cannot read the broker's message.max.bytes and transaction.max.timeout.ms; records \
-             are held to kafka.max_record_bytes; to read the limits, {BROKER_GRANT}"
+            "cannot read the broker's message.max.bytes; records are held to \
+             kafka.max_record_bytes and the topics' limits; to read it, {BROKER_GRANT}"
         );
     }
-    if let Some(max) = broker.transaction_max_timeout {
-        if config.transaction_timeout > max {
-            return Err(RelayError::Definite(Failure::Sink(
-                SinkError::TransactionTimeout {
-                    configured: config.transaction_timeout,
-                    broker_max: Some(max),
-                },
-            )));
-        }
-    }
-    let mut limits = TopicLimits::new(
-        &config.kafka,
-        config.router.max_record_bytes(),
-        broker,
-        config.kafka_call_timeout,
-    );
-    // Batches stay within the broker's limit and those of topics that refused a record.
-    let mut batch = broker.message_max_bytes;
-    for topic in &refusals.topics {
-        let limit = limits.learn(topic).await;
-        batch = Some(batch.map_or(limit, |bytes| bytes.min(limit)));
-    }
-    let producer = {
-        let (kafka, id) = (producer_settings(config, batch), config.transactional_id());
-        let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
-        blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
-            .await??
-    };
-    let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
-    offsets.ensure().await?;
+    let limits = TopicLimits::new(&config.kafka, max_record_bytes, broker, topic_timeout);
     Ok(Fenced {
         producer,
         offsets,
@@ -441,12 +455,13 @@ struct Fenced {
 }
 
 /// The producer's settings: librdkafka batches records of a partition into one request of up to
-/// `batch.size` bytes, and the broker refuses a batch over its limit whole, small records
-/// included; so unless set in `[kafka.properties]`, batches stay within `max` bytes.
+/// `batch.size` bytes (1,000,000 by default, within the broker's default limit), and a topic
+/// refuses a batch over its limit whole, small records included; so after a refusal, unless set
+/// in `[kafka.properties]`, batches stay within `max` bytes.
 fn producer_settings(config: &RelayConfig, max: Option<usize>) -> KafkaSettings {
     let mut kafka = config.kafka.clone();
     if let Some(max) = max {
-        // librdkafka's default, and room for the request's framing under the broker's limit.
+        // At most librdkafka's default, with room for the request's framing under the limit.
         let batch = max.saturating_sub(1024).clamp(1024, 1_000_000);
         kafka
             .properties

@@ -124,3 +124,34 @@ impl Routing {
         self.log.total()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(topic: &str, fingerprint: u64, bytes: usize) -> Refused {
+        Refused {
+            topic: topic.into(),
+            fingerprint,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_refusal_makes_only_its_largest_record_a_dead_letter() {
+        let mut refusals = Refusals::default();
+        refusals.add(&[
+            refused("a", 1, 100),
+            refused("a", 2, 50_000),
+            refused("b", 3, 10),
+        ]);
+        assert_eq!(refusals.records, HashSet::from([2]));
+        assert_eq!(refusals.topics, BTreeSet::from(["a".into(), "b".into()]));
+        refusals.add(&[refused("a", 1, 100)]);
+        assert_eq!(
+            refusals.records,
+            HashSet::from([1, 2]),
+            "refused alone: too large"
+        );
+    }
+}

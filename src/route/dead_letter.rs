@@ -350,3 +350,50 @@ fn row_json(relation: &Relation, row: &TupleData) -> Bytes {
     }
     Bytes::from(Value::Object(object).to_string())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(reason: Reason) -> Record {
+        Record {
+            topic: "dlq".into(),
+            partition: None,
+            key: None,
+            value: None,
+            headers: vec![Header::text(REASON_HEADER, reason.as_str())],
+            timestamp_ms: None,
+        }
+    }
+
+    #[test]
+    fn the_log_holds_back_all_but_the_first_letters_of_each_reason_until_the_interval_ends() {
+        let mut log = DeadLetterLog::new(Duration::from_secs(3600));
+        for _ in 0..7 {
+            log.report(&letter(Reason::InvalidJson));
+        }
+        log.report(&letter(Reason::TooLarge));
+        assert_eq!(log.window["invalid-json"], (DeadLetterLog::INDIVIDUAL, 2));
+        assert_eq!(log.window["too-large"], (1, 0));
+        assert_eq!(log.total(), 8);
+        log.flush();
+        assert!(log.window.is_empty(), "a new interval starts");
+        log.report(&letter(Reason::InvalidJson));
+        assert_eq!(log.window["invalid-json"], (1, 0), "lines again");
+    }
+
+    #[test]
+    fn only_dead_letters_are_letters() {
+        let letters = DeadLetters::new("dlq", 1000);
+        assert!(letters.is_letter(&letter(Reason::MissingField)));
+        let mut event = letter(Reason::MissingField);
+        event.headers.clear();
+        assert!(
+            !letters.is_letter(&event),
+            "an event sent to the dead-letter topic"
+        );
+        let mut elsewhere = letter(Reason::MissingField);
+        elsewhere.topic = "orders".into();
+        assert!(!letters.is_letter(&elsewhere));
+    }
+}
