@@ -13,7 +13,7 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use support::http;
-use support::kafka::{client_config, create_topic, read_topic, Isolation};
+use support::kafka::{client_config, create_topic, read_exactly};
 use support::postgres::TestDb;
 use support::relay::{outboxd, RelayProcess, RelaySpec};
 
@@ -77,27 +77,14 @@ fn header(record: &rdkafka::message::OwnedMessage, name: &str) -> Option<String>
         .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
-/// Reads exactly `count` committed records of `topic` (and checks no more follow shortly).
-fn read_exactly(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let records = read_topic(
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-        |r| r.len() >= count,
-    );
-    assert_eq!(records.len(), count, "records in {topic}");
-    let more = read_topic(
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(3),
-        |r| r.len() > count,
-    );
-    assert_eq!(
-        more.len(),
-        count,
-        "no record beyond the expected in {topic}"
-    );
-    records
+/// The one dead letter in `dlq`, checked to stand for the event `big`, too large.
+fn read_big_letter(dlq: &str) -> Vec<rdkafka::message::OwnedMessage> {
+    let dead = read_exactly(dlq, 1);
+    let reason = header(&dead[0], "outboxd.dlq.reason");
+    assert_eq!(reason.as_deref(), Some("too-large"));
+    let event = header(&dead[0], "outboxd.dlq.event_id");
+    assert_eq!(event.as_deref(), Some("big"), "the letter names the event");
+    dead
 }
 
 /// The `id` headers of `records`, in order.
@@ -148,15 +135,7 @@ async fn a_record_over_its_topics_limit_becomes_a_dead_letter_and_the_relay_stay
         ["before-1", "before-2", "after-1", "after-2"],
         "the events around the big one, once, in order"
     );
-    let dead = read_exactly(&dlq, 1);
-    assert_eq!(
-        header(&dead[0], "outboxd.dlq.reason").as_deref(),
-        Some("too-large")
-    );
-    assert_eq!(
-        header(&dead[0], "outboxd.dlq.event_id").as_deref(),
-        Some("big")
-    );
+    let dead = read_big_letter(&dlq);
     assert_eq!(header(&dead[0], "outboxd.dlq.topic"), Some(topic.clone()));
     let error = header(&dead[0], "outboxd.dlq.error").expect("error header");
     assert!(error.contains("max.message.bytes"), "{error}");
@@ -216,15 +195,15 @@ async fn a_record_the_broker_still_refuses_goes_to_the_dead_letter_topic_in_a_re
         .expect("insert");
     let events = read_exactly(&topic, 4);
     assert_eq!(ids(&events), ["first", "before", "after", "later"]);
-    let dead = read_exactly(&dlq, 1);
-    assert_eq!(
-        header(&dead[0], "outboxd.dlq.reason").as_deref(),
-        Some("too-large")
-    );
-    assert_eq!(
-        header(&dead[0], "outboxd.dlq.event_id").as_deref(),
-        Some("big")
-    );
+    let dead = read_big_letter(&dlq);
+    // The retry knew the record by what the broker's delivery report said of it.
+    let error = header(&dead[0], "outboxd.dlq.error").expect("error header");
+    assert!(error.contains("the broker refused"), "{error}");
+    let log = relay.log_text();
+    let retries = log
+        .matches("retrying the transaction with that record as a dead letter")
+        .count();
+    assert_eq!(retries, 1, "one retry:\n{log}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

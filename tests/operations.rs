@@ -3,11 +3,10 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
+use support::http::{get as http_get, sample};
 use support::kafka::{read_topic, Isolation};
 use support::postgres::{free_port, psql, PrivateCluster, TestDb};
 use support::relay::{outboxd, RelayProcess, RelaySpec};
@@ -147,25 +146,6 @@ fn check_refuses_a_server_without_logical_decoding() {
         "wal_level = replica",
         "ALTER SYSTEM SET wal_level = logical; then restart PostgreSQL",
     );
-}
-
-/// GET `path` on `address`; the status code and the body.
-fn http_get(address: &str, path: &str) -> Option<(u16, String)> {
-    let mut stream = TcpStream::connect(address).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(stream, "GET {path} HTTP/1.0\r\nHost: {address}\r\n\r\n").ok()?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response).ok()?;
-    let status = response.split_whitespace().nth(1)?.parse().ok()?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned())?;
-    Some((status, body))
-}
-
-/// The value of the sample `name{labels}` in a Prometheus text exposition.
-fn sample(exposition: &str, series: &str) -> Option<f64> {
-    exposition
-        .lines()
-        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
 }
 
 /// Polls `/readyz` until it answers `status`.

@@ -16,15 +16,19 @@ pub fn get(address: &str, path: &str) -> Option<(u16, String)> {
     Some((status, body))
 }
 
+/// The value of the sample `series` (`name{labels}`) in a Prometheus text exposition.
+pub fn sample(exposition: &str, series: &str) -> Option<f64> {
+    exposition
+        .lines()
+        .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
+}
+
 /// The value of the sample `series` (`name{labels}`) on `/metrics`, once it reaches `expected`
 /// or `timeout` passed (then the last value seen).
 pub fn await_sample(address: &str, series: &str, expected: f64, timeout: Duration) -> Option<f64> {
     let deadline = Instant::now() + timeout;
     loop {
-        let value = get(address, "/metrics").and_then(|(_, body)| {
-            body.lines()
-                .find_map(|line| line.strip_prefix(series)?.trim().parse().ok())
-        });
+        let value = get(address, "/metrics").and_then(|(_, body)| sample(&body, series));
         if value == Some(expected) || Instant::now() >= deadline {
             return value;
         }
