@@ -62,7 +62,6 @@ use crate::route::Router;
 use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
 use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
-
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
 use crate::source::poll::{PollError, PollSettings};
@@ -564,6 +563,19 @@ mod tests {
             source: KafkaError::Canceled,
         });
         assert!(!fenced.is_transient() && fenced.is_fenced());
+        let timeout = RelayError::from(SinkError::TransactionTimeout {
+            configured: Duration::from_secs(1200),
+            broker_max: Some(Duration::from_secs(900)),
+        });
+        assert!(!timeout.is_transient(), "the broker refuses it every time");
+        assert!(timeout.to_string().contains("900000 ms"), "{timeout}");
+        let refused = RelayError::from(SinkError::TooLarge {
+            refused: Vec::new(),
+        });
+        assert!(
+            refused.is_transient(),
+            "retried with the record as a dead letter"
+        );
         for error in [
             SinkError::Abortable {
                 action: "producing",
