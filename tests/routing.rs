@@ -21,7 +21,7 @@ use std::time::Duration;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 use serde_json::{json, Value};
-use support::kafka::{create_topic, read_topic, Isolation};
+use support::kafka::{create_topic, read_exactly};
 use support::postgres::TestDb;
 use support::relay::{RelayProcess, RelaySpec};
 
@@ -69,25 +69,7 @@ impl Seen {
 /// Reads `count` records of `topic` with `read_committed` (waiting up to a minute), then a little
 /// longer to catch any record too many.
 fn read(topic: &str, count: usize) -> Vec<Seen> {
-    let records = read_topic(
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-        |r| r.len() >= count,
-    );
-    assert_eq!(records.len(), count, "records in {topic}");
-    let extra = read_topic(
-        topic,
-        Isolation::ReadCommitted,
-        Duration::from_secs(2),
-        |r| r.len() > count,
-    );
-    assert_eq!(
-        extra.len(),
-        count,
-        "no record beyond the expected in {topic}"
-    );
-    records.iter().map(Seen::of).collect()
+    read_exactly(topic, count).iter().map(Seen::of).collect()
 }
 
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), written from its definition

@@ -34,10 +34,7 @@ async fn first_row(
 fn admin_client(
     relay: &RelayConfig,
 ) -> Result<AdminClient<DefaultClientContext>, rdkafka::error::KafkaError> {
-    relay
-        .kafka
-        .client_config(&[("allow.auto.create.topics", "false")])
-        .create()
+    crate::sink::limits::admin_client(&relay.kafka)
 }
 
 /// The relay's last committed checkpoint, waiting at most about `limit` for Kafka; `None` when

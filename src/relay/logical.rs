@@ -10,7 +10,8 @@ use crate::pg::wire::{
 use crate::pg::Lsn;
 use crate::sink::kafka::TransactionalProducer;
 
-use super::{fence, pump, read_checkpoint, RelayConfig, RelayError, Shutdown};
+use super::routing::{Refusals, Routing};
+use super::{fence, pump, read_checkpoint, Fenced, RelayConfig, RelayError, Shutdown};
 
 /// The pgoutput protocol the relay speaks: version 1 has everything it needs (messages included),
 /// and streaming stays off so only committed transactions are ever sent.
@@ -27,11 +28,17 @@ pub(super) struct Started {
     pub resume: Checkpoint,
     /// Primary keys and column types of the published tables.
     pub schema: Schema,
+    /// Topic limits, the records refused before, the dead-letter log.
+    pub routing: Routing,
 }
 
 /// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
-pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
-    let started = start(config).await?;
+pub(super) async fn attempt(
+    config: &RelayConfig,
+    shutdown: &Shutdown,
+    refusals: &Refusals,
+) -> Result<(), RelayError> {
+    let started = start(config, refusals).await?;
     metrics().resumed_at(started.resume.lsn);
     metrics().set_streaming(true);
     crate::service::ready(&format!(
@@ -42,10 +49,14 @@ pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result
 }
 
 /// Fences, reads the checkpoint, checks the slot and starts replication at the checkpoint.
-async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
+async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, RelayError> {
     // Kafka first: init_transactions fences an older instance and settles our last transaction,
     // so the checkpoint read next is final.
-    let (producer, offsets) = fence(config).await?;
+    let Fenced {
+        producer,
+        offsets,
+        routing,
+    } = fence(config, refusals).await?;
     let checkpoint = read_checkpoint(config, offsets)
         .await?
         .map(|stored| stored.into_logical(&config.name))
@@ -102,6 +113,7 @@ async fn start(config: &RelayConfig) -> Result<Started, RelayError> {
         producer,
         resume,
         schema,
+        routing,
     })
 }
 

@@ -37,7 +37,10 @@
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
 //! | Kafka transaction abortable, producer fatal, call timed out, producer in no state to abort | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
-//! | record refused (too large, invalid, not authorized), producer configuration | stop |
+//! | `kafka.transaction_timeout` above the broker's `transaction.max.timeout.ms` | stop |
+//! | broker's configuration unreadable (no answer) | retry |
+//! | a record the broker refuses as too large | retry, that record as a dead letter |
+//! | record refused at produce time (invalid, not authorized), producer configuration | stop |
 //! | offsets topic unreachable or not read to its end in time | retry |
 //! | offsets topic with several partitions or not compacted, checkpoint unreadable or of the other mode | stop |
 //! | sink thread not started, runtime stopping | retry |
@@ -46,6 +49,7 @@
 mod logical;
 mod poll;
 mod pump;
+mod routing;
 mod shutdown;
 mod stall_watch;
 mod wal_watch;
@@ -58,9 +62,11 @@ use crate::pg::wire::{ConnectOptions, WireError};
 use crate::route::Router;
 use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
+use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
 use crate::source::poll::{PollError, PollSettings};
+use routing::{Refusals, Routing};
 
 pub use logical::SlotError;
 pub use shutdown::{Shutdown, ShutdownTrigger};
@@ -165,6 +171,9 @@ pub enum Failure {
     /// Creating, checking or reading the offsets topic.
     #[error(transparent)]
     Offsets(OffsetsError),
+    /// Reading the broker's limits.
+    #[error(transparent)]
+    Limits(LimitsError),
     /// The stored checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(CheckpointError),
@@ -229,6 +238,12 @@ impl From<SinkError> for RelayError {
 impl From<OffsetsError> for RelayError {
     fn from(error: OffsetsError) -> Self {
         Self::sorted(error.is_transient(), Failure::Offsets(error))
+    }
+}
+
+impl From<LimitsError> for RelayError {
+    fn from(error: LimitsError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Limits(error))
     }
 }
 
@@ -307,13 +322,14 @@ impl Backoff {
 /// definite error (returns it). Transient errors restart from the checkpoint after a [`Backoff`].
 pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayError> {
     let mut backoff = Backoff::new(config.backoff);
+    let mut refusals = Refusals::default();
     let relay = async {
         loop {
             let began = Instant::now();
             let attempt = async {
                 match config.mode {
-                    RelayMode::Logical => logical::attempt(&config, &shutdown).await,
-                    RelayMode::Poll => poll::attempt(&config, &shutdown).await,
+                    RelayMode::Logical => logical::attempt(&config, &shutdown, &refusals).await,
+                    RelayMode::Poll => poll::attempt(&config, &shutdown, &refusals).await,
                 }
             };
             let outcome = tokio::select! {
@@ -335,6 +351,9 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
                     return Ok(());
                 }
                 Err(RelayError::Transient(failure)) => {
+                    if let Failure::Sink(SinkError::TooLarge { refused }) = &failure {
+                        refusals.add(refused);
+                    }
                     let retry_in = backoff.after(began.elapsed());
                     tracing::warn!(error = %failure, ?retry_in, "relay attempt failed; resuming from the checkpoint");
                     metrics().reconnects.inc();
@@ -365,17 +384,96 @@ async fn overdue(shutdown: &Shutdown) {
 
 /// The first step of an attempt in either mode: a transactional producer whose
 /// `init_transactions` fenced any older instance of this relay name and settled its last
-/// transaction, and the offsets topic, created if missing.
-async fn fence(config: &RelayConfig) -> Result<(TransactionalProducer, OffsetsTopic), RelayError> {
-    let producer = {
-        let (kafka, id) = (config.kafka.clone(), config.transactional_id());
+/// transaction (a `kafka.transaction_timeout` above the broker's maximum stops the relay here,
+/// naming both), the offsets topic, created if missing, and the broker's limits.
+///
+/// The producer goes first: what is wrong with the connection (credentials, TLS) reaches the log
+/// through its calls, while an admin request only times out.
+async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, RelayError> {
+    // A topic's limit is read while the pump routes, when no status update goes out: a broker
+    // that does not answer soon leaves the topic at the default limit instead.
+    let topic_timeout = config.kafka_call_timeout.min(Duration::from_secs(10));
+    let max_record_bytes = config.router.max_record_bytes();
+    // Batches stay within the limits of the topics that refused a record before.
+    let mut batch = None;
+    if !refusals.topics.is_empty() {
+        let mut refusing = TopicLimits::new(
+            &config.kafka,
+            max_record_bytes,
+            BrokerLimits::default(),
+            topic_timeout,
+        );
+        for topic in &refusals.topics {
+            let limit = refusing.learn(topic).await;
+            batch = Some(batch.map_or(limit, |bytes: usize| bytes.min(limit)));
+        }
+    }
+    let started = {
+        let (kafka, id) = (producer_settings(config, batch), config.transactional_id());
         let (txn_timeout, call_timeout) = (config.transaction_timeout, config.kafka_call_timeout);
         blocking(move || TransactionalProducer::start(&kafka, &id, txn_timeout, call_timeout))
-            .await??
+            .await?
+    };
+    let producer = match started {
+        Ok(producer) => producer,
+        Err(SinkError::TransactionTimeout { configured, .. }) => {
+            // Name the broker's maximum too, when it can be read.
+            let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
+            let broker = blocking(move || BrokerLimits::read(&kafka, timeout)).await?;
+            return Err(SinkError::TransactionTimeout {
+                configured,
+                broker_max: broker.ok().and_then(|b| b.transaction_max_timeout),
+            }
+            .into());
+        }
+        Err(error) => return Err(error.into()),
     };
     let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
     offsets.ensure().await?;
-    Ok((producer, offsets))
+    let broker = {
+        let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
+        blocking(move || BrokerLimits::read(&kafka, timeout)).await??
+    };
+    if broker.message_max_bytes.is_none() {
+        tracing::warn!(
+            "cannot read the broker's message.max.bytes; records are held to \
+             kafka.max_record_bytes and the topics' limits; to read it, {BROKER_GRANT}"
+        );
+    }
+    let limits = TopicLimits::new(&config.kafka, max_record_bytes, broker, topic_timeout);
+    Ok(Fenced {
+        producer,
+        offsets,
+        routing: Routing::new(limits, refusals.clone()),
+    })
+}
+
+/// What [`fence`] hands the rest of an attempt.
+#[derive(Debug)]
+struct Fenced {
+    /// The producer whose `init_transactions` fenced older instances.
+    producer: TransactionalProducer,
+    /// Where the checkpoint is read from.
+    offsets: OffsetsTopic,
+    /// Topic limits, the records refused before, the dead-letter log.
+    routing: Routing,
+}
+
+/// The producer's settings: librdkafka batches records of a partition into one request of up to
+/// `batch.size` bytes (1,000,000 by default, within the broker's default limit), and a topic
+/// refuses a batch over its limit whole, small records included; so after a refusal, unless set
+/// in `[kafka.properties]`, batches stay within `max` bytes.
+fn producer_settings(config: &RelayConfig, max: Option<usize>) -> KafkaSettings {
+    let mut kafka = config.kafka.clone();
+    if let Some(max) = max {
+        // At most librdkafka's default, with room for the request's framing under the limit.
+        let batch = max.saturating_sub(1024).clamp(1024, 1_000_000);
+        kafka
+            .properties
+            .entry("batch.size".into())
+            .or_insert_with(|| batch.to_string());
+    }
+    kafka
 }
 
 /// The relay's last committed checkpoint, of either mode. Final once [`fence`] settled our last
@@ -471,6 +569,19 @@ mod tests {
             source: KafkaError::Canceled,
         });
         assert!(!fenced.is_transient() && fenced.is_fenced());
+        let timeout = RelayError::from(SinkError::TransactionTimeout {
+            configured: Duration::from_secs(1200),
+            broker_max: Some(Duration::from_secs(900)),
+        });
+        assert!(!timeout.is_transient(), "the broker refuses it every time");
+        assert!(timeout.to_string().contains("900000 ms"), "{timeout}");
+        let refused = RelayError::from(SinkError::TooLarge {
+            refused: Vec::new(),
+        });
+        assert!(
+            refused.is_transient(),
+            "retried with the record as a dead letter"
+        );
         for error in [
             SinkError::Abortable {
                 action: "producing",

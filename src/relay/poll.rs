@@ -20,11 +20,20 @@ use crate::sink::batch::{BatchLimits, Batcher, SinkInput, SinkThread};
 use crate::source::poll::{Batch, PollSource};
 use crate::source::Change;
 
-use super::{fence, finish_sink, read_checkpoint, RelayConfig, RelayError, Shutdown};
+use super::routing::{Refusals, Routing};
+use super::{fence, finish_sink, read_checkpoint, Fenced, RelayConfig, RelayError, Shutdown};
 
 /// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
-pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result<(), RelayError> {
-    let (producer, offsets) = fence(config).await?;
+pub(super) async fn attempt(
+    config: &RelayConfig,
+    shutdown: &Shutdown,
+    refusals: &Refusals,
+) -> Result<(), RelayError> {
+    let Fenced {
+        producer,
+        offsets,
+        routing,
+    } = fence(config, refusals).await?;
 
     let mut source = PollSource::connect(&config.postgres, &config.poll).await?;
     // After init_transactions: an instance fenced by it lets go of the lock once it notices.
@@ -73,12 +82,13 @@ pub(super) async fn attempt(config: &RelayConfig, shutdown: &Shutdown) -> Result
         source,
         sink: SinkThread::spawn(batcher, config.channel_capacity)?,
         schema: Schema::default(),
-        dead_letters: 0,
+        routing,
     };
     let outcome = poller.run(shutdown, listening).await;
-    if poller.dead_letters > 0 {
+    let dead_letters = poller.routing.finish();
+    if dead_letters > 0 {
         tracing::warn!(
-            dead_letters = poller.dead_letters,
+            dead_letters,
             "rows went to the dead-letter topic during this run"
         );
     }
@@ -102,14 +112,14 @@ struct Poller<'a> {
     /// The sink thread: each batch's records and checkpoint out, committed checkpoints back.
     sink: SinkThread<PollCheckpoint>,
     schema: Schema,
-    /// Rows turned into dead letters during this attempt.
-    dead_letters: u64,
+    /// Topic limits and the dead-letter log.
+    routing: Routing,
 }
 
 impl std::fmt::Debug for Poller<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Poller")
-            .field("dead_letters", &self.dead_letters)
+            .field("routing", &self.routing)
             .finish_non_exhaustive()
     }
 }
@@ -130,6 +140,7 @@ impl Poller<'_> {
                 found |= rows > 0;
                 full |= rows >= poll.batch_size;
             }
+            self.routing.flush_due();
             if shutdown.is_requested() {
                 return Ok(());
             }
@@ -162,7 +173,7 @@ impl Poller<'_> {
         }
         // Owed until its Kafka transaction commits, also across attempts: the rows stay.
         metrics().owe(Owed::Rows { claimed: rows });
-        let records = self.route(&batch);
+        let records = self.route(&batch).await;
         let table = self.config.poll.tables[index].qualified();
         // The sink sets the event total as it commits.
         let checkpoint = PollCheckpoint::new(table, batch.ids, 0);
@@ -203,7 +214,7 @@ impl Poller<'_> {
     }
 
     /// The records of a batch's rows, dead letters included.
-    fn route(&mut self, batch: &Batch) -> Vec<Record> {
+    async fn route(&mut self, batch: &Batch) -> Vec<Record> {
         let context = RouteContext {
             schema: &self.schema,
             xid: None,
@@ -217,8 +228,9 @@ impl Poller<'_> {
                 relation: batch.relation.clone(),
                 new: row.clone(),
             };
-            self.dead_letters +=
-                u64::from(self.config.router.route(&change, &context, &mut records));
+            self.routing
+                .route(&self.config.router, &change, &context, &mut records)
+                .await;
         }
         records
     }

@@ -28,6 +28,7 @@ use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
 use crate::source::Change;
 
 use super::logical::{Started, PROTOCOL_VERSION};
+use super::routing::Routing;
 use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
@@ -41,6 +42,7 @@ pub(super) async fn run(
         producer,
         resume,
         schema,
+        routing,
     } = started;
     let batcher = Batcher::new(
         producer,
@@ -62,7 +64,7 @@ pub(super) async fn run(
         schema,
         checked: HashMap::new(),
         routed: Vec::new(),
-        dead_letters: 0,
+        routing,
         sent: Lsn::ZERO,
         confirmed: Lsn::ZERO,
         skipping: false,
@@ -78,9 +80,10 @@ pub(super) async fn run(
         .set_position(pump.resume_after, pump.resume_after);
 
     let outcome = pump.pump(shutdown).await;
-    if pump.dead_letters > 0 {
+    let dead_letters = pump.routing.finish();
+    if dead_letters > 0 {
         tracing::warn!(
-            dead_letters = pump.dead_letters,
+            dead_letters,
             "changes went to the dead-letter topic during this run"
         );
     }
@@ -115,8 +118,8 @@ struct Pump<'a> {
     checked: HashMap<RelationId, Arc<Relation>>,
     /// The records of the change being routed (reused).
     routed: Vec<Record>,
-    /// Changes turned into dead letters during this attempt.
-    dead_letters: u64,
+    /// Topic limits and the dead-letter log.
+    routing: Routing,
     /// Identity fields of every checkpoint (system, timeline, slot).
     template: Checkpoint,
     /// The last boundary handed to the sink.
@@ -153,7 +156,10 @@ impl Pump<'_> {
                     }
                     self.confirm_committed().await?;
                 }
-                _ = self.status.tick() => self.source.stream().send_status(false).await?,
+                _ = self.status.tick() => {
+                    self.routing.flush_due();
+                    self.source.stream().send_status(false).await?;
+                }
                 event = self.source.next() => match event? {
                     Some(event) => {
                         if !self.handle(event).await? {
@@ -261,7 +267,9 @@ impl Pump<'_> {
             last_commit_lsn: self.last_commit,
         };
         let mut routed = std::mem::take(&mut self.routed);
-        self.dead_letters += u64::from(self.config.router.route(change, &context, &mut routed));
+        self.routing
+            .route(&self.config.router, change, &context, &mut routed)
+            .await;
         if !routed.is_empty() {
             // Owed from now until a committed checkpoint covers it: before the hand-over, which
             // waits while a stuck sink back-pressures.

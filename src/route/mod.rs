@@ -23,6 +23,14 @@ use crate::source::Change;
 
 use cdc::CdcRouter;
 use dead_letter::{DeadLetters, Failure};
+
+/// What the broker takes, as the relay knows it.
+pub trait SizeLimits {
+    /// The largest record `topic` takes.
+    fn max_bytes(&self, topic: &str) -> usize;
+    /// Whether the broker refused this very record as too large before.
+    fn refused(&self, record: &Record) -> bool;
+}
 use outbox::OutboxRouter;
 
 /// One Kafka record, ready to produce.
@@ -75,6 +83,20 @@ impl Record {
             + self.value.as_ref().map_or(0, Bytes::len)
             + header_bytes
     }
+
+    /// Its [`fingerprint`].
+    pub fn fingerprint(&self) -> u64 {
+        fingerprint(&self.topic, self.key.as_deref(), self.value.as_deref())
+    }
+}
+
+/// A record's identity across retries: a hash of its topic, key and value, the same for the
+/// record as routed and as a delivery report returns it.
+pub fn fingerprint(topic: &str, key: Option<&[u8]>, value: Option<&[u8]>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    (topic, key, value).hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Where and when a change happened: what envelopes put in their metadata.
@@ -115,7 +137,9 @@ impl Router {
         &self.outbox
     }
 
-    /// Appends the records `change` becomes to `out`; returns how many of them are dead letters.
+    /// Appends the records `change` becomes to `out`, a dead letter if it cannot become its records;
+    /// returns how many dead letters. Sizes are not checked here: [`Router::cap`] holds them to
+    /// their topics' limits, which the relay learns as topics appear.
     pub fn route(&self, change: &Change, context: &RouteContext<'_>, out: &mut Vec<Record>) -> u32 {
         let first = out.len();
         let routed = match change {
@@ -145,19 +169,55 @@ impl Router {
                 None => Ok(()),
             },
         };
-        let mut dead = 0;
         if let Err(failure) = routed {
             out.truncate(first);
             out.push(self.dead_letters.record(change, &failure, context));
             return 1;
         }
-        for record in &mut out[first..] {
-            if let Some(failure) = self.dead_letters.too_large(record) {
-                *record = self.dead_letters.record(change, &failure, context);
-                dead += 1;
+        0
+    }
+
+    /// Holds the records `change` became (`records`, from [`Router::route`]) to what the broker
+    /// takes: each over its topic's limit, or refused by the broker before, becomes a dead letter
+    /// carrying the event's id, and a dead letter too large itself loses its value.
+    pub fn cap(
+        &self,
+        change: &Change,
+        context: &RouteContext<'_>,
+        records: &mut [Record],
+        limits: &impl SizeLimits,
+    ) {
+        let letters = &self.dead_letters;
+        for record in records.iter_mut() {
+            if !letters.is_letter(record) {
+                let failure = if limits.refused(record) {
+                    Some(letters.refused(record))
+                } else {
+                    letters.too_large(record, limits.max_bytes(&record.topic))
+                };
+                if let Some(failure) = failure {
+                    *record = letters.oversize(change, record, &failure, context);
+                }
+            }
+            if letters.is_letter(record)
+                && (limits.refused(record)
+                    || letters
+                        .too_large(record, limits.max_bytes(letters.topic()))
+                        .is_some())
+            {
+                letters.omit_value(record);
             }
         }
-        dead
+    }
+
+    /// The dead letters: their topic, and which records are letters.
+    pub fn dead_letters(&self) -> &DeadLetters {
+        &self.dead_letters
+    }
+
+    /// `kafka.max_record_bytes`: no record is larger, whatever its topic takes.
+    pub fn max_record_bytes(&self) -> usize {
+        self.dead_letters.max_record_bytes()
     }
 }
 

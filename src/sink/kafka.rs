@@ -5,14 +5,17 @@
 //! the sink's own thread, never from the async runtime.
 
 use std::collections::BTreeMap;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header as KafkaHeader, OwnedHeaders};
-use rdkafka::producer::{BaseRecord, DefaultProducerContext, Producer, ThreadedProducer};
+use rdkafka::message::{DeliveryResult, Header as KafkaHeader, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::Message;
 
-use crate::route::Record;
+use crate::route::{fingerprint, Record};
 
 /// How to reach the broker: what every Kafka client of outboxd shares. `Debug` hides the values of
 /// secret properties.
@@ -137,6 +140,36 @@ pub enum SinkError {
     /// The configuration is wrong: a property librdkafka refuses, or an unreachable setting.
     #[error("invalid Kafka producer configuration: {0}")]
     Config(KafkaError),
+    /// The broker refused records of the open transaction as too large (over their topic's
+    /// `max.message.bytes`, which the relay could not read or which changed since): the
+    /// transaction must be aborted, and the retry from the checkpoint makes the largest of them a
+    /// dead letter (a record refused only because librdkafka batched it with that one goes
+    /// through).
+    #[error(
+        "the broker refused {} record(s) as too large (the largest: {} bytes for topic {:?}); \
+         retrying the transaction with that record as a dead letter",
+        refused.len(),
+        largest(refused).map_or(0, |r| r.bytes),
+        largest(refused).map_or("", |r| r.topic.as_str())
+    )]
+    TooLarge {
+        /// The records refused, as their delivery reports named them.
+        refused: Vec<Refused>,
+    },
+    /// `kafka.transaction_timeout` is above the broker's `transaction.max.timeout.ms`: the broker
+    /// refuses every producer with it.
+    #[error(
+        "kafka.transaction_timeout ({configured:?}) is above the broker's \
+         transaction.max.timeout.ms ({}): lower kafka.transaction_timeout to at most that (and \
+         batch.max_age to a third of it), or raise the broker's transaction.max.timeout.ms",
+        broker_max.map_or_else(|| "15 min unless set otherwise".to_owned(), |max| format!("{} ms", max.as_millis()))
+    )]
+    TransactionTimeout {
+        /// `kafka.transaction_timeout`.
+        configured: Duration,
+        /// The broker's `transaction.max.timeout.ms`, when it could be read.
+        broker_max: Option<Duration>,
+    },
 }
 
 impl SinkError {
@@ -146,8 +179,26 @@ impl SinkError {
             Self::Abortable { .. }
             | Self::Fatal { .. }
             | Self::TimedOut { .. }
-            | Self::InvalidState { .. } => true,
-            Self::Fenced { .. } | Self::Rejected { .. } | Self::Config(_) => false,
+            | Self::InvalidState { .. }
+            | Self::TooLarge { .. } => true,
+            Self::Fenced { .. }
+            | Self::Rejected { .. }
+            | Self::Config(_)
+            | Self::TransactionTimeout { .. } => false,
+        }
+    }
+
+    /// librdkafka's error code, when librdkafka gave one.
+    fn code(&self) -> Option<RDKafkaErrorCode> {
+        match self {
+            Self::Fenced { source, .. }
+            | Self::Abortable { source, .. }
+            | Self::Fatal { source, .. }
+            | Self::TimedOut { source, .. }
+            | Self::InvalidState { source, .. }
+            | Self::Rejected { source, .. }
+            | Self::Config(source) => source.rdkafka_error_code(),
+            Self::TooLarge { .. } | Self::TransactionTimeout { .. } => None,
         }
     }
 
@@ -186,6 +237,68 @@ impl SinkError {
                 action,
                 source: error,
             }
+        }
+    }
+}
+
+/// A record the broker refused as too large.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refused {
+    /// Its topic.
+    pub topic: String,
+    /// Its [`fingerprint`]: the retry recognizes it by this.
+    pub fingerprint: u64,
+    /// Its key and value bytes.
+    pub bytes: usize,
+}
+
+/// The largest of `refused`: the one the retry makes a dead letter.
+pub fn largest(refused: &[Refused]) -> Option<&Refused> {
+    refused.iter().max_by_key(|r| r.bytes)
+}
+
+/// The producer's context: remembers the records the broker refused as too large, which only
+/// their delivery reports name (the transaction's failure does not say which record it was).
+#[derive(Debug, Default)]
+pub struct RefusalWatch {
+    refused: Mutex<Vec<Refused>>,
+}
+
+impl RefusalWatch {
+    /// Refusals remembered per transaction at most (the largest record is among the first:
+    /// librdkafka fails a refused batch's records together).
+    const CAPACITY: usize = 10_000;
+
+    /// The refusals since the last call.
+    fn take(&self) -> Vec<Refused> {
+        std::mem::take(&mut *self.refused.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl ClientContext for RefusalWatch {}
+
+impl ProducerContext for RefusalWatch {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        let Err((error, message)) = result else {
+            return;
+        };
+        let too_large = matches!(
+            error.rdkafka_error_code(),
+            Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
+        );
+        if !too_large {
+            return;
+        }
+        let mut refused = self.refused.lock().unwrap_or_else(PoisonError::into_inner);
+        if refused.len() < Self::CAPACITY {
+            refused.push(Refused {
+                topic: message.topic().to_owned(),
+                fingerprint: fingerprint(message.topic(), message.key(), message.payload()),
+                bytes: message.key().map_or(0, <[u8]>::len)
+                    + message.payload().map_or(0, <[u8]>::len),
+            });
         }
     }
 }
@@ -235,7 +348,7 @@ const DEFAULTS: &[(&str, &str)] = &[
 
 /// An idempotent, transactional producer with at most one open transaction.
 pub struct TransactionalProducer {
-    producer: ThreadedProducer<DefaultProducerContext>,
+    producer: ThreadedProducer<RefusalWatch>,
     transactional_id: String,
     /// How long a blocking transaction call may wait for the coordinator.
     call_timeout: Duration,
@@ -269,8 +382,9 @@ impl TransactionalProducer {
             "transaction.timeout.ms",
             transaction_timeout.as_millis().to_string(),
         );
-        let producer: ThreadedProducer<DefaultProducerContext> =
-            config.create().map_err(SinkError::Config)?;
+        let producer: ThreadedProducer<RefusalWatch> = config
+            .create_with_context(RefusalWatch::default())
+            .map_err(SinkError::Config)?;
         let this = Self {
             producer,
             transactional_id: transactional_id.to_owned(),
@@ -279,6 +393,20 @@ impl TransactionalProducer {
         };
         this.retrying("initializing transactions", |p| {
             p.init_transactions(call_timeout)
+        })
+        .map_err(|error| {
+            // The broker's refusal leaves the producer in librdkafka's fatal state, so the call's
+            // own code may be the generic one: its fatal error says what happened.
+            let fatal = this.producer.client().fatal_error().map(|(code, _)| code);
+            let timeout = Some(RDKafkaErrorCode::InvalidTransactionTimeout);
+            if fatal == timeout || error.code() == timeout {
+                SinkError::TransactionTimeout {
+                    configured: transaction_timeout,
+                    broker_max: None,
+                }
+            } else {
+                error
+            }
         })?;
         Ok(this)
     }
@@ -295,6 +423,8 @@ impl TransactionalProducer {
 
     /// Opens a transaction; records produced until commit or abort belong to it.
     pub fn begin(&mut self) -> Result<(), SinkError> {
+        // Refusals reported after an earlier transaction ended belong to it.
+        self.producer.context().take();
         self.producer.begin_transaction().map_err(|e| {
             self.fatal_state("beginning", &e).unwrap_or_else(|| {
                 SinkError::from_transaction("beginning", &self.transactional_id, e)
@@ -338,13 +468,28 @@ impl TransactionalProducer {
         }
     }
 
-    /// Commits the open transaction: flushes every queued record and waits for the broker.
+    /// Commits the open transaction: flushes every queued record and waits for the broker. A
+    /// record refused as too large fails it with [`SinkError::TooLarge`], naming the records.
     pub fn commit(&mut self) -> Result<(), SinkError> {
         let timeout = self.call_timeout;
         self.await_deliveries(timeout);
-        self.retrying("committing", |p| p.commit_transaction(timeout))?;
+        self.refusals()?;
+        let committed = self.retrying("committing", |p| p.commit_transaction(timeout));
+        // The commit's own flush may have served the delivery report that explains its failure.
+        self.refusals()?;
+        committed?;
         self.in_transaction = false;
         Ok(())
+    }
+
+    /// [`SinkError::TooLarge`] when the broker refused records as too large.
+    fn refusals(&self) -> Result<(), SinkError> {
+        let refused = self.producer.context().take();
+        if refused.is_empty() {
+            Ok(())
+        } else {
+            Err(SinkError::TooLarge { refused })
+        }
     }
 
     /// Waits (up to `timeout`) until every produced record is acknowledged and its delivery report
@@ -419,7 +564,7 @@ impl TransactionalProducer {
     fn retrying(
         &self,
         action: &'static str,
-        call: impl Fn(&ThreadedProducer<DefaultProducerContext>) -> Result<(), KafkaError>,
+        call: impl Fn(&ThreadedProducer<RefusalWatch>) -> Result<(), KafkaError>,
     ) -> Result<(), SinkError> {
         let give_up = Instant::now() + self.call_timeout * 4;
         loop {

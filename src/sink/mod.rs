@@ -3,4 +3,5 @@
 
 pub mod batch;
 pub mod kafka;
+pub mod limits;
 pub mod offsets;

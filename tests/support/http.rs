@@ -51,3 +51,16 @@ pub fn wait_for_answer(
 pub fn wait_for_readiness(address: &str, status: u16, timeout: Duration) -> String {
     wait_for_answer(address, "/readyz", timeout, |code, _| code == status).1
 }
+
+/// The value of the sample `series` (`name{labels}`) on `/metrics`, once it reaches `expected`
+/// or `timeout` passed (then the last value seen).
+pub fn await_sample(address: &str, series: &str, expected: f64, timeout: Duration) -> Option<f64> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let value = http_get(address, "/metrics").and_then(|(_, body)| sample(&body, series));
+        if value == Some(expected) || Instant::now() >= deadline {
+            return value;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

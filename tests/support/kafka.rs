@@ -61,6 +61,29 @@ pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
     }
 }
 
+/// Reads exactly `count` committed records of `topic` (and checks no more follow shortly).
+pub fn read_exactly(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
+    let records = read_topic(
+        topic,
+        Isolation::ReadCommitted,
+        Duration::from_secs(60),
+        |r| r.len() >= count,
+    );
+    assert_eq!(records.len(), count, "records in {topic}");
+    let more = read_topic(
+        topic,
+        Isolation::ReadCommitted,
+        Duration::from_secs(3),
+        |r| r.len() > count,
+    );
+    assert_eq!(
+        more.len(),
+        count,
+        "no record beyond the expected in {topic}"
+    );
+    records
+}
+
 /// Reads every partition of `topic` from the beginning until `done` holds for what was read, or
 /// until `timeout`, whichever comes first; returns the records in the order read (per partition in
 /// offset order). Assigns partitions directly: no consumer group, nothing committed.

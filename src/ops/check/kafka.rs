@@ -17,7 +17,8 @@ use super::report::Report;
 use crate::checkpoint::StoredCheckpoint;
 use crate::ops::{admin_client, read_checkpoint};
 use crate::relay::RelayConfig;
-use crate::sink::kafka::TransactionalProducer;
+use crate::sink::kafka::{SinkError, TransactionalProducer};
+use crate::sink::limits::{BrokerLimits, TopicLimits, BROKER_GRANT};
 
 const AREA: &str = "kafka";
 
@@ -79,7 +80,13 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
             return unreadable(report);
         }
     };
-    transactions(config, timeout, &mut report);
+    let broker = limits(config, dead_letter_topic, timeout, &mut report);
+    let timeout_too_long = broker
+        .transaction_max_timeout
+        .is_some_and(|max| config.transaction_timeout > max);
+    if !timeout_too_long {
+        transactions(config, timeout, &mut report);
+    }
     for (topic, role) in [
         (config.offsets_topic.as_str(), "offsets"),
         (dead_letter_topic, "dead-letter"),
@@ -127,6 +134,86 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
     KafkaFacts { report, checkpoint }
 }
 
+/// The broker's limits, and the dead-letter topic's: what `run` holds records to. A
+/// `kafka.transaction_timeout` above the broker's maximum fails (every producer would be refused);
+/// a `kafka.max_record_bytes` above the broker's record limit warns (larger records become dead
+/// letters); limits the principal may not read warn, naming the grant.
+fn limits(
+    config: &RelayConfig,
+    dead_letter_topic: &str,
+    timeout: Duration,
+    report: &mut Report,
+) -> BrokerLimits {
+    let broker = match BrokerLimits::read(&config.kafka, timeout) {
+        Ok(broker) => broker,
+        Err(error) => {
+            report.warn(
+                AREA,
+                format!("cannot read the broker's limits: {error}"),
+                "check that the broker answers DescribeConfigs requests",
+            );
+            return BrokerLimits::default();
+        }
+    };
+    let max_record_bytes = config.router.max_record_bytes();
+    match broker.message_max_bytes {
+        Some(max) if max_record_bytes > max => report.warn(
+            AREA,
+            format!(
+                "kafka.max_record_bytes ({max_record_bytes}) is above the broker's \
+                 message.max.bytes ({max}): records over {max} bytes go to the dead-letter topic"
+            ),
+            format!("lower kafka.max_record_bytes to at most {max}, or raise the broker's message.max.bytes"),
+        ),
+        Some(max) => report.ok(
+            AREA,
+            format!("the broker takes records up to {max} bytes (message.max.bytes); kafka.max_record_bytes is {max_record_bytes}"),
+        ),
+        None => report.warn(
+            AREA,
+            "cannot read the broker's message.max.bytes and transaction.max.timeout.ms \
+             (DescribeConfigs on the cluster not granted); records are held to \
+             kafka.max_record_bytes, and one the broker refuses goes to the dead-letter topic in \
+             a retried transaction",
+            BROKER_GRANT,
+        ),
+    }
+    match broker.transaction_max_timeout {
+        Some(max) if config.transaction_timeout > max => report.fail(
+            AREA,
+            SinkError::TransactionTimeout {
+                configured: config.transaction_timeout,
+                broker_max: Some(max),
+            }
+            .to_string(),
+            format!(
+                "set kafka.transaction_timeout to at most {}s",
+                max.as_secs()
+            ),
+        ),
+        Some(max) => report.ok(
+            AREA,
+            format!(
+                "kafka.transaction_timeout ({:?}) is within the broker's \
+                 transaction.max.timeout.ms ({} ms)",
+                config.transaction_timeout,
+                max.as_millis()
+            ),
+        ),
+        None => {}
+    }
+    let mut topics = TopicLimits::new(&config.kafka, max_record_bytes, broker, timeout);
+    let limit = tokio::runtime::Handle::current().block_on(topics.learn(dead_letter_topic));
+    report.info(
+        AREA,
+        format!(
+            "records up to {limit} bytes fit the dead-letter topic {dead_letter_topic:?}; the \
+             limit of each event topic is read when the relay first routes to it"
+        ),
+    );
+    broker
+}
+
 /// A transactional producer can be initialized, under an id of its own so that a live relay is
 /// not fenced.
 fn transactions(config: &RelayConfig, timeout: Duration, report: &mut Report) {
@@ -134,17 +221,11 @@ fn transactions(config: &RelayConfig, timeout: Duration, report: &mut Report) {
     match TransactionalProducer::start(&config.kafka, &check_id, config.transaction_timeout, timeout)
     {
         Ok(_) => report.ok(AREA, format!("transactions work (initialized {check_id:?})")),
-        Err(error) if error.to_string().to_ascii_lowercase().contains("transaction timeout") => {
-            report.fail(
-                AREA,
-                format!("the broker refuses kafka.transaction_timeout: {error}"),
-                format!(
-                    "lower kafka.transaction_timeout ({:?}) to at most the broker's \
-                     transaction.max.timeout.ms (15 min by default)",
-                    config.transaction_timeout
-                ),
-            );
-        }
+        Err(error @ SinkError::TransactionTimeout { .. }) => report.fail(
+            AREA,
+            error.to_string(),
+            "lower kafka.transaction_timeout to at most the broker's transaction.max.timeout.ms",
+        ),
         Err(error) => report.fail(
             AREA,
             format!("cannot initialize a transactional producer: {error}"),
