@@ -11,10 +11,12 @@
 pub mod all_types;
 pub mod debezium;
 pub mod kafka;
+pub mod mode;
 pub mod outbox;
 pub mod postgres;
 pub mod relay;
 pub mod secure_kafka;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
