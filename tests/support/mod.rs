@@ -9,6 +9,7 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod common_sh;
 pub mod debezium;
 pub mod kafka;
 pub mod mode;
@@ -16,6 +17,7 @@ pub mod outbox;
 pub mod postgres;
 pub mod relay;
 pub mod secure_kafka;
+pub mod seen;
 pub mod wait;
 
 use std::path::{Path, PathBuf};
