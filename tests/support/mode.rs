@@ -144,13 +144,12 @@ impl ModeDb {
     /// Every id ever inserted into the outbox: in logical mode the rows stay, in poll mode the
     /// test's trigger logged them.
     pub async fn inserted(&self) -> BTreeSet<String> {
-        let query = match self.mode {
-            Mode::Logical => "SELECT id::text FROM outbox",
-            Mode::Poll => "SELECT id::text FROM inserted",
-        };
+        if self.mode == Mode::Logical {
+            return self.ids().await;
+        }
         self.client()
             .await
-            .query(query, &[])
+            .query("SELECT id::text FROM inserted", &[])
             .await
             .expect("inserted ids")
             .iter()
