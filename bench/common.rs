@@ -13,6 +13,7 @@ use rdkafka::Message;
 use serde_json::{json, Value};
 
 use super::support::kafka::{consume_topic_at, Isolation};
+use super::support::outbox::publish_outbox;
 use super::support::postgres::connect;
 use super::support::relay::{RelayProcess, RelaySpec};
 use super::support::{self, dev_env, postgres::TestDb};
@@ -34,13 +35,7 @@ pub async fn outbox_db(prefix: &str) -> (TestDb, tokio_postgres::Client) {
         .batch_execute(include_str!("../migrations/0001_outbox.sql"))
         .await
         .expect("outbox table");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE outbox",
-            db.publication
-        ))
-        .await
-        .expect("publication");
+    publish_outbox(&client, &db.publication, None).await;
     client
         .batch_execute(
             "CREATE PROCEDURE fill(agg text, txns int, nrows int, first bigint) LANGUAGE plpgsql AS $$

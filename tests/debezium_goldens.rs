@@ -12,22 +12,20 @@
 
 mod support;
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::{Message, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use support::kafka::{client_config, create_topic};
+use support::kafka::{client_config, create_topic, read_to_end};
 use support::postgres::{create_pgoutput_slot, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
-use support::{repo_root, unique_name};
+use support::repo_root;
+use support::seen::Seen;
 
 /// The Debezium Server release the goldens come from (`bench/debezium.sh`).
 const DEBEZIUM_VERSION: &str = "3.6.0.Final";
@@ -148,39 +146,7 @@ quarkus.log.console.json=false
 }
 
 /// One record as a consumer sees it: a line of a golden file.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Golden {
-    partition: i32,
-    key: Option<String>,
-    value: Option<String>,
-    headers: Vec<(String, Option<String>)>,
-    timestamp: Option<i64>,
-}
-
-impl Golden {
-    /// `message` with `name` (a run's database) replaced by [`PLACEHOLDER`] in every text.
-    fn of(message: &OwnedMessage, name: &str) -> Golden {
-        let text = |b: &[u8]| {
-            String::from_utf8(b.to_vec())
-                .expect("UTF-8")
-                .replace(name, PLACEHOLDER)
-        };
-        Golden {
-            partition: message.partition(),
-            key: message.key().map(text),
-            value: message.payload().map(text),
-            headers: message
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(text)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            timestamp: message.timestamp().to_millis(),
-        }
-    }
-}
+type Golden = Seen;
 
 /// Records per topic (the name after the prefix), each topic's in partition and offset order.
 type Topics = BTreeMap<String, Vec<Golden>>;
@@ -216,49 +182,6 @@ async fn run_workload(db: &TestDb) {
         .expect("fixture workload");
 }
 
-/// Every record of `topic`, read (`read_committed`) from the beginning to the end of each
-/// partition, in partition and offset order.
-fn read_to_end(topic: &str) -> Vec<OwnedMessage> {
-    let consumer: BaseConsumer = client_config()
-        .set("group.id", unique_name("goldens"))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .set("isolation.level", "read_committed")
-        .create()
-        .expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("topic metadata");
-    let mut assignment = TopicPartitionList::new();
-    for partition in metadata
-        .topics()
-        .iter()
-        .flat_map(rdkafka::metadata::MetadataTopic::partitions)
-    {
-        assignment
-            .add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)
-            .expect("add partition");
-    }
-    let partitions = assignment.count();
-    consumer.assign(&assignment).expect("assign partitions");
-    let mut records = Vec::new();
-    let mut at_end = HashSet::new();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while at_end.len() < partitions {
-        assert!(Instant::now() < deadline, "reading {topic} to its end");
-        match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) => records.push(message.detach()),
-            Some(Err(KafkaError::PartitionEOF(partition))) => {
-                at_end.insert(partition);
-            }
-            Some(Err(e)) => panic!("consume {topic}: {e}"),
-            None => {}
-        }
-    }
-    records.sort_by_key(|m| (m.partition(), m.offset()));
-    records
-}
-
 /// The topics under `<name>.` with their records, `name` replaced by [`PLACEHOLDER`]; empty
 /// topics are left out.
 fn read_prefix(name: &str) -> Topics {
@@ -274,7 +197,7 @@ fn read_prefix(name: &str) -> Topics {
         .filter_map(|topic| {
             let records: Vec<Golden> = read_to_end(&format!("{prefix}{topic}"))
                 .iter()
-                .map(|m| Golden::of(m, name))
+                .map(|m| Seen::replacing(m, name, PLACEHOLDER))
                 .collect();
             (!records.is_empty()).then(|| (topic.to_owned(), records))
         })
@@ -411,7 +334,7 @@ fn parsed(text: &str) -> Value {
 /// clock (outboxd sets the commit or event time, as Kafka Connect does).
 ///
 /// Besides, every record's text had its run's database name (topic prefix, `source.name`,
-/// `source.db`) replaced by [`PLACEHOLDER`] ([`Golden::of`]), and records are compared under
+/// `source.db`) replaced by [`PLACEHOLDER`] ([`Seen::replacing`]), and records are compared under
 /// their canonical key in topic order ([`compare`]).
 fn normalise(value: &mut Value) {
     fn mark(value: &mut Value) {

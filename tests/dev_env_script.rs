@@ -51,22 +51,10 @@ impl Drop for DownOnDrop<'_> {
 /// The PostgreSQL majors `scripts/setup` prepares for the test suite besides the default
 /// (`PG_TEST_MAJORS` in `scripts/common.sh`).
 fn test_majors() -> Vec<String> {
-    let out = Command::new("bash")
-        .arg("-c")
-        .arg(r#"source "$1" && printf '%s\n' $PG_TEST_MAJORS"#)
-        .arg("bash")
-        .arg(support::repo_root().join("scripts/common.sh"))
-        .output()
-        .expect("run bash");
-    assert!(
-        out.status.success(),
-        "sourcing scripts/common.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let majors: Vec<String> = String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect();
+    let [majors] = &support::common_sh::values(&["PG_TEST_MAJORS"])[..] else {
+        unreachable!("one value for one name")
+    };
+    let majors: Vec<String> = majors.split_whitespace().map(str::to_owned).collect();
     assert!(!majors.is_empty(), "PG_TEST_MAJORS is empty");
     majors
 }

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::kafka::create_topic_at;
-use support::outbox::{assert_exactly_once_in_order, read_all_at, spawn_writer, Outbox};
-use support::postgres::{create_pgoutput_slot, TestDb};
+use support::outbox::{
+    assert_exactly_once_in_order, publish_outbox, read_all_at, spawn_writer, Outbox,
+};
+use support::postgres::TestDb;
 use support::relay::{outboxd, RelayProcess, RelaySpec};
 use support::secure_kafka::{Listener, SecureKafka};
 
@@ -58,15 +60,7 @@ impl SecuredRelay {
             aggregate_type: db.name.clone(),
         };
         outbox.create_tables().await;
-        let client = outbox.client().await;
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE outbox",
-                db.publication
-            ))
-            .await
-            .expect("publication");
-        create_pgoutput_slot(&client, &db.slot).await;
+        publish_outbox(&outbox.client().await, &db.publication, Some(&db.slot)).await;
         let dead_letter_topic = db.topic("dlq");
         let mut spec = RelaySpec::for_db(&db);
         spec.bootstrap = kafka.bootstrap(listener).to_owned();
@@ -127,20 +121,13 @@ async fn exactly_once_through(kafka: &SecureKafka, listener: Listener) {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(relay.outbox.clone(), stop.clone());
     let mut first = RelayProcess::start(&relay.spec);
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while !first.log_text().contains("committed a Kafka transaction") {
-        assert!(
-            Instant::now() < deadline,
-            "the first relay committed nothing:\n{}",
-            first.log_text()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    first.wait_for_commits_past(0).await;
     // Killed, not stopped: the next start must read the checkpoint back. (SIGTERM here hit a
     // relay bug: an abort refused with InvalidTransactionalState, then a panic on shutdown.)
     first.kill();
     let mut process = RelayProcess::start(&relay.spec);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The writer goes on until the second relay publishes too.
+    process.wait_for_commits_past(0).await;
     stop.store(true, Ordering::Relaxed);
     let transactions = writer.await.expect("writer");
     let ids = relay.outbox.ids().await;

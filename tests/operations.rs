@@ -11,6 +11,7 @@ use support::kafka::{read_topic, Isolation};
 use support::postgres::{free_port, psql, PrivateCluster, TestDb};
 use support::relay::{outboxd, RelayProcess, RelaySpec};
 use support::unique_name;
+use support::wait::wait_until_blocking;
 
 fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
@@ -234,7 +235,17 @@ async fn sighup_rereads_the_log_level() {
     assert!(outboxd(&spec, &["migrate"], &[]).status.success());
     // An empty RUST_LOG leaves the file in charge.
     let mut relay = RelayProcess::start_with_env(&spec, &[("RUST_LOG", "")]);
-    std::thread::sleep(Duration::from_secs(3));
+    // Its walsender holds the slot: the relay has passed "starting replication" (info), which
+    // must not be in the log at warn.
+    let slot_active = format!(
+        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{}' AND active",
+        spec.slot
+    );
+    wait_until_blocking(
+        Duration::from_secs(60),
+        || psql(&db.url, &slot_active).is_ok_and(|n| n.trim() == "1"),
+        || format!("the relay never took its slot:\n{}", relay.log_text()),
+    );
     assert!(
         !relay.log_text().contains("starting replication"),
         "info lines must be filtered out at warn:\n{}",
@@ -340,7 +351,16 @@ async fn no_log_line_or_output_shows_a_secret() {
             ("OUTBOXD__KAFKA__BOOTSTRAP_SERVERS", nowhere.as_str()),
         ],
     );
-    std::thread::sleep(Duration::from_secs(5));
+    // Its errors are in the output judged below.
+    wait_until_blocking(
+        Duration::from_secs(60),
+        || {
+            broken
+                .log_text()
+                .contains(&format!("Connect to ipv4#{nowhere} failed"))
+        },
+        || format!("no connection error logged:\n{}", broken.log_text()),
+    );
     broken.kill();
 
     let mut everything = relay.log_text() + &broken.log_text();
@@ -687,6 +707,11 @@ async fn check_and_status_change_nothing_and_tell_the_truth_fast() {
     let nowhere = format!("127.0.0.1:{}", free_port());
     let env = [("OUTBOXD__KAFKA__BOOTSTRAP_SERVERS", nowhere.as_str())];
     let down = outboxd(&spec, &["check"], &env);
+    assert_check_fails(
+        &down,
+        &format!("no broker at {nowhere} answered"),
+        "check kafka.bootstrap_servers",
+    );
     let everything = stdout(&down) + &String::from_utf8_lossy(&down.stderr);
     assert!(!everything.contains("librdkafka"), "{everything}");
     let started = Instant::now();

@@ -6,6 +6,8 @@
 //! `scripts/setup` installs the tools (versions pinned in `scripts/common.sh`); a missing tool fails
 //! the test with that advice rather than skipping it.
 
+mod support;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -54,10 +56,6 @@ config:
     properties: {security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512, sasl.username: outboxd}
 "#;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
 /// The tool locations and versions `scripts/common.sh` defines.
 #[derive(Debug)]
 struct Tools {
@@ -72,24 +70,13 @@ struct Tools {
 fn tools() -> &'static Tools {
     static TOOLS: OnceLock<Tools> = OnceLock::new();
     TOOLS.get_or_init(|| {
-        let out = Command::new("bash")
-            .arg("-c")
-            .arg(
-                r#"source "$1" && printf '%s\n' "$OUTBOXD_TOOLS_DIR" "$KUBERNETES_SCHEMA_DIR" "$KUBERNETES_SCHEMA_VERSION""#,
-            )
-            .arg("bash")
-            .arg(repo().join("scripts/common.sh"))
-            .output()
-            .expect("run bash");
-        assert!(
-            out.status.success(),
-            "sourcing scripts/common.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let text = String::from_utf8(out.stdout).expect("UTF-8 paths");
-        let lines: Vec<&str> = text.lines().collect();
-        let [dir, schemas, version] = lines[..] else {
-            panic!("scripts/common.sh printed {text:?}");
+        let values = support::common_sh::values(&[
+            "OUTBOXD_TOOLS_DIR",
+            "KUBERNETES_SCHEMA_DIR",
+            "KUBERNETES_SCHEMA_VERSION",
+        ]);
+        let [dir, schemas, version] = &values[..] else {
+            unreachable!("three values for three names")
         };
         Tools {
             bin: Path::new(dir).join("bin"),
@@ -142,7 +129,8 @@ fn text(output: &Output) -> String {
 #[test]
 fn systemd_unit_verifies_clean() {
     let analyze = on_path("systemd-analyze", "systemd");
-    let unit = std::fs::read_to_string(repo().join("systemd/outboxd.service")).expect("read unit");
+    let unit = std::fs::read_to_string(support::repo_root().join("systemd/outboxd.service"))
+        .expect("read unit");
     for line in [
         format!("ExecStartPre=/usr/bin/outboxd check --config {CONFIG_PATH}"),
         format!("ExecStart=/usr/bin/outboxd run --config {CONFIG_PATH}"),
@@ -169,7 +157,7 @@ fn systemd_unit_verifies_clean() {
 // Helm chart
 
 fn chart() -> PathBuf {
-    repo().join("charts/outboxd")
+    support::repo_root().join("charts/outboxd")
 }
 
 fn helm() -> Command {
@@ -279,7 +267,8 @@ fn validate(manifests: &str, dir: &Path) {
 /// config/outboxd.toml does not document yet (they come with issue 7's metrics endpoint and secret
 /// files) are left out until it does, so that this checks everything the daemon knows today.
 fn load_with_outboxd(config: &str, dir: &Path) -> Settings {
-    let reference = std::fs::read_to_string(repo().join("config/outboxd.toml")).expect("read");
+    let reference =
+        std::fs::read_to_string(support::repo_root().join("config/outboxd.toml")).expect("read");
     let mut table: toml::Table = config.parse().expect("the chart renders valid TOML");
     if !reference.lines().any(|l| l.trim() == "[metrics]") {
         table.remove("metrics");
@@ -445,7 +434,7 @@ fn chart_with_secrets_and_service_monitor_renders_valid_manifests() {
 
 #[test]
 fn dockerfile_lints_clean() {
-    let dockerfile = repo().join("Dockerfile");
+    let dockerfile = support::repo_root().join("Dockerfile");
     let output = run(Command::new(tool(tools().bin.join("hadolint"))).arg(&dockerfile));
     assert!(
         output.status.success() && text(&output).trim().is_empty(),
@@ -521,7 +510,8 @@ fn metric_names(expr: &str) -> Vec<String> {
 
 #[test]
 fn dashboard_queries_exported_metrics() {
-    let text = std::fs::read_to_string(repo().join("dashboards/outboxd.json")).expect("read");
+    let text = std::fs::read_to_string(support::repo_root().join("dashboards/outboxd.json"))
+        .expect("read");
     let dashboard: serde_json::Value =
         serde_json::from_str(&text).expect("dashboards/outboxd.json is JSON");
 

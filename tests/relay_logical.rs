@@ -1,166 +1,51 @@
 //! The relay end to end on real Postgres and real Kafka: every committed outbox row reaches a
 //! `read_committed` consumer exactly once, per key in commit order, whatever happens to the relay.
+//! The scenarios poll mode passes too are written once in `scenarios/`; the tests here run them in
+//! logical mode, and what only logical mode has.
 
+mod scenarios;
 mod support;
 
 use std::time::Duration;
 
+use scenarios::{lsn, slot_confirmed};
 use support::kafka::{create_topic, create_topic_at, read_topic, Isolation, PrivateKafka};
-use support::outbox::{
-    assert_exactly_once_in_order, random_keys, read_all, read_all_at, spawn_writer, Outbox,
-};
-use support::postgres::{create_pgoutput_slot, PrivateCluster, TestDb};
-use support::relay::{RelayProcess, RelaySpec};
+use support::mode::{Mode, ModeDb};
+use support::outbox::{random_keys, read_all, spawn_writer};
+use support::postgres::PrivateCluster;
+use support::relay::RelayProcess;
 
 /// A database with the outbox tables, a publication of the outbox and a slot.
-struct OutboxDb {
-    /// The outbox and its writers.
-    outbox: Outbox,
-    /// The relay's settings over this database.
-    spec: RelaySpec,
-    /// The database in the shared cluster, dropped with this value.
-    _db: Option<TestDb>,
-}
-
-impl std::ops::Deref for OutboxDb {
-    type Target = Outbox;
-    fn deref(&self) -> &Outbox {
-        &self.outbox
-    }
-}
+struct OutboxDb;
 
 impl OutboxDb {
     /// A new database in the shared cluster.
-    async fn create(prefix: &str) -> OutboxDb {
-        let db = TestDb::create(prefix).await;
-        let outbox = OutboxDb {
-            outbox: Outbox {
-                url: db.url.clone(),
-                aggregate_type: db.name.clone(),
-            },
-            spec: RelaySpec::for_db(&db),
-            _db: Some(db),
-        };
-        outbox.migrate().await;
-        outbox
+    async fn create(prefix: &str) -> ModeDb {
+        ModeDb::create(Mode::Logical, prefix).await
     }
 
     /// The `postgres` database of a private cluster.
-    async fn on_cluster(cluster: &PrivateCluster, prefix: &str) -> OutboxDb {
-        let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
-        let spec = RelaySpec::for_url(prefix, &url);
-        let outbox = OutboxDb {
-            outbox: Outbox {
-                url,
-                aggregate_type: spec.name.clone(),
-            },
-            spec,
-            _db: None,
-        };
-        outbox.migrate().await;
-        outbox
-    }
-
-    async fn migrate(&self) {
-        self.create_tables().await;
-        let client = self.client().await;
-        client
-            .batch_execute(&format!(
-                "CREATE PUBLICATION {} FOR TABLE outbox;",
-                self.spec.publication
-            ))
-            .await
-            .expect("publication");
-        // The slot marks where capture begins: rows committed before it exists are not changes.
-        create_pgoutput_slot(&client, &self.spec.slot).await;
+    async fn on_cluster(cluster: &PrivateCluster, prefix: &str) -> ModeDb {
+        ModeDb::on_cluster(Mode::Logical, cluster, prefix).await
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_are_delivered_exactly_once_in_commit_order() {
     let outbox = OutboxDb::create("relay_concurrent").await;
-    create_topic(&outbox.topic(), 3).await;
-    let _relay = RelayProcess::start(&outbox.spec.clone());
-
-    // 10 writers x 100 transactions x 10 rows = 10,000 rows in 1,000 transactions.
-    let outbox = std::sync::Arc::new(outbox);
-    let writers: Vec<_> = (0..10)
-        .map(|_| {
-            let outbox = outbox.clone();
-            tokio::spawn(async move {
-                let client = outbox.client().await;
-                for _ in 0..100 {
-                    outbox.write(&client, &random_keys()).await;
-                }
-            })
-        })
-        .collect();
-    for writer in writers {
-        writer.await.expect("writer");
-    }
-
-    let records = read_all(&outbox.topic(), 10_000);
-    assert_exactly_once_in_order(&records, &outbox.ids().await);
+    scenarios::concurrent_writers(&outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn survives_sigkill_at_random_moments() {
-    let outbox = std::sync::Arc::new(OutboxDb::create("relay_kill").await);
-    create_topic(&outbox.topic(), 3).await;
-    let spec = outbox.spec.clone();
-    // Hold every confirmation back a while after its Kafka commit, so that many kills land
-    // between the two.
-    let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(300)")];
-
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
-    let mut kills = 0;
-    while kills < 20 {
-        let mut relay = RelayProcess::start_with_env(&spec, &failpoints);
-        // Startup takes about a second; most kills land while streaming.
-        let lifetime = rand::random_range(1000..3500);
-        tokio::time::sleep(Duration::from_millis(lifetime)).await;
-        assert!(
-            relay.wait_exit(Duration::ZERO).is_none(),
-            "the relay died by itself:\n{}",
-            relay.log_text()
-        );
-        relay.kill();
-        kills += 1;
-    }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let transactions = writer.await.expect("writer");
-    assert!(transactions > 300, "the writer made a large transaction");
-
-    let _relay = RelayProcess::start(&spec);
-    let ids = outbox.ids().await;
-    let records = read_all(&outbox.topic(), ids.len());
-    assert_exactly_once_in_order(&records, &ids);
+    let outbox = OutboxDb::create("relay_kill").await;
+    scenarios::sigkills(&outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_second_relay_with_the_same_name_fences_the_first() {
-    let outbox = std::sync::Arc::new(OutboxDb::create("relay_zombie").await);
-    create_topic(&outbox.topic(), 3).await;
-    let spec = outbox.spec.clone();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
-
-    let mut first = RelayProcess::start(&spec);
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let _second = RelayProcess::start(&spec);
-    let status = first
-        .wait_exit(Duration::from_secs(60))
-        .expect("the first relay exits once fenced");
-    assert_eq!(status.code(), Some(3), "exit status of a fenced relay");
-    assert!(first.log_text().contains("fenced"), "{}", first.log_text());
-
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.expect("writer");
-    let ids = outbox.ids().await;
-    let records = read_all(&outbox.topic(), ids.len());
-    assert_exactly_once_in_order(&records, &ids);
+    let outbox = OutboxDb::create("relay_zombie").await;
+    scenarios::a_second_relay_fences_the_first(&outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,7 +57,8 @@ async fn sigterm_under_load_stops_cleanly_and_loses_nothing() {
 
     for _ in 0..3 {
         let mut relay = RelayProcess::start(&outbox.spec);
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // The stop lands while the relay publishes: after a Kafka commit of this run.
+        relay.wait_for_commits_past(0).await;
         let status = relay
             .signal_and_wait("TERM", Duration::from_secs(30))
             .expect("exits within the timeout after SIGTERM");
@@ -191,9 +77,9 @@ async fn sigterm_under_load_stops_cleanly_and_loses_nothing() {
     writer.await.expect("writer");
 
     let _relay = RelayProcess::start(&outbox.spec);
-    let ids = outbox.ids().await;
-    let records = read_all(&outbox.topic(), ids.len());
-    assert_exactly_once_in_order(&records, &ids);
+    outbox
+        .assert_delivered(&support::dev_env().kafka_bootstrap)
+        .await;
 }
 
 /// Peak resident memory of a process, from `/proc/<pid>/status` (`VmHWM`), in KiB.
@@ -283,53 +169,14 @@ async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
     eprintln!("relay peak RSS: {} MiB", peak / 1024);
 }
 
-/// Waits until a walsender holds `slot` in `cluster`.
-fn wait_for_active_slot(cluster: &PrivateCluster, slot: &str) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let query =
-        format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{slot}' AND active");
-    while cluster.psql(&query).unwrap_or_default().trim() != "1" {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the relay never took slot {slot}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recovers_from_a_postgres_restart_mid_stream() {
     let cluster = PrivateCluster::start(
-        "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        Mode::Logical.cluster_conf(),
         &["host all all 127.0.0.1/32 trust"],
     );
-    let outbox = std::sync::Arc::new(OutboxDb::on_cluster(&cluster, "relay_pg_restart").await);
-    create_topic(&outbox.topic(), 3).await;
-    let mut relay = RelayProcess::start(&outbox.spec);
-    for round in 0..3 {
-        // A new session each round: a restart ends the old one.
-        let client = outbox.client().await;
-        for _ in 0..200 {
-            outbox.write(&client, &random_keys()[..3]).await;
-        }
-        if round < 2 {
-            // Restart only while the relay streams, so each restart cuts a live connection.
-            wait_for_active_slot(&cluster, &outbox.spec.slot);
-            cluster.restart();
-        }
-    }
-    let ids = outbox.ids().await;
-    let records = read_all(&outbox.topic(), ids.len());
-    assert_exactly_once_in_order(&records, &ids);
-    assert!(
-        relay.wait_exit(Duration::ZERO).is_none(),
-        "the relay kept running"
-    );
-    let log = relay.log_text();
-    assert!(log.contains("resuming from the checkpoint"));
-    // A fast shutdown ends the walsender's stream with a bare CommandComplete: a reconnect, not a
-    // protocol violation.
-    assert!(!log.contains("protocol violation"), "{log}");
+    let outbox = OutboxDb::on_cluster(&cluster, "relay_pg_restart").await;
+    scenarios::postgres_restarts(&cluster, &outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -337,70 +184,13 @@ async fn recovers_from_a_broker_restart_mid_stream() {
     let kafka = PrivateKafka::start();
     let mut outbox = OutboxDb::create("relay_kafka_restart").await;
     outbox.spec.bootstrap = kafka.bootstrap.clone();
-    let outbox = std::sync::Arc::new(outbox);
-    create_topic_at(&kafka.bootstrap, &outbox.topic(), 3).await;
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writer = spawn_writer(outbox.outbox.clone(), stop.clone());
-    let mut relay = RelayProcess::start(&outbox.spec);
-    for _ in 0..2 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        tokio::task::block_in_place(|| kafka.restart());
-    }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    writer.await.expect("writer");
-    let ids = outbox.ids().await;
-    let records =
-        tokio::task::block_in_place(|| read_all_at(&kafka.bootstrap, &outbox.topic(), ids.len()));
-    assert_exactly_once_in_order(&records, &ids);
-    assert!(
-        relay.wait_exit(Duration::ZERO).is_none(),
-        "the relay kept running"
-    );
+    scenarios::broker_restarts(&kafka, &outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_crash_between_kafka_commit_and_slot_confirmation_repeats_nothing() {
     let outbox = OutboxDb::create("relay_window").await;
-    create_topic(&outbox.topic(), 3).await;
-    let client = outbox.client().await;
-    for _ in 0..100 {
-        outbox.write(&client, &random_keys()[..3]).await;
-    }
-    // The relay dies right after its first Kafka commit, before it can confirm the slot.
-    let mut relay =
-        RelayProcess::start_with_env(&outbox.spec, &[("FAILPOINTS", "after-kafka-commit=panic")]);
-    let status = relay
-        .wait_exit(Duration::from_secs(60))
-        .expect("the relay crashes at the failpoint");
-    assert!(!status.success());
-    assert!(relay
-        .log_text()
-        .contains("failpoint after-kafka-commit panic"));
-    let confirmed: String = client
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
-            &[&outbox.spec.slot],
-        )
-        .await
-        .expect("slot")
-        .get(0);
-    let committed = read_topic(
-        &outbox.topic(),
-        Isolation::ReadCommitted,
-        Duration::from_secs(10),
-        |r| !r.is_empty(),
-    );
-    assert!(!committed.is_empty(), "the first batch reached Kafka");
-
-    for _ in 0..100 {
-        outbox.write(&client, &random_keys()[..3]).await;
-    }
-    let _relay = RelayProcess::start(&outbox.spec);
-    let ids = outbox.ids().await;
-    let records = read_all(&outbox.topic(), ids.len());
-    assert_exactly_once_in_order(&records, &ids);
-    eprintln!("slot was confirmed at {confirmed} when the relay crashed");
+    scenarios::a_crash_right_after_the_kafka_commit(&outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -420,6 +210,7 @@ async fn sigterm_during_a_kafka_outage_stops_within_seconds() {
     // The rows' Kafka transaction cannot commit while the broker is down: the sink waits in its
     // commit for up to 4 x call_timeout, and the stop request lands there (the case that once
     // panicked: the stop, then the commit's failure, then a backoff that awaited the stop again).
+    // Time passes on purpose: nothing marks the moment the sink enters that commit.
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let signalled = std::time::Instant::now();
@@ -448,6 +239,15 @@ async fn a_slot_moved_between_its_check_and_the_start_is_refused_not_skipped() {
         .signal_and_wait("TERM", Duration::from_secs(30))
         .expect("the first relay stops");
     assert!(stopped.success());
+    let checkpoint = lsn(first
+        .logged("committed a Kafka transaction", "lsn")
+        .last()
+        .expect("the first relay committed a checkpoint"));
+    let before = slot_confirmed(&outbox).await;
+    assert!(
+        before <= checkpoint,
+        "slot at {before}, checkpoint {checkpoint}"
+    );
     // Changes after the checkpoint, which the next start must publish or refuse to skip.
     outbox.write(&client, &random_keys()[..3]).await;
 
@@ -463,14 +263,28 @@ async fn a_slot_moved_between_its_check_and_the_start_is_refused_not_skipped() {
             &[&outbox.spec.slot],
         )
         .await
-        .expect("advance the slot");
+        .expect("advance the slot (it is free: the relay sleeps at the failpoint)");
+    let moved = slot_confirmed(&outbox).await;
+    assert!(
+        moved > checkpoint,
+        "the slot moved past the checkpoint: {moved}"
+    );
     let status = relay
         .wait_exit(Duration::from_secs(60))
         .expect("the relay stops instead of skipping the changes");
     let log = relay.log_text();
     assert_eq!(status.code(), Some(1), "{log}");
     assert!(
-        log.contains("past relay"),
-        "the error names the slot moving:\n{log}"
+        log.contains(&format!("is confirmed at {moved}, past relay"))
+            && log.contains(&format!("checkpoint at {checkpoint}")),
+        "the error names the slot's move and the checkpoint:\n{log}"
     );
+    // Refused: the relay published none of the changes past the checkpoint.
+    let published = read_topic(
+        &outbox.topic(),
+        Isolation::ReadCommitted,
+        Duration::from_secs(5),
+        |r| r.len() > 3,
+    );
+    assert_eq!(published.len(), 3, "only the first relay's events");
 }

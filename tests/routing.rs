@@ -18,53 +18,11 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::Message;
 use serde_json::{json, Value};
 use support::kafka::{create_topic, read_exactly};
 use support::postgres::TestDb;
 use support::relay::{RelayProcess, RelaySpec};
-
-/// A record as a consumer sees it.
-#[derive(Debug, Clone, PartialEq)]
-struct Seen {
-    partition: i32,
-    key: Option<String>,
-    value: Option<String>,
-    headers: Vec<(String, Option<String>)>,
-    timestamp: Option<i64>,
-}
-
-impl Seen {
-    fn of(message: &OwnedMessage) -> Seen {
-        let text = |b: &[u8]| String::from_utf8(b.to_vec()).expect("UTF-8");
-        Seen {
-            partition: message.partition(),
-            key: message.key().map(text),
-            value: message.payload().map(text),
-            headers: message
-                .headers()
-                .map(|hs| {
-                    hs.iter()
-                        .map(|h| (h.key.to_owned(), h.value.map(text)))
-                        .collect()
-                })
-                .unwrap_or_default(),
-            timestamp: message.timestamp().to_millis(),
-        }
-    }
-
-    fn json(&self) -> Value {
-        serde_json::from_str(self.value.as_deref().expect("a value")).expect("JSON value")
-    }
-
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .and_then(|(_, v)| v.as_deref())
-    }
-}
+use support::seen::Seen;
 
 /// Reads `count` records of `topic` with `read_committed` (waiting up to a minute), then a little
 /// longer to catch any record too many.

@@ -7,7 +7,8 @@ mod support;
 use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 
-use support::postgres::{create_pgoutput_slot, TestDb};
+use support::outbox::publish_outbox;
+use support::postgres::TestDb;
 use support::relay::{RelayProcess, RelaySpec};
 
 /// Datagrams received on `socket` until `done` holds or `timeout` passes.
@@ -42,14 +43,7 @@ async fn ready_watchdog_and_stopping_reach_the_notify_socket() {
         .batch_execute(include_str!("../migrations/0001_outbox.sql"))
         .await
         .expect("outbox migration");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE outbox",
-            db.publication
-        ))
-        .await
-        .expect("publication");
-    create_pgoutput_slot(&client, &db.slot).await;
+    publish_outbox(&client, &db.publication, Some(&db.slot)).await;
 
     let dir = tempfile::tempdir().expect("temp dir");
     let path = dir.path().join("notify.sock");

@@ -14,6 +14,11 @@ pub mod dead_letter;
 pub mod outbox;
 pub mod template;
 
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod tests;
+
 use bytes::Bytes;
 
 use crate::pg::pgoutput::Relation;

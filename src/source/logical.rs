@@ -125,6 +125,14 @@ impl SourceError {
 pub struct LogicalSource {
     stream: ReplicationStream,
     decoder: Decoder,
+    /// What the messages so far have said: tables and the open transaction.
+    state: StreamState,
+}
+
+/// The relation cache and the open transaction, which turn decoded messages into source events.
+/// Apart from the stream, so that pgoutput's ordering rules are tested without a server.
+#[derive(Debug, Default)]
+struct StreamState {
     /// Tables by OID, as the last Relation message described them.
     relations: HashMap<RelationId, Arc<Relation>>,
     /// The open transaction, between Begin and Commit.
@@ -137,8 +145,7 @@ impl LogicalSource {
         Self {
             stream,
             decoder: Decoder::new(protocol_version),
-            relations: HashMap::new(),
-            open: None,
+            state: StreamState::default(),
         }
     }
 
@@ -151,7 +158,7 @@ impl LogicalSource {
                 return Ok(None);
             };
             match event {
-                ReplicationEvent::Keepalive { wal_end, .. } if self.open.is_none() => {
+                ReplicationEvent::Keepalive { wal_end, .. } if self.state.open.is_none() => {
                     return Ok(Some(SourceEvent::Keepalive { wal_end }));
                 }
                 ReplicationEvent::Keepalive { .. } => {}
@@ -165,7 +172,7 @@ impl LogicalSource {
                                 lsn: wal_start,
                                 source,
                             })?;
-                    if let Some(event) = self.apply(wal_start, message)? {
+                    if let Some(event) = self.state.apply(wal_start, message)? {
                         return Ok(Some(event));
                     }
                 }
@@ -182,7 +189,9 @@ impl LogicalSource {
     pub fn into_stream(self) -> ReplicationStream {
         self.stream
     }
+}
 
+impl StreamState {
     /// Folds one decoded message into the transaction state; returns the event it makes, if any.
     fn apply(&mut self, lsn: Lsn, message: Message) -> Result<Option<SourceEvent>, SourceError> {
         let sequence = |what: String| SourceError::Sequence { lsn, what };
@@ -309,3 +318,6 @@ impl LogicalSource {
             })
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, OwnedMessage};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 
@@ -125,17 +126,41 @@ pub fn consume_topic_at(
     timeout: Duration,
     mut on_record: impl FnMut(&BorrowedMessage<'_>) -> bool,
 ) {
-    let consumer: BaseConsumer = client_config_at(bootstrap)
+    let consumer: BaseConsumer = reader_config(bootstrap, isolation)
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + timeout;
+    let assignment = from_the_beginning(&consumer, topic, deadline);
+    consumer.assign(&assignment).expect("assign partitions");
+    while Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(message)) if on_record(&message) => return,
+            Some(Ok(_)) | None => {}
+            Some(Err(e)) => panic!("consume {topic}: {e}"),
+        }
+    }
+}
+
+/// Settings of a consumer that reads without committing anything: a group of its own, no
+/// automatic commits, and fetches answered as soon as there is something to return (the wait of
+/// an empty one only bounded, so a benchmark's receipt times are not rounded up by it).
+fn reader_config(bootstrap: &str, isolation: Isolation) -> ClientConfig {
+    let mut config = client_config_at(bootstrap);
+    config
         .set("group.id", super::unique_name("reader"))
         .set("enable.auto.commit", "false")
         .set("isolation.level", isolation.as_config())
-        // The broker answers a fetch as soon as there is something to return; this only bounds
-        // the wait of an empty one, so a benchmark's receipt times are not rounded up by it.
-        .set("fetch.wait.max.ms", "10")
-        .create()
-        .expect("consumer");
-    // A topic the relay creates by producing to it may not exist yet: wait for its partitions.
-    let deadline = Instant::now() + timeout;
+        .set("fetch.wait.max.ms", "10");
+    config
+}
+
+/// Every partition of `topic` from its beginning. A topic the relay creates by producing to it
+/// may not exist yet: waits for its partitions until `deadline` (then the list is empty).
+fn from_the_beginning(
+    consumer: &BaseConsumer,
+    topic: &str,
+    deadline: Instant,
+) -> TopicPartitionList {
     let mut assignment = TopicPartitionList::new();
     while assignment.count() == 0 && Instant::now() < deadline {
         let metadata = consumer
@@ -154,14 +179,40 @@ pub fn consume_topic_at(
             std::thread::sleep(Duration::from_millis(200));
         }
     }
+    assignment
+}
+
+/// Every record of `topic` on the dev broker, read (`read_committed`) from the beginning to the
+/// end each partition has now, in partition and offset order.
+pub fn read_to_end(topic: &str) -> Vec<OwnedMessage> {
+    read_to_end_at(&dev_env().kafka_bootstrap, topic)
+}
+
+/// [`read_to_end`] on the broker at `bootstrap`.
+pub fn read_to_end_at(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = reader_config(bootstrap, Isolation::ReadCommitted)
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let assignment = from_the_beginning(&consumer, topic, deadline);
+    let partitions = assignment.count();
     consumer.assign(&assignment).expect("assign partitions");
-    while Instant::now() < deadline {
+    let mut records = Vec::new();
+    let mut at_end = std::collections::HashSet::new();
+    while at_end.len() < partitions {
+        assert!(Instant::now() < deadline, "reading {topic} to its end");
         match consumer.poll(Duration::from_millis(100)) {
-            Some(Ok(message)) if on_record(&message) => return,
-            Some(Ok(_)) | None => {}
+            Some(Ok(message)) => records.push(message.detach()),
+            Some(Err(KafkaError::PartitionEOF(partition))) => {
+                at_end.insert(partition);
+            }
             Some(Err(e)) => panic!("consume {topic}: {e}"),
+            None => {}
         }
     }
+    records.sort_by_key(|m| (m.partition(), m.offset()));
+    records
 }
 
 /// The value of a record as UTF-8 text (panics on a tombstone or non-UTF-8 value).

@@ -9,13 +9,17 @@
 #![allow(dead_code)]
 
 pub mod all_types;
+pub mod common_sh;
 pub mod debezium;
 pub mod http;
 pub mod kafka;
+pub mod mode;
 pub mod outbox;
 pub mod postgres;
 pub mod relay;
 pub mod secure_kafka;
+pub mod seen;
+pub mod wait;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

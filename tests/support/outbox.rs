@@ -187,3 +187,22 @@ pub fn random_keys() -> Vec<&'static str> {
         .copied()
         .collect()
 }
+
+/// Publishes the `outbox` table of `client`'s database as `publication` and, when given, creates
+/// the pgoutput slot `slot` after it: the slot marks where capture begins, so every row committed
+/// from then on is a change for it and none before is.
+pub async fn publish_outbox(
+    client: &tokio_postgres::Client,
+    publication: &str,
+    slot: Option<&str>,
+) {
+    client
+        .batch_execute(&format!(
+            "CREATE PUBLICATION {publication} FOR TABLE outbox"
+        ))
+        .await
+        .expect("publication");
+    if let Some(slot) = slot {
+        super::postgres::create_pgoutput_slot(client, slot).await;
+    }
+}

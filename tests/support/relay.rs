@@ -161,19 +161,14 @@ impl RelayProcess {
     pub fn metrics_address(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
-            let log = self.log_text();
-            let found = log.lines().find_map(|line| {
-                let entry: serde_json::Value = serde_json::from_str(line).ok()?;
-                (entry["fields"]["message"] == "serving /metrics, /healthz and /readyz")
-                    .then(|| entry["fields"]["address"].as_str().map(str::to_owned))
-                    .flatten()
-            });
-            if let Some(address) = found {
+            let found = self.logged("serving /metrics, /healthz and /readyz", "address");
+            if let Some(address) = found.into_iter().next() {
                 return address;
             }
             assert!(
                 Instant::now() < deadline,
-                "no metrics address in the log:\n{log}"
+                "no metrics address in the log:\n{}",
+                self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -193,6 +188,38 @@ impl RelayProcess {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// The value of `field` in each of its JSON log lines saying `message`, in order.
+    pub fn logged(&self, message: &str, field: &str) -> Vec<String> {
+        self.log_text()
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .filter(|entry| entry["fields"]["message"] == message)
+            .filter_map(|entry| entry["fields"][field].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// How many Kafka transactions it has committed so far (its debug log says each).
+    pub fn commits(&self) -> usize {
+        self.log_text()
+            .matches("committed a Kafka transaction")
+            .count()
+    }
+
+    /// Waits until it has committed more than `count` Kafka transactions: it publishes.
+    pub async fn wait_for_commits_past(&self, count: usize) {
+        super::wait::wait_until(
+            Duration::from_secs(90),
+            || async { self.commits() > count },
+            || {
+                format!(
+                    "the relay committed no more than {count} Kafka transactions:\n{}",
+                    self.log_text()
+                )
+            },
+        )
+        .await;
     }
 
     /// The process id.

@@ -22,6 +22,9 @@
 
 pub mod values;
 
+#[cfg(test)]
+mod tests;
+
 use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
