@@ -35,7 +35,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the relay until SIGTERM or SIGINT (SIGHUP re-reads log.level).
-    Run,
+    Run {
+        /// On the relay's first start (no checkpoint, and no slot yet: logical mode), publish the
+        /// rows already in the outbox tables once, before what the new slot captures. Ignored
+        /// once the relay has a checkpoint; poll mode reads the tables anyway.
+        #[arg(long, env = "OUTBOXD_PUBLISH_EXISTING_ROWS")]
+        publish_existing_rows: bool,
+    },
     /// Check everything `run` needs, on Postgres and Kafka; each failure says how to fix it.
     Check,
     /// Apply the database migrations (outbox table, publication, grants); safe to repeat.
@@ -100,7 +106,15 @@ fn main() -> ExitCode {
         }
     };
     let exit = match cli.command {
-        Command::Run => runtime.block_on(run(&cli.config, &settings, relay_config, logs)),
+        Command::Run {
+            publish_existing_rows,
+        } => {
+            let relay_config = RelayConfig {
+                publish_existing_rows,
+                ..relay_config
+            };
+            runtime.block_on(run(&cli.config, &settings, relay_config, logs))
+        }
         Command::Check => runtime.block_on(async {
             let report = check::run(&settings, &relay_config).await;
             print!("{report}");

@@ -79,6 +79,7 @@ impl Settings {
             idle_confirm_interval: self.relay.idle_confirm_interval,
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
+            publish_existing_rows: false,
             wal_poll_interval: self.metrics.wal_poll_interval,
             stall_timeout: self.metrics.stall_timeout,
         })

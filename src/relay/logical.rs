@@ -6,10 +6,14 @@ use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
     PgOutputOptions, ReplicationConnection, ReplicationStream, Session, Streaming, SystemIdentity,
+    WireError,
 };
-use crate::pg::Lsn;
+use crate::pg::{Lsn, RelationId};
+use crate::route::outbox::identity::OutboxIdentities;
 use crate::sink::kafka::TransactionalProducer;
+use crate::source::logical::SourceError;
 
+use super::backfill::{self, Snapshot};
 use super::routing::{Refusals, Routing};
 use super::{fence, pump, read_checkpoint, Fenced, RelayConfig, RelayError, Shutdown};
 
@@ -20,8 +24,8 @@ pub(super) const PROTOCOL_VERSION: u32 = 1;
 /// What the start of a logical attempt hands the pump.
 #[derive(Debug)]
 pub(super) struct Started {
-    /// The replication stream, positioned at `resume`.
-    pub stream: ReplicationStream,
+    /// The replication stream, or the connection whose transaction holds the new slot's snapshot.
+    pub replication: Replication,
     /// The producer whose `init_transactions` fenced older instances.
     pub producer: TransactionalProducer,
     /// The checkpoint resumed from (or a fresh one at the slot's position).
@@ -30,6 +34,50 @@ pub(super) struct Started {
     pub schema: Schema,
     /// Topic limits, the records refused before, the dead-letter log.
     pub routing: Routing,
+    /// The OIDs of the outbox tables, to recognise one renamed.
+    pub outboxes: OutboxIdentities,
+}
+
+/// Where replication stands when the pump takes over.
+#[derive(Debug)]
+pub(super) enum Replication {
+    /// Streaming from the checkpoint.
+    Streaming(ReplicationStream),
+    /// The replication connection's open transaction holds the snapshot of the rows older than
+    /// the slot's start: they are published first ([`super::backfill`]), then
+    /// [`Backfill::stream`].
+    Backfill(Box<Backfill>),
+}
+
+/// A snapshot whose rows are yet to be published, and the connection that holds it.
+#[derive(Debug)]
+pub(super) struct Backfill {
+    /// The walsender, inside the snapshot's transaction.
+    pub connection: ReplicationConnection,
+    /// A plain session, to re-read the slot after the start.
+    session: Session,
+    /// Where the snapshot came from.
+    snapshot: Snapshot,
+}
+
+impl Backfill {
+    /// Starts replication at the slot's consistent point, once the snapshot's transaction ended.
+    pub async fn stream(
+        self: Box<Self>,
+        config: &RelayConfig,
+        resume: &Checkpoint,
+    ) -> Result<ReplicationStream, RelayError> {
+        let Backfill {
+            mut connection,
+            mut session,
+            snapshot,
+        } = *self;
+        // A temporary slot would keep its WAL for as long as the connection lives.
+        if let Snapshot::Beside(temporary) = snapshot {
+            connection.drop_replication_slot(&temporary).await?;
+        }
+        stream_from(connection, &mut session, config, resume.lsn).await
+    }
 }
 
 /// Runs one attempt; `Ok` when shutdown was requested and the relay stopped cleanly.
@@ -61,13 +109,20 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
         .await?
         .map(|stored| stored.into_logical(&config.name))
         .transpose()?;
+    if checkpoint.is_some() && config.publish_existing_rows {
+        tracing::info!(
+            relay = %config.name,
+            "{}: ignored, the relay has a checkpoint (the option acts on its first start only)",
+            backfill::OPTION
+        );
+    }
 
     let mut connection = ReplicationConnection::connect(&config.postgres).await?;
     let system = connection.identify_system().await?;
     // Queries with values run on a plain session: a walsender speaks only the simple protocol,
     // which takes no parameters.
     let mut session = Session::connect(&config.postgres).await?;
-    let resume = check_slot(
+    let (resume, snapshot) = check_slot(
         &mut connection,
         &mut session,
         config,
@@ -75,6 +130,9 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
         checkpoint.as_ref(),
     )
     .await?;
+    if checkpoint.is_none() && snapshot.is_none() {
+        warn_rows_older_than_slot(&mut session, config).await?;
+    }
     tracing::info!(
         relay = %config.name,
         slot = %config.slot,
@@ -85,6 +143,34 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     schema
         .load_publications(&mut session, &config.publications)
         .await?;
+    let outboxes = outbox_identities(&mut session, config).await?;
+    let replication = match snapshot {
+        Some(snapshot) => Replication::Backfill(Box::new(Backfill {
+            connection,
+            session,
+            snapshot,
+        })),
+        None => {
+            Replication::Streaming(stream_from(connection, &mut session, config, resume.lsn).await?)
+        }
+    };
+    Ok(Started {
+        replication,
+        producer,
+        resume,
+        schema,
+        routing,
+        outboxes,
+    })
+}
+
+/// Starts replication at `resume` and checks that the slot did not move past it meanwhile.
+async fn stream_from(
+    connection: ReplicationConnection,
+    session: &mut Session,
+    config: &RelayConfig,
+    resume: Lsn,
+) -> Result<ReplicationStream, RelayError> {
     let options = PgOutputOptions {
         proto_version: PROTOCOL_VERSION,
         publication_names: config.publications.clone(),
@@ -95,26 +181,78 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     // Crash tests move the slot between the check above and the start here.
     fail::fail_point!("before-start-replication");
     let stream = connection
-        .start_replication(&config.slot, resume.lsn, &options)
+        .start_replication(&config.slot, resume, &options)
         .await?;
     // The walsender starts at the slot's confirmed position when that is past ours, silently. A
     // slot moved between the check and the start would skip events: read it again, now that our
     // walsender holds it and nothing else can move it.
-    let slot = read_slot(&mut session, &config.slot)
+    let slot = read_slot(session, &config.slot)
         .await?
         .ok_or_else(|| SlotError::Missing {
             slot: config.slot.clone(),
             relay: config.name.clone(),
-            checkpoint: resume.lsn,
+            checkpoint: resume,
         })?;
-    not_ahead(config, slot.confirmed()?, resume.lsn)?;
-    Ok(Started {
-        stream,
-        producer,
-        resume,
-        schema,
-        routing,
-    })
+    not_ahead(config, slot.confirmed()?, resume)?;
+    Ok(stream)
+}
+
+/// Before the first checkpoint: one loud line per outbox table holding rows the slot will never
+/// decode, naming the option that publishes them.
+async fn warn_rows_older_than_slot(
+    session: &mut Session,
+    config: &RelayConfig,
+) -> Result<(), RelayError> {
+    for table in &config.poll.tables {
+        let exists = session
+            .query_params_text("SELECT to_regclass($1)::text", &[&table.sql_name()])
+            .await?;
+        if exists
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .is_none()
+        {
+            continue;
+        }
+        let rows = backfill::rows_older_than_slot(session, config, table).await?;
+        if let Some(rows @ 1..) = rows {
+            tracing::warn!(
+                table = %table.qualified(),
+                rows,
+                slot = %config.slot,
+                "outbox table holds rows committed before the replication slot existed: THEY \
+                 WILL NEVER BE PUBLISHED unless the relay's first start (before its first \
+                 checkpoint) publishes them with {}",
+                backfill::OPTION
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The OIDs the configured outbox tables' names have now.
+async fn outbox_identities(
+    session: &mut Session,
+    config: &RelayConfig,
+) -> Result<OutboxIdentities, RelayError> {
+    let outbox = config.router.outbox();
+    let mut oids = Vec::new();
+    for table in outbox.tables() {
+        let rows = session
+            .query_params_text(
+                "SELECT c.oid::text FROM pg_catalog.pg_class c \
+                 JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relname = $2",
+                &[table.schema.as_str(), table.table.as_str()],
+            )
+            .await?;
+        let oid = rows
+            .first()
+            .and_then(|row| row.first()?.as_deref()?.parse().ok())
+            .map(RelationId);
+        oids.push(oid);
+    }
+    Ok(OutboxIdentities::new(outbox, &oids))
 }
 
 /// The replication slot cannot be used as it is: going on would skip or repeat events.
@@ -180,6 +318,25 @@ pub enum SlotError {
         /// The server's timeline.
         timeline: u32,
     },
+    /// The walsender cannot decode a change written while a publication of the relay's did not
+    /// exist: it was dropped, and created again later.
+    #[error(
+        "publication {publication:?} was dropped and created again after relay {relay:?}'s \
+         checkpoint at {checkpoint}: PostgreSQL decodes each change with the catalog as it was \
+         when the change was written, and for the changes written while the publication did \
+         not exist the slot {slot:?} finds none, so every retry fails the same way. {}",
+        PUBLICATION_RECREATED_WAYS_OUT
+    )]
+    PublicationRecreated {
+        /// The publication.
+        publication: String,
+        /// The slot.
+        slot: String,
+        /// The relay name.
+        relay: String,
+        /// The relay's checkpoint.
+        checkpoint: Lsn,
+    },
     /// Something else confirmed the slot past the checkpoint.
     #[error(
         "replication slot {slot:?} is confirmed at {confirmed}, past relay {relay:?}'s checkpoint \
@@ -198,15 +355,62 @@ pub enum SlotError {
     },
 }
 
+/// What an operator can do about a slot stuck behind a re-created publication (`check` says it
+/// too).
+pub const PUBLICATION_RECREATED_WAYS_OUT: &str =
+    "Neither creating the publication again nor restarting helps, and a slot cannot be moved \
+     back or created at a past position. Ways out: (1) accept a gap: drop the slot \
+     (pg_drop_replication_slot) and start the relay under a new relay.name, which creates a new \
+     slot and publishes what is committed from then on; the changes between the checkpoint and \
+     then are not published (`outboxd run --publish-existing-rows` publishes the rows still in \
+     the outbox tables, those published before included). (2) To change which tables a \
+     publication holds, never drop it: use ALTER PUBLICATION ... ADD/DROP TABLE, which a running \
+     slot follows";
+
+/// The publication of `publications` that `error` says does not exist: SQLSTATE 42704,
+/// `publication "…" does not exist`, the name quoted whatever the server's language. A walsender
+/// says so when it decodes a change written while the publication did not exist.
+pub fn missing_publication<'a>(error: &WireError, publications: &'a [String]) -> Option<&'a str> {
+    let WireError::Server(server) = error else {
+        return None;
+    };
+    publications
+        .iter()
+        .find(|p| server.code == "42704" && server.message.contains(&format!("\"{p}\"")))
+        .map(String::as_str)
+}
+
+/// The error a failed stream becomes: a publication of the relay's that the walsender cannot
+/// find is [`SlotError::PublicationRecreated`]; anything else is itself.
+pub(super) fn publication_recreated(
+    config: &RelayConfig,
+    checkpoint: Lsn,
+    error: SourceError,
+) -> RelayError {
+    if let SourceError::Wire(wire) = &error {
+        if let Some(publication) = missing_publication(wire, &config.publications) {
+            return SlotError::PublicationRecreated {
+                publication: publication.to_owned(),
+                slot: config.slot.clone(),
+                relay: config.name.clone(),
+                checkpoint,
+            }
+            .into();
+        }
+    }
+    error.into()
+}
+
 /// Checks the slot against the checkpoint (creating the slot on a first start) and returns the
-/// checkpoint to resume from: the stored one, or a fresh one at the slot's position.
+/// checkpoint to resume from: the stored one, or a fresh one at the slot's position; and, for
+/// `--publish-existing-rows`, the snapshot the replication connection's open transaction holds.
 async fn check_slot(
     connection: &mut ReplicationConnection,
     session: &mut Session,
     config: &RelayConfig,
     system: &SystemIdentity,
     checkpoint: Option<&Checkpoint>,
-) -> Result<Checkpoint, RelayError> {
+) -> Result<(Checkpoint, Option<Snapshot>), RelayError> {
     let fresh = |lsn| Checkpoint {
         version: Checkpoint::VERSION,
         system_id: system.system_id.clone(),
@@ -226,11 +430,20 @@ async fn check_slot(
             }
             .into());
         }
+        if config.publish_existing_rows {
+            let created = backfill::create_slot_with_snapshot(connection, &config.slot).await?;
+            tracing::info!(
+                slot = %config.slot,
+                at = %created.consistent_point,
+                "created replication slot with a snapshot of the rows older than it"
+            );
+            return Ok((fresh(created.consistent_point), Some(Snapshot::NewSlot)));
+        }
         let created = connection
             .create_replication_slot(&config.slot, false)
             .await?;
         tracing::info!(slot = %config.slot, at = %created.consistent_point, "created replication slot");
-        return Ok(fresh(created.consistent_point));
+        return Ok((fresh(created.consistent_point), None));
     };
     if slot.plugin != "pgoutput" {
         return Err(SlotError::WrongPlugin {
@@ -247,7 +460,16 @@ async fn check_slot(
     }
     let confirmed = slot.confirmed()?;
     let Some(checkpoint) = checkpoint else {
-        return Ok(fresh(confirmed));
+        if config.publish_existing_rows {
+            let (at, snapshot) = backfill::snapshot_beside(connection, session, config).await?;
+            tracing::info!(
+                slot = %config.slot,
+                at = %at,
+                "took a snapshot beside the slot, which captured only outbox inserts before it"
+            );
+            return Ok((fresh(at), Some(snapshot)));
+        }
+        return Ok((fresh(confirmed), None));
     };
     if checkpoint.system_id != system.system_id || checkpoint.timeline != system.timeline {
         return Err(SlotError::OtherSystem {
@@ -260,7 +482,7 @@ async fn check_slot(
         .into());
     }
     not_ahead(config, confirmed, checkpoint.lsn)?;
-    Ok(checkpoint.clone())
+    Ok((checkpoint.clone(), None))
 }
 
 /// Fails when the slot is confirmed past the checkpoint: the changes in between were consumed by

@@ -34,6 +34,9 @@
 //! | the walsender ended the stream | retry (reconnect) |
 //! | pgoutput message that does not decode, or out of order | stop (the same WAL fails again) |
 //! | poll table without the id column, a NULL id | stop |
+//! | `--publish-existing-rows` while the slot captured more than outbox inserts without a checkpoint | stop |
+//! | a configured outbox table renamed (or a look-alike while it is missing) | stop |
+//! | a publication dropped and created again behind the checkpoint (SQLSTATE 42704 naming it) | stop, with the ways out |
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
 //! | Kafka transaction abortable, producer fatal, call timed out, producer in no state to abort | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
@@ -46,6 +49,7 @@
 //! | sink thread not started, runtime stopping | retry |
 //! | sink thread or a blocking Kafka call panicked | stop |
 
+pub mod backfill;
 mod logical;
 mod poll;
 mod pump;
@@ -59,6 +63,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{CheckpointError, StoredCheckpoint};
 use crate::metrics::metrics;
 use crate::pg::wire::{ConnectOptions, WireError};
+use crate::route::outbox::identity::OutboxMoved;
 use crate::route::Router;
 use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
@@ -66,9 +71,10 @@ use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
 use crate::source::poll::{PollError, PollSettings};
+use backfill::BackfillError;
 use routing::{Refusals, Routing};
 
-pub use logical::SlotError;
+pub use logical::{missing_publication, SlotError, PUBLICATION_RECREATED_WAYS_OUT};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stall_watch::{RESUMED, STALLED};
 
@@ -140,6 +146,9 @@ pub struct RelayConfig {
     pub channel_capacity: usize,
     /// First and longest wait between attempts.
     pub backoff: (Duration, Duration),
+    /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
+    /// outbox tables once (`relay::backfill`); `outboxd run --publish-existing-rows`.
+    pub publish_existing_rows: bool,
 }
 
 impl RelayConfig {
@@ -189,6 +198,12 @@ pub enum Failure {
     /// The replication slot and the checkpoint disagree, or the slot is unusable.
     #[error(transparent)]
     Slot(SlotError),
+    /// The rows older than the slot cannot be published exactly once.
+    #[error(transparent)]
+    Backfill(BackfillError),
+    /// A configured outbox table under another name.
+    #[error(transparent)]
+    Outbox(OutboxMoved),
     /// The sink thread gave no result.
     #[error(transparent)]
     SinkThread(SinkThreadError),
@@ -276,6 +291,20 @@ impl From<SlotError> for RelayError {
     /// Each slot problem would skip or repeat events if the relay went on; none passes by itself.
     fn from(error: SlotError) -> Self {
         Self::Definite(Failure::Slot(error))
+    }
+}
+
+impl From<BackfillError> for RelayError {
+    /// What the slot captured stays captured until the operator decides.
+    fn from(error: BackfillError) -> Self {
+        Self::Definite(Failure::Backfill(error))
+    }
+}
+
+impl From<OutboxMoved> for RelayError {
+    /// The same WAL shows the same rename on every attempt; only the configuration can change.
+    fn from(error: OutboxMoved) -> Self {
+        Self::Definite(Failure::Outbox(error))
     }
 }
 

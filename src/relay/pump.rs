@@ -22,12 +22,14 @@ use crate::pg::schema::Schema;
 use crate::pg::wire::Session;
 use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::progress::Owed;
+use crate::route::outbox::identity::OutboxIdentities;
 use crate::route::{Record, RouteContext};
 use crate::sink::batch::{Batcher, SinkInput, SinkThread};
 use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
 use crate::source::Change;
 
-use super::logical::{Started, PROTOCOL_VERSION};
+use super::backfill;
+use super::logical::{publication_recreated, Replication, Started, PROTOCOL_VERSION};
 use super::routing::Routing;
 use super::{Failure, RelayConfig, RelayError, Shutdown};
 
@@ -38,11 +40,12 @@ pub(super) async fn run(
     shutdown: &Shutdown,
 ) -> Result<(), RelayError> {
     let Started {
-        stream,
+        replication,
         producer,
         resume,
         schema,
-        routing,
+        mut routing,
+        outboxes,
     } = started;
     let batcher = Batcher::new(
         producer,
@@ -52,6 +55,29 @@ pub(super) async fn run(
         resume.events,
     );
     let sink = SinkThread::spawn(batcher, config.channel_capacity)?;
+    let stream = match replication {
+        Replication::Streaming(stream) => stream,
+        Replication::Backfill(mut pending) => {
+            let published = backfill::publish(
+                config,
+                &mut pending.connection,
+                &schema,
+                &sink,
+                &mut routing,
+                resume.clone(),
+            )
+            .await;
+            match published {
+                Ok(true) => match pending.stream(config, &resume).await {
+                    Ok(stream) => stream,
+                    Err(error) => return super::finish_sink(Err(error), sink).await.map(drop),
+                },
+                // The sink (or the read) failed: the sink's result says why first.
+                Ok(false) => return super::finish_sink(Ok(()), sink).await.map(drop),
+                Err(error) => return super::finish_sink(Err(error), sink).await.map(drop),
+            }
+        }
+    };
 
     let mut pump = Pump {
         config,
@@ -62,6 +88,7 @@ pub(super) async fn run(
         last_commit: resume.lsn,
         template: resume,
         schema,
+        outboxes,
         checked: HashMap::new(),
         routed: Vec::new(),
         routing,
@@ -113,6 +140,8 @@ struct Pump<'a> {
     last_commit: Lsn,
     /// Primary keys and column types of the tables seen.
     schema: Schema,
+    /// The OIDs outbox tables have had: a renamed one stops the relay.
+    outboxes: OutboxIdentities,
     /// The Relation message each table was last checked against the schema with: a table is
     /// looked up again only when pgoutput describes it anew (a new session or a schema change).
     checked: HashMap<RelationId, Arc<Relation>>,
@@ -160,7 +189,9 @@ impl Pump<'_> {
                     self.routing.flush_due();
                     self.source.stream().send_status(false).await?;
                 }
-                event = self.source.next() => match event? {
+                event = self.source.next() => match event.map_err(|error| {
+                    publication_recreated(self.config, self.confirmed, error)
+                })? {
                     Some(event) => {
                         if !self.handle(event).await? {
                             return Ok(());
@@ -285,8 +316,9 @@ impl Pump<'_> {
         Ok(open)
     }
 
-    /// Reads the primary key and column types of a table first seen (or changed) mid-stream, on a
-    /// connection of its own: the replication connection is streaming.
+    /// Checks a table first seen (or changed) mid-stream against the outbox tables' identities
+    /// and reads its primary key and column types, on a connection of its own: the replication
+    /// connection is streaming.
     async fn learn(&mut self, relation: &Arc<Relation>) -> Result<(), RelayError> {
         if self
             .checked
@@ -295,6 +327,7 @@ impl Pump<'_> {
         {
             return Ok(());
         }
+        self.outboxes.check(self.config.router.outbox(), relation)?;
         let types: Vec<_> = relation.columns.iter().map(|c| c.type_oid).collect();
         if !self.schema.knows(relation.id, &types) {
             let mut connection = Session::connect(&self.config.postgres).await?;

@@ -43,6 +43,26 @@ impl Outbox {
             .expect("outbox tables");
     }
 
+    /// The outbox tables of [`Self::create_tables`] in `db`, and `db`'s publication of the outbox;
+    /// events of `db`'s own aggregate type (and so topic).
+    pub async fn published(db: &super::postgres::TestDb) -> Outbox {
+        let outbox = Outbox {
+            url: db.url.clone(),
+            aggregate_type: db.name.clone(),
+        };
+        outbox.create_tables().await;
+        outbox
+            .client()
+            .await
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE outbox;",
+                db.publication
+            ))
+            .await
+            .expect("publication");
+        outbox
+    }
+
     /// The topic of this test's events.
     pub fn topic(&self) -> String {
         format!("outbox.event.{}", self.aggregate_type)

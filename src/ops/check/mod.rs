@@ -7,6 +7,7 @@
 
 mod kafka;
 mod postgres;
+mod recreated;
 mod report;
 
 pub use report::{Finding, Outcome, Report};

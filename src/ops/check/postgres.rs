@@ -72,6 +72,7 @@ async fn catalog_checks(
         RelayMode::Logical => {
             server_settings(&facts, &names, config, report);
             slot_state(session, config, &facts, slot, report).await?;
+            super::recreated::publications_recreated(session, config, report).await?;
             publications(session, config, &names, report).await?;
             for (table, found) in config.poll.tables.iter().zip(&tables) {
                 outbox_published(config, &names, table, found, report);
@@ -287,46 +288,30 @@ fn outbox_published(
 }
 
 /// Logical mode, before the relay's first checkpoint: rows already in an outbox table that the
-/// slot will never decode, because they committed before it existed — all of them while it does
-/// not exist yet; else those whose inserting transaction is older than the slot's
-/// `catalog_xmin` (which stays where it was created until the relay first confirms).
+/// slot will never decode, because they committed before it existed (counted as `run` counts
+/// them for its warning).
 async fn rows_before_slot(
     session: &mut Session,
     config: &RelayConfig,
     table: &PollTable,
     report: &mut Report,
 ) -> Result<(), WireError> {
-    let row = super::super::first_row(
-        session,
-        &format!(
-            "SELECT count(*)::text FROM {} t \
-             WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots WHERE slot_name = $1) \
-                OR age(t.xmin) > (SELECT age(catalog_xmin) FROM pg_replication_slots \
-                                  WHERE slot_name = $1)",
-            table.sql_name()
-        ),
-        &[&config.slot],
-    )
-    .await?
-    .unwrap_or_default();
-    let count: u64 = row
-        .first()
-        .cloned()
-        .flatten()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    if count > 0 {
+    let count = crate::relay::backfill::rows_older_than_slot(session, config, table).await?;
+    if let Some(count @ 1..) = count {
         report.warn(
             AREA,
             format!(
                 "outbox table {} holds {count} row(s) written before replication slot {:?} \
-                 existed: THE RELAY WILL NEVER PUBLISH THEM",
+                 existed: THE SLOT WILL NEVER CARRY THEM",
                 table.qualified(),
                 config.slot
             ),
-            "create the slot before the application writes events (`outboxd migrate` does in \
-             logical mode); rows already written are still in the table: to publish them once, \
-             re-insert them in one transaction after the slot exists",
+            format!(
+                "they are still in the table: the relay's first start (before its first \
+                 checkpoint) publishes them once with `outboxd run {}`; create the slot before \
+                 the application writes events (`outboxd migrate` does in logical mode)",
+                crate::relay::backfill::OPTION
+            ),
         );
     }
     Ok(())

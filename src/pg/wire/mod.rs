@@ -18,8 +18,8 @@ mod tls;
 pub use error::{ServerError, WireError};
 pub use options::{ConnectOptions, OptionsError, SslMode, SESSION_SETTINGS};
 pub use replication::{
-    max_pgoutput_protocol, CreatedSlot, PgOutputOptions, ReplicationConnection, Streaming,
-    SystemIdentity,
+    max_pgoutput_protocol, publication_names, CreatedSlot, PgOutputOptions, ReplicationConnection,
+    Streaming, SystemIdentity,
 };
 pub use session::{QueryResult, ResultColumn, Session};
 pub use stream::{ReplicationEvent, ReplicationStream};

@@ -59,6 +59,16 @@ pub struct PgOutputOptions {
     pub binary: bool,
 }
 
+/// pgoutput's `publication_names` value: the names quoted (pgoutput folds unquoted ones to lower
+/// case) and joined by commas.
+pub fn publication_names(publications: &[String]) -> String {
+    publications
+        .iter()
+        .map(|p| quote_identifier(p))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// The highest pgoutput protocol a server of `server_version_num` speaks.
 pub fn max_pgoutput_protocol(server_version_num: u32) -> u32 {
     match server_version_num {
@@ -119,11 +129,32 @@ impl ReplicationConnection {
         name: &str,
         temporary: bool,
     ) -> Result<CreatedSlot, WireError> {
+        self.create_slot(name, temporary, false).await
+    }
+
+    /// `CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput` with `SNAPSHOT 'use'`: the
+    /// current transaction (read only, `REPEATABLE READ`, with no query before this one) then
+    /// sees exactly what committed before the slot's consistent point.
+    pub async fn create_replication_slot_with_snapshot(
+        &mut self,
+        name: &str,
+        temporary: bool,
+    ) -> Result<CreatedSlot, WireError> {
+        self.create_slot(name, temporary, true).await
+    }
+
+    async fn create_slot(
+        &mut self,
+        name: &str,
+        temporary: bool,
+        use_snapshot: bool,
+    ) -> Result<CreatedSlot, WireError> {
         let temporary = if temporary { " TEMPORARY" } else { "" };
-        let snapshot = if self.server_version_num() >= 150_000 {
-            "(SNAPSHOT 'nothing')"
-        } else {
-            "NOEXPORT_SNAPSHOT"
+        let snapshot = match (self.server_version_num() >= 150_000, use_snapshot) {
+            (true, false) => "(SNAPSHOT 'nothing')",
+            (true, true) => "(SNAPSHOT 'use')",
+            (false, false) => "NOEXPORT_SNAPSHOT",
+            (false, true) => "USE_SNAPSHOT",
         };
         let sql = format!(
             "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput {snapshot}",
@@ -143,6 +174,12 @@ impl ReplicationConnection {
         })
     }
 
+    /// `DROP_REPLICATION_SLOT name`.
+    pub async fn drop_replication_slot(&mut self, name: &str) -> Result<(), WireError> {
+        let sql = format!("DROP_REPLICATION_SLOT {}", quote_identifier(name));
+        self.session.simple_query(&sql).await.map(drop)
+    }
+
     /// `START_REPLICATION SLOT slot LOGICAL start (options)`: the connection becomes a stream.
     /// `Lsn::ZERO` starts at the slot's confirmed position.
     pub async fn start_replication(
@@ -151,12 +188,7 @@ impl ReplicationConnection {
         start: Lsn,
         options: &PgOutputOptions,
     ) -> Result<ReplicationStream, WireError> {
-        let publications = options
-            .publication_names
-            .iter()
-            .map(|p| quote_identifier(p))
-            .collect::<Vec<_>>()
-            .join(",");
+        let publications = publication_names(&options.publication_names);
         let mut sql = format!(
             "START_REPLICATION SLOT {} LOGICAL {start} (proto_version '{}', publication_names {}",
             quote_identifier(slot),

@@ -7,6 +7,7 @@
 
 pub mod envelope;
 mod fields;
+pub mod identity;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -149,6 +150,13 @@ pub struct OutboxTable {
     pub spec: OutboxSpec,
 }
 
+impl OutboxTable {
+    /// `schema.table`, as in the configuration.
+    pub fn qualified(&self) -> String {
+        format!("{}.{}", self.schema, self.table)
+    }
+}
+
 /// An outbox event's fields, read from a row or a message, before an envelope shapes them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboxEvent {
@@ -220,9 +228,14 @@ impl OutboxRouter {
     }
 
     fn table(&self, relation: &Relation) -> Option<&OutboxTable> {
+        self.table_index(relation).map(|index| &self.tables[index])
+    }
+
+    /// The position in [`Self::tables`] of the outbox table `relation` names.
+    pub fn table_index(&self, relation: &Relation) -> Option<usize> {
         self.tables
             .iter()
-            .find(|t| t.schema == relation.namespace && t.table == relation.name)
+            .position(|t| t.schema == relation.namespace && t.table == relation.name)
     }
 
     /// The record of an inserted outbox row.
