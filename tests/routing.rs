@@ -102,28 +102,18 @@ async fn database(prefix: &str, sql: &str, tables: &str) -> (TestDb, RelaySpec) 
 }
 
 /// Starts the relay and waits until its slot exists (changes before that are not captured).
-async fn start_relay(db: &TestDb, spec: &RelaySpec) -> RelayProcess {
-    start_relay_with_env(db, spec, &[]).await
+fn start_relay(spec: &RelaySpec) -> RelayProcess {
+    start_relay_with_env(spec, &[])
 }
 
 /// [`start_relay`] with extra environment variables.
-async fn start_relay_with_env(db: &TestDb, spec: &RelaySpec, env: &[(&str, &str)]) -> RelayProcess {
+fn start_relay_with_env(spec: &RelaySpec, env: &[(&str, &str)]) -> RelayProcess {
     let relay = RelayProcess::start_with_env(spec, env);
-    let client = db.client().await;
-    for _ in 0..300 {
-        let rows = client
-            .query(
-                "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
-                &[&spec.slot],
-            )
-            .await
-            .expect("slot query");
-        if !rows.is_empty() {
-            return relay;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("the relay did not start replication:\n{}", relay.log_text());
+    // "starting replication" comes once the slot exists at its consistent point: rows written
+    // from then on are decoded. The slot's `active` flag is no such sign: it is set while the slot
+    // is still being created, and rows committed then are older than the slot.
+    relay.wait_streaming(Duration::from_secs(30));
+    relay
 }
 
 const OUTBOX_SQL: &str = "
@@ -153,7 +143,7 @@ async fn debezium_outbox_records_as_specified() {
          payload = \"body\", timestamp = \"at\" }}\n",
         db = db.name
     );
-    let relay = start_relay(&db, &spec).await;
+    let relay = start_relay(&spec);
     let client = db.client().await;
     let big = "x".repeat(300_000);
     client
@@ -274,7 +264,7 @@ async fn debeziums_documented_outbox_example() {
     let (db, mut spec) = database("route_doc", OUTBOX_SQL, "outbox").await;
     let agg = db.name.clone();
     spec.extra = "[outbox]\nexpand_json_payload = false\nkey_format = \"json\"\n".into();
-    let relay = start_relay(&db, &spec).await;
+    let relay = start_relay(&spec);
     let payload = r#"{"id": 1, "lineItems": [{"id": 1, "item": "Debezium in Action", "status": "ENTERED", "quantity": 2, "totalPrice": 39.98}], "orderDate": "2019-01-31T12:13:01", "customerId": 123}"#;
     db.client()
         .await
@@ -310,7 +300,7 @@ async fn cloudevents_structured_and_binary() {
              [outbox.cloudevents]\nmode = \"{mode}\"\n[dead_letter]\ntopic = \"{db}.dlq\"\n",
             db = db.name
         );
-        let relay = start_relay(&db, &spec).await;
+        let relay = start_relay(&spec);
         db.client()
             .await
             .batch_execute(&format!(
@@ -403,10 +393,7 @@ async fn cdc_events_as_debezium_writes_them() {
         "nat",
         format!("[outbox]\ntables = []\n[cdc]\ntopic_prefix = \"{nat}\"\nvalue_convention = \"natural\"\n"),
     );
-    let relays = [
-        start_relay(&db, &dbz_spec).await,
-        start_relay(&db, &nat_spec).await,
-    ];
+    let relays = [start_relay(&dbz_spec), start_relay(&nat_spec)];
     let client = db.client().await;
     for (name, value) in outboxd::pg::wire::SESSION_SETTINGS {
         client
@@ -569,12 +556,7 @@ async fn poison_rows_go_to_the_dead_letter_topic_and_the_rest_is_delivered() {
     let dlq = format!("{}.dlq", db.name);
     spec.extra = format!("[dead_letter]\ntopic = \"{dlq}\"\n");
     // The spec's file has its [kafka] section already: the limit comes from the environment.
-    let relay = start_relay_with_env(
-        &db,
-        &spec,
-        &[("OUTBOXD__KAFKA__MAX_RECORD_BYTES", "100000")],
-    )
-    .await;
+    let relay = start_relay_with_env(&spec, &[("OUTBOXD__KAFKA__MAX_RECORD_BYTES", "100000")]);
     let client = db.client().await;
     let good = |n: u32| {
         format!("INSERT INTO outbox VALUES ('good-{n}', '{agg}', 'k', 'T', '{{\"n\": {n}}}');")
