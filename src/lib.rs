@@ -23,8 +23,10 @@
 //!   (retry from the checkpoint) and definite (stop with the reason).
 //! - [`progress`]: whether the relay makes progress: what waits to be published, the last Kafka
 //!   commit, and when that gap is a stall (readiness).
+//! - [`settings`]: what one relay runs with, as values ([`settings::RelayConfig`]); built by
+//!   config, read by the relay.
 //! - [`config`]: the composition root: the TOML file and its environment overrides, validated into
-//!   the runtime settings; used only by `main.rs` and [`ops`].
+//!   the runtime settings; used only by `main.rs` and [`ops`], and never importing the relay.
 //! - [`ops`]: the one-shot commands `check`, `migrate` and `status`.
 //! - [`http`], [`metrics`], [`service`], [`logging`]: `/metrics` `/healthz` `/readyz`, the
 //!   Prometheus metrics, systemd's readiness and watchdog, JSON or text logs.
@@ -49,5 +51,6 @@ pub mod progress;
 pub mod relay;
 pub mod route;
 pub mod service;
+pub mod settings;
 pub mod sink;
 pub mod source;

@@ -7,7 +7,6 @@ use std::path::Path;
 use super::sections::{AfterPublishName, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::pg::wire::ConnectOptions;
-use crate::relay::RelayConfig;
 use crate::route::cdc::values::{DebeziumModes, ValueConvention};
 use crate::route::cdc::CdcRouter;
 use crate::route::dead_letter::DeadLetters;
@@ -17,6 +16,7 @@ use crate::route::outbox::{
 };
 use crate::route::template::Template;
 use crate::route::Router;
+use crate::settings::RelayConfig;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::KafkaSettings;
 use crate::source::poll::{AfterPublish, PollSettings, PollTable};

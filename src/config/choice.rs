@@ -5,9 +5,9 @@ use serde::Deserialize;
 
 use super::sections::{AfterPublishName, EnvelopeName, ValueConventionName};
 use crate::logging::LogFormat;
-use crate::relay::RelayMode;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{CloudEventsMode, KeyFormat};
+use crate::settings::RelayMode;
 
 /// A setting with a fixed set of values, read from its name; an unknown name is an error that lists
 /// the allowed ones.

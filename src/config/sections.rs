@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::choice::choice;
 use crate::logging::LogFormat;
-use crate::relay::RelayMode;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{self, CloudEventsMode, KeyFormat, OutboxColumns};
+use crate::settings::RelayMode;
 use crate::sink::batch::BatchLimits;
 use crate::source::poll::PollSettings;
 

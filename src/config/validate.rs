@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use super::sections::{ColumnsSection, Settings};
 use super::ConfigError;
-use crate::relay::RelayMode;
+use crate::settings::RelayMode;
 
 /// Postgres truncates longer identifiers (NAMEDATALEN - 1): a longer name would silently refer to
 /// another, truncated one.

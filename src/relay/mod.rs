@@ -62,18 +62,18 @@ use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, StoredCheckpoint};
 use crate::metrics::metrics;
-use crate::pg::wire::{ConnectOptions, WireError};
+use crate::pg::wire::WireError;
 use crate::route::outbox::identity::OutboxMoved;
-use crate::route::Router;
-use crate::sink::batch::{BatchCheckpoint, BatchLimits, SinkThread, SinkThreadError};
+use crate::sink::batch::{BatchCheckpoint, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
 use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
 use crate::source::logical::SourceError;
-use crate::source::poll::{PollError, PollSettings};
+use crate::source::poll::PollError;
 use backfill::BackfillError;
 use routing::{Refusals, Routing};
 
+pub use crate::settings::{RelayConfig, RelayMode};
 pub use logical::{missing_publication, SlotError, PUBLICATION_RECREATED_WAYS_OUT};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use stall_watch::{RESUMED, STALLED};
@@ -84,79 +84,6 @@ pub use stall_watch::{RESUMED, STALLED};
 /// committed checkpoint and settles what was in flight), and the service manager's stop timeout
 /// is never reached.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// `relay.mode` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RelayMode {
-    /// Stream a logical replication slot (docs/architecture.md).
-    Logical,
-    /// Poll outbox tables (docs/architecture.md, poll mode): no REPLICATION needed.
-    Poll,
-}
-
-impl RelayMode {
-    /// Its name in the configuration.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Logical => "logical",
-            Self::Poll => "poll",
-        }
-    }
-}
-
-/// Everything one relay needs.
-#[derive(Debug, Clone)]
-pub struct RelayConfig {
-    /// Relay name: the checkpoint key and the transactional id `outboxd-<name>`; one running relay
-    /// per name.
-    pub name: String,
-    /// Stream a replication slot, or poll outbox tables.
-    pub mode: RelayMode,
-    /// How poll mode reads the outbox tables.
-    pub poll: PollSettings,
-    /// How to reach Postgres (the replication connection also runs the slot checks).
-    pub postgres: ConnectOptions,
-    /// The logical replication slot.
-    pub slot: String,
-    /// The publications the slot streams.
-    pub publications: Vec<String>,
-    /// Outbox events, CDC events and dead letters.
-    pub router: Router,
-    /// How to reach Kafka.
-    pub kafka: KafkaSettings,
-    /// The compacted topic holding checkpoints.
-    pub offsets_topic: String,
-    /// When a Kafka transaction closes.
-    pub batch: BatchLimits,
-    /// The producer's `transaction.timeout.ms`: a transaction older than this is aborted by the broker.
-    pub transaction_timeout: Duration,
-    /// How long a blocking Kafka call (init, commit, abort, checkpoint read) may take.
-    pub kafka_call_timeout: Duration,
-    /// Interval of standby status updates, also while the sink back-pressures.
-    pub status_interval: Duration,
-    /// Minimum interval between idle confirmations (a checkpoint-only Kafka transaction at the
-    /// keepalive's WAL end while the slot sees nothing to publish).
-    pub idle_confirm_interval: Duration,
-    /// How often the server's WAL position is read for the lag metrics and readiness.
-    pub wal_poll_interval: Duration,
-    /// How long changes may wait with no Kafka commit before the relay counts as stalled
-    /// (`crate::progress`).
-    pub stall_timeout: Duration,
-    /// Inputs buffered between source and sink.
-    pub channel_capacity: usize,
-    /// First and longest wait between attempts.
-    pub backoff: (Duration, Duration),
-    /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
-    /// outbox tables once (`relay::backfill`); `outboxd run --publish-existing-rows`.
-    pub publish_existing_rows: bool,
-}
-
-impl RelayConfig {
-    /// The producer's transactional id.
-    pub fn transactional_id(&self) -> String {
-        format!("outboxd-{}", self.name)
-    }
-}
 
 /// Why an attempt ended, sorted by what the relay does next. The only way to build one is through
 /// the `From` conversions below, which ask the failure's own exhaustive `is_transient`: a new
