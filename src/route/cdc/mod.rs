@@ -315,7 +315,7 @@ impl CdcRouter {
         );
         let value = match &self.schemas {
             Some(schemas) => {
-                let table = schemas.table(&self.topic(relation), relation, context.schema);
+                let table = schemas.table(|| self.topic(relation), relation, context.schema);
                 schema::enveloped(&table.envelope.json, &table.envelope.schema, &value)
             }
             None => value.to_string(),
@@ -341,7 +341,7 @@ impl CdcRouter {
         let Some(schemas) = &self.schemas else {
             return Some(Bytes::from(key));
         };
-        let table = schemas.table(&self.topic(relation), relation, context.schema);
+        let table = schemas.table(|| self.topic(relation), relation, context.schema);
         Some(Bytes::from(match &table.key {
             Some(schema) => schema::enveloped_text(&schema.json, &key),
             None => key,

@@ -64,10 +64,11 @@ impl SchemaCache {
         &self.message
     }
 
-    /// The schemas of `relation`, derived on its first event after each Relation message.
+    /// The schemas of `relation`, derived on its first event after each Relation message (named
+    /// after `topic()`, asked only then).
     pub fn table(
         &self,
-        topic: &str,
+        topic: impl FnOnce() -> String,
         relation: &Arc<Relation>,
         schema: &Schema,
     ) -> Arc<TableSchemas> {
@@ -80,7 +81,7 @@ impl SchemaCache {
                 return Arc::clone(cached);
             }
         }
-        let derived = Arc::new(table_schemas(self.modes, topic, relation, schema));
+        let derived = Arc::new(table_schemas(self.modes, &topic(), relation, schema));
         tables.insert(relation.id, Arc::clone(&derived));
         derived
     }
@@ -276,7 +277,7 @@ mod tests {
     fn a_tables_schemas_are_debeziums() {
         let (relation, schema) = composite();
         let cache = SchemaCache::new(DebeziumModes::default());
-        let table = cache.table("fixture.public.composite", &relation, &schema);
+        let table = cache.table(|| "fixture.public.composite".into(), &relation, &schema);
         assert_eq!(
             table.key.as_ref().expect("key").json,
             golden_schema("public.composite.jsonl", "key")
@@ -294,11 +295,17 @@ mod tests {
     fn schemas_are_derived_once_per_relation_message() {
         let (relation, schema) = composite();
         let cache = SchemaCache::new(DebeziumModes::default());
-        let first = cache.table("t", &relation, &schema);
-        assert!(Arc::ptr_eq(&first, &cache.table("t", &relation, &schema)));
+        let first = cache.table(|| "t".into(), &relation, &schema);
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.table(|| "t".into(), &relation, &schema)
+        ));
         // The same description in a new Relation message keeps them.
         let same = Arc::new((*relation).clone());
-        assert!(Arc::ptr_eq(&first, &cache.table("t", &same, &schema)));
+        assert!(Arc::ptr_eq(
+            &first,
+            &cache.table(|| "t".into(), &same, &schema)
+        ));
         // A changed table (a column added) gets new ones, replacing the old.
         let mut altered = (*relation).clone();
         altered.columns.push(RelationColumn {
@@ -308,7 +315,7 @@ mod tests {
             type_modifier: -1,
         });
         let altered = Arc::new(altered);
-        let second = cache.table("t", &altered, &schema);
+        let second = cache.table(|| "t".into(), &altered, &schema);
         assert!(!Arc::ptr_eq(&first, &second));
         assert!(second.envelope.json.contains("\"field\":\"extra\""));
         assert_eq!(cache.tables.lock().expect("lock").len(), 1);
