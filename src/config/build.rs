@@ -7,6 +7,7 @@ use std::path::Path;
 use super::sections::{AfterPublishName, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::pg::wire::ConnectOptions;
+use crate::route::cdc::schema::tables::SchemaCache;
 use crate::route::cdc::values::{DebeziumModes, ValueConvention};
 use crate::route::cdc::CdcRouter;
 use crate::route::dead_letter::DeadLetters;
@@ -244,6 +245,11 @@ impl Settings {
         let message = (!outbox.message_prefix.is_empty())
             .then(|| (outbox.message_prefix.clone(), default_spec));
         let cdc = &self.cdc;
+        let modes = DebeziumModes {
+            decimal: cdc.decimal_handling_mode,
+            time: cdc.time_precision_mode,
+            binary: cdc.binary_handling_mode,
+        };
         let cdc_router = cdc.enabled.then(|| CdcRouter {
             topic_prefix: cdc.topic_prefix.clone(),
             database: database.to_owned(),
@@ -253,12 +259,9 @@ impl Settings {
             unavailable_value_placeholder: cdc.unavailable_value_placeholder.clone(),
             values: match cdc.value_convention {
                 ValueConventionName::Natural => ValueConvention::Natural,
-                ValueConventionName::Debezium => ValueConvention::Debezium(DebeziumModes {
-                    decimal: cdc.decimal_handling_mode,
-                    time: cdc.time_precision_mode,
-                    binary: cdc.binary_handling_mode,
-                }),
+                ValueConventionName::Debezium => ValueConvention::Debezium(modes),
             },
+            schemas: cdc.schemas.then(|| SchemaCache::new(modes)),
         });
         if self.kafka.max_record_bytes < 1024 {
             return Err(invalid(

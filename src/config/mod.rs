@@ -370,6 +370,11 @@ mod tests {
             ("[batch]\nmax_events = 0\n", "", "batch.max_events"),
             ("[poll]\nmark_column = \"\"\n", "", "poll.mark_column"),
             ("[outbox.columns]\nid = \"\"\n", "", "outbox.columns"),
+            (
+                "[cdc]\nschemas = true\nvalue_convention = \"natural\"\n",
+                "",
+                "cdc.schemas",
+            ),
         ];
         for (section, kafka_key, named) in cases {
             let file = write(&format!("{section}{base}{kafka}{kafka_key}"));

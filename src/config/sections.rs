@@ -413,6 +413,8 @@ pub struct CdcSection {
     /// `binary.handling.mode`: `bytes`, `base64` or `hex`.
     #[serde(deserialize_with = "choice")]
     pub binary_handling_mode: BinaryMode,
+    /// JsonConverter's `schemas.enable`: keys, values and key headers as `{"schema", "payload"}`.
+    pub schemas: bool,
 }
 
 impl Default for CdcSection {
@@ -428,6 +430,7 @@ impl Default for CdcSection {
             decimal_handling_mode: DecimalMode::Precise,
             time_precision_mode: TimePrecisionMode::Adaptive,
             binary_handling_mode: BinaryMode::Bytes,
+            schemas: false,
         }
     }
 }

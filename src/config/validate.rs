@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::sections::{ColumnsSection, Settings};
+use super::sections::{ColumnsSection, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::settings::RelayMode;
 
@@ -56,6 +56,13 @@ impl Settings {
         identifier("poll.mark_column", &self.poll.mark_column)?;
         topic("kafka.offsets_topic", &self.kafka.offsets_topic)?;
         topic("dead_letter.topic", &self.dead_letter.topic)?;
+        if self.cdc.schemas && self.cdc.value_convention == ValueConventionName::Natural {
+            return Err(invalid(
+                "cdc.schemas",
+                "must go with cdc.value_convention = \"debezium\" (Kafka Connect schemas describe \
+                 Debezium's values), or be false",
+            ));
+        }
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid(
                 "kafka.bootstrap_servers",

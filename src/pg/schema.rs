@@ -20,6 +20,8 @@ pub struct Schema {
     primary_keys: HashMap<RelationId, Vec<String>>,
     /// Tables whose primary key has been looked up (with or without one).
     known: std::collections::HashSet<RelationId>,
+    /// The `NOT NULL` columns of each table (Kafka Connect schemas make the others optional).
+    not_null: HashMap<RelationId, std::collections::HashSet<String>>,
 }
 
 impl Default for Schema {
@@ -28,6 +30,7 @@ impl Default for Schema {
             types: TypeCatalog::builtin(),
             primary_keys: HashMap::new(),
             known: std::collections::HashSet::new(),
+            not_null: HashMap::new(),
         }
     }
 }
@@ -36,6 +39,20 @@ impl Schema {
     /// The primary key column names of `table`, or `None` when it has none.
     pub fn primary_key(&self, table: RelationId) -> Option<&[String]> {
         self.primary_keys.get(&table).map(Vec::as_slice)
+    }
+
+    /// Whether `column` of `table` is declared `NOT NULL` (false for a table not loaded).
+    pub fn is_not_null(&self, table: RelationId, column: &str) -> bool {
+        self.not_null
+            .get(&table)
+            .is_some_and(|columns| columns.contains(column))
+    }
+
+    /// Records the `NOT NULL` columns of `table` (tests).
+    #[cfg(test)]
+    pub fn set_not_null(&mut self, table: RelationId, columns: &[&str]) {
+        let columns = columns.iter().map(|c| (*c).to_owned()).collect();
+        self.not_null.insert(table, columns);
     }
 
     /// Whether `table` and all of `types` have been looked up.
@@ -117,17 +134,31 @@ impl Schema {
                 .or_default()
                 .push(field(1));
         }
-        let types = connection
+        let columns = connection
             .query_params_text(
-                "SELECT DISTINCT atttypid FROM pg_catalog.pg_attribute \
+                "SELECT atttypid, attrelid, attname, attnotnull FROM pg_catalog.pg_attribute \
                  WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped",
                 &[&oids],
             )
             .await?;
-        let oids: Vec<TypeOid> = types
-            .iter()
-            .filter_map(|row| row.first()?.as_deref()?.parse().ok().map(TypeOid))
-            .collect();
-        self.types.load(connection, &oids).await
+        for oid in &list {
+            self.not_null.remove(&RelationId(*oid));
+        }
+        let mut types: Vec<TypeOid> = Vec::new();
+        for row in &columns {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            if let Ok(oid) = field(0).parse() {
+                types.push(TypeOid(oid));
+            }
+            if let (Ok(table), "t") = (field(1).parse::<u32>(), field(3).as_str()) {
+                self.not_null
+                    .entry(RelationId(table))
+                    .or_default()
+                    .insert(field(2));
+            }
+        }
+        types.sort_unstable_by_key(|t| t.0);
+        types.dedup();
+        self.types.load(connection, &types).await
     }
 }

@@ -20,6 +20,7 @@ fn cdc() -> CdcRouter {
         messages: true,
         unavailable_value_placeholder: "__debezium_unavailable_value".into(),
         values: ValueConvention::Debezium(DebeziumModes::default()),
+        schemas: None,
     }
 }
 

@@ -23,6 +23,9 @@ pub enum TypeKind {
     Domain {
         /// The base type.
         base: TypeOid,
+        /// The base type's modifier the domain declares (`typtypmod`, -1 for none): a domain
+        /// over `numeric(10,2)` has the scale 2.
+        typmod: i32,
     },
     /// An enum: its label.
     Enum,
@@ -30,10 +33,12 @@ pub enum TypeKind {
     Other,
 }
 
-/// Type OID to [`TypeKind`].
+/// Type OID to [`TypeKind`], and the labels of enums.
 #[derive(Debug, Clone)]
 pub struct TypeCatalog {
     kinds: HashMap<TypeOid, TypeKind>,
+    /// Each enum's labels in their sort order (Debezium's `io.debezium.data.Enum` lists them).
+    enum_labels: HashMap<TypeOid, Vec<String>>,
 }
 
 /// Built-in scalar types and their array types: (type, array type, conversion).
@@ -81,7 +86,10 @@ impl TypeCatalog {
                 },
             );
         }
-        Self { kinds }
+        Self {
+            kinds,
+            enum_labels: HashMap::new(),
+        }
     }
 
     /// How `oid` converts; [`TypeKind::Other`] for a type not known (yet).
@@ -92,6 +100,24 @@ impl TypeCatalog {
     /// Whether `oid` is known.
     pub fn contains(&self, oid: TypeOid) -> bool {
         self.kinds.contains_key(&oid)
+    }
+
+    /// The labels of the enum `oid` in their sort order; empty for another type.
+    pub fn enum_labels(&self, oid: TypeOid) -> &[String] {
+        self.enum_labels.get(&oid).map_or(&[], Vec::as_slice)
+    }
+
+    /// Records what `oid` is (tests).
+    #[cfg(test)]
+    pub fn insert(&mut self, oid: TypeOid, kind: TypeKind) {
+        self.kinds.insert(oid, kind);
+    }
+
+    /// Records the enum `oid` with its labels (tests).
+    #[cfg(test)]
+    pub fn insert_enum(&mut self, oid: TypeOid, labels: Vec<String>) {
+        self.kinds.insert(oid, TypeKind::Enum);
+        self.enum_labels.insert(oid, labels);
     }
 
     /// Reads the types among `oids` that are not known from `pg_type`, following arrays to their
@@ -106,12 +132,13 @@ impl TypeCatalog {
             .copied()
             .filter(|o| !self.contains(*o))
             .collect();
+        let mut enums = Vec::new();
         while !wanted.is_empty() {
             let list = wanted.iter().map(|o| o.0.to_string()).collect::<Vec<_>>();
             let rows = connection
                 .query_params_text(
-                    "SELECT t.oid, t.typtype, t.typelem, coalesce(e.typdelim, ','), t.typbasetype, t.typcategory \
-                     FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
+                    "SELECT t.oid, t.typtype, t.typelem, coalesce(e.typdelim, ','), t.typbasetype, t.typcategory, \
+                     t.typtypmod FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
                      WHERE t.oid = ANY($1::oid[])",
                     &[&array_literal(&list)],
                 )
@@ -123,7 +150,10 @@ impl TypeCatalog {
                 let element = TypeOid(field(2).parse().unwrap_or(0));
                 let base = TypeOid(field(4).parse().unwrap_or(0));
                 let kind = match (field(1).as_str(), field(5).as_str()) {
-                    ("d", _) => TypeKind::Domain { base },
+                    ("d", _) => TypeKind::Domain {
+                        base,
+                        typmod: field(6).parse().unwrap_or(-1),
+                    },
                     ("e", _) => TypeKind::Enum,
                     (_, "A") if element.0 != 0 => TypeKind::Array {
                         element,
@@ -139,6 +169,9 @@ impl TypeCatalog {
                         next.push(dependency);
                     }
                 }
+                if kind == TypeKind::Enum {
+                    enums.push(oid.0.to_string());
+                }
                 self.kinds.insert(oid, kind);
             }
             // OIDs pg_type does not know stay Other; never ask for them again.
@@ -148,6 +181,30 @@ impl TypeCatalog {
             next.retain(|o| !self.contains(*o));
             next.dedup();
             wanted = next;
+        }
+        self.load_enum_labels(connection, &enums).await
+    }
+
+    /// Reads the labels of the enums `oids` (decimal OIDs) in their sort order.
+    async fn load_enum_labels(
+        &mut self,
+        connection: &mut Session,
+        oids: &[String],
+    ) -> Result<(), WireError> {
+        if oids.is_empty() {
+            return Ok(());
+        }
+        let rows = connection
+            .query_params_text(
+                "SELECT enumtypid, enumlabel FROM pg_catalog.pg_enum \
+                 WHERE enumtypid = ANY($1::oid[]) ORDER BY enumtypid, enumsortorder",
+                &[&array_literal(oids)],
+            )
+            .await?;
+        for row in rows {
+            let field = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let oid = TypeOid(field(0).parse().unwrap_or(0));
+            self.enum_labels.entry(oid).or_default().push(field(1));
         }
         Ok(())
     }

@@ -81,7 +81,7 @@ pub fn text_to_json(catalog: &TypeCatalog, oid: TypeOid, text: &str) -> Result<V
             let elements = array::parse(text, delimiter).ok_or_else(|| invalid(oid, text))?;
             array_to_json(catalog, element, elements)
         }
-        TypeKind::Domain { base } => text_to_json(catalog, base, text),
+        TypeKind::Domain { base, .. } => text_to_json(catalog, base, text),
         TypeKind::Enum | TypeKind::Other => Ok(Value::String(text.to_owned())),
         TypeKind::Builtin(base) => builtin(base, oid, text),
     }

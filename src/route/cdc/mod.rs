@@ -1,5 +1,5 @@
 //! CDC events: changes of published tables that are not outboxes, as Debezium's Postgres connector
-//! writes them (JSON converter, schemas disabled).
+//! writes them (JSON converter, schemas disabled unless `schemas`).
 //!
 //! - topic `<prefix>.<schema>.<table>`; key `{pk columns}` in primary-key order (no key without a
 //!   primary key);
@@ -15,15 +15,22 @@
 //! - logical messages of other prefixes on `<prefix>.message` as `{source, op: "m", ts_ms,
 //!   message: {prefix, content (base64)}}`, keyed by `{"prefix"}`, when switched on.
 //!
+//! With `schemas` on, every key, value and key header is Kafka Connect's JsonConverter's
+//! `{"schema": ..., "payload": ...}` (Debezium Server's default output), the schemas derived once
+//! per table and Relation message ([`schema`]).
+//!
 //! Column values follow the [`values::ValueConvention`]; a TOASTed value an update did not change
 //! (Postgres does not send it) is taken from the old row when the table logs it (`REPLICA IDENTITY
 //! FULL`), else shows as the configured placeholder, Debezium's `__debezium_unavailable_value` by
 //! default. `tests/debezium_goldens.rs` compares all this with Debezium's own output.
 
+pub mod schema;
 pub mod values;
 
 #[cfg(test)]
 mod tests;
+
+use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
@@ -34,6 +41,7 @@ use crate::route::dead_letter::{Failure, Reason};
 use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
 use crate::source::Change;
 
+use schema::tables::SchemaCache;
 use values::ValueConvention;
 
 /// The connector version reported in `source.version`.
@@ -56,6 +64,8 @@ pub struct CdcRouter {
     pub unavailable_value_placeholder: String,
     /// How column values are written.
     pub values: ValueConvention,
+    /// With Kafka Connect schemas (JsonConverter's `schemas.enable`): the tables' schemas.
+    pub schemas: Option<SchemaCache>,
 }
 
 /// Debezium's operation codes.
@@ -123,23 +133,24 @@ impl CdcRouter {
                         Value::Null,
                         context,
                     );
-                    delete
-                        .headers
-                        .push(key_header("__debezium.newkey", &new_key));
+                    let new_key_header =
+                        self.key_header("__debezium.newkey", relation, &new_key, context);
+                    delete.headers.push(new_key_header.clone());
                     out.push(delete);
                     let before_tombstone = out.len();
                     self.tombstone(relation, &old_key, context, out);
                     // Debezium names the new key on the tombstone too.
                     if let Some(tombstone) = out.get_mut(before_tombstone) {
-                        tombstone
-                            .headers
-                            .push(key_header("__debezium.newkey", &new_key));
+                        tombstone.headers.push(new_key_header);
                     }
                     let mut create =
                         self.event(relation, new_key, Op::Create, Value::Null, after, context);
-                    create
-                        .headers
-                        .push(key_header("__debezium.oldkey", &old_key));
+                    create.headers.push(self.key_header(
+                        "__debezium.oldkey",
+                        relation,
+                        &old_key,
+                        context,
+                    ));
                     out.push(create);
                 }
             }
@@ -289,7 +300,7 @@ impl CdcRouter {
 
     fn event(
         &self,
-        relation: &Relation,
+        relation: &Arc<Relation>,
         key: Option<String>,
         op: Op,
         before: Value,
@@ -305,19 +316,58 @@ impl CdcRouter {
             self.source(&relation.namespace, &relation.name, context),
             true,
         );
+        let value = match &self.schemas {
+            Some(schemas) => {
+                let table = schemas.table(|| self.topic(relation), relation, context.schema);
+                schema::enveloped(&table.envelope.json, &table.envelope.schema, &value)
+            }
+            None => value.to_string(),
+        };
         Record {
             topic: self.topic(relation),
             partition: None,
-            key: key.map(Bytes::from),
-            value: Some(Bytes::from(value.to_string())),
+            key: self.key_bytes(relation, key, context),
+            value: Some(Bytes::from(value)),
             headers: Vec::new(),
             timestamp_ms: Some(context.commit_ts.unix_millis()),
         }
     }
 
+    /// A key's bytes: its JSON text (fields in key order), with its schema when schemas are on.
+    fn key_bytes(
+        &self,
+        relation: &Arc<Relation>,
+        key: Option<String>,
+        context: &RouteContext<'_>,
+    ) -> Option<Bytes> {
+        let key = key?;
+        let Some(schemas) = &self.schemas else {
+            return Some(Bytes::from(key));
+        };
+        let table = schemas.table(|| self.topic(relation), relation, context.schema);
+        Some(Bytes::from(match &table.key {
+            Some(schema) => schema::enveloped_text(&schema.json, &key),
+            None => key,
+        }))
+    }
+
+    /// `__debezium.newkey` / `oldkey`: the key as the record key is written.
+    fn key_header(
+        &self,
+        name: &str,
+        relation: &Arc<Relation>,
+        key: &Option<String>,
+        context: &RouteContext<'_>,
+    ) -> Header {
+        Header {
+            name: name.into(),
+            value: self.key_bytes(relation, key.clone(), context),
+        }
+    }
+
     fn tombstone(
         &self,
-        relation: &Relation,
+        relation: &Arc<Relation>,
         key: &Option<String>,
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
@@ -328,7 +378,7 @@ impl CdcRouter {
             out.push(Record {
                 topic: self.topic(relation),
                 partition: None,
-                key: key.clone().map(Bytes::from),
+                key: self.key_bytes(relation, key.clone(), context),
                 value: None,
                 headers: Vec::new(),
                 timestamp_ms: Some(context.commit_ts.unix_millis()),
@@ -347,21 +397,25 @@ impl CdcRouter {
             }),
         );
         let value = self.envelope(body, self.source("", "", context), false);
+        let key = json!({ "prefix": prefix });
+        let (key, value) = match &self.schemas {
+            Some(schemas) => {
+                let message = schemas.message();
+                (
+                    schema::enveloped(&message.key.json, &message.key.schema, &key),
+                    schema::enveloped(&message.value.json, &message.value.schema, &value),
+                )
+            }
+            None => (key.to_string(), value.to_string()),
+        };
         Record {
             topic: format!("{}.message", self.topic_prefix),
             partition: None,
-            key: Some(Bytes::from(json!({ "prefix": prefix }).to_string())),
-            value: Some(Bytes::from(value.to_string())),
+            key: Some(Bytes::from(key)),
+            value: Some(Bytes::from(value)),
             headers: Vec::new(),
             timestamp_ms: Some(context.commit_ts.unix_millis()),
         }
-    }
-}
-
-fn key_header(name: &str, key: &Option<String>) -> Header {
-    Header {
-        name: name.into(),
-        value: key.clone().map(Bytes::from),
     }
 }
 

@@ -20,6 +20,7 @@ fn cdc() -> CdcRouter {
         messages: false,
         unavailable_value_placeholder: "__unavailable".into(),
         values: ValueConvention::Debezium(DebeziumModes::default()),
+        schemas: None,
     }
 }
 

@@ -21,10 +21,12 @@
 //! | bit(1) | boolean; `bit(n)`, `varbit`: little-endian bytes of the bit string, base64 |
 //! | everything else (text, uuid, enums, inet, ranges, geometry, ...) | the text |
 //!
+//! A domain's values are its base type's, with the type modifier the domain declares.
+//!
 //! Known differences from Debezium (docs/debezium.md, checked against Debezium's output by
-//! `tests/debezium_goldens.rs`): a domain over `numeric(p,s)` (Debezium: the base type's fixed
-//! scale), `point` (Debezium: a struct with WKB), `hstore` (Debezium: a JSON string of the map) and
-//! `infinity` dates and timestamps (Debezium: sentinel numbers) are the PostgreSQL text here.
+//! `tests/debezium_goldens.rs`): `point` (Debezium: a struct with WKB), `hstore` (Debezium: a JSON
+//! string of the map) and `infinity` dates and timestamps (Debezium: sentinel numbers) are the
+//! PostgreSQL text here.
 //!
 //! `natural`: ISO-8601 everywhere, exact numerics as strings, JSON nested: the conversion of
 //! [`crate::pg::types::text_to_json`].
@@ -127,12 +129,12 @@ impl DebeziumModes {
             text: text.chars().take(200).collect(),
         };
         match types.kind(oid) {
-            // A domain's type modifier is not known here: a numeric domain keeps the scale of
-            // its text (for `numeric(p,s)`, s) rather than dropping trailing zeros.
-            TypeKind::Domain { base } if base.0 == 1700 => {
-                return self.numeric(-1, text, false).ok_or_else(bad)
+            // A domain over numeric(p,s) is its base type's fixed scale, as Debezium has it; over
+            // plain numeric it keeps the scale of its text rather than dropping trailing zeros.
+            TypeKind::Domain { base, typmod } if base.0 == 1700 => {
+                return self.numeric(typmod, text, false).ok_or_else(bad)
             }
-            TypeKind::Domain { base } => return self.convert(types, base, -1, text),
+            TypeKind::Domain { base, typmod } => return self.convert(types, base, typmod, text),
             TypeKind::Array { element, delimiter } => {
                 let elements = array::parse(text, delimiter).ok_or_else(bad)?;
                 return self.convert_array(types, element, typmod, elements);
@@ -312,7 +314,7 @@ fn special_or(text: &str, bad: impl Fn() -> TypeError) -> Result<Value, TypeErro
 }
 
 /// A time's declared fractional digits (6 when not declared).
-fn precision(typmod: i32) -> i32 {
+pub(super) fn precision(typmod: i32) -> i32 {
     if typmod < 0 {
         6
     } else {
