@@ -72,7 +72,7 @@ pub struct RelayConfig {
     /// First and longest wait between attempts.
     pub backoff: (Duration, Duration),
     /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
-    /// outbox tables once (`crate::relay::backfill`); `outboxd run --publish-existing-rows`.
+    /// outbox tables once (the relay's backfill); `outboxd run --publish-existing-rows`.
     pub publish_existing_rows: bool,
 }
 

@@ -24,9 +24,13 @@ fn rust_files(dir: &Path) -> Vec<PathBuf> {
     files
 }
 
-/// Whether `line` names the crate's module `module`: `crate::module`, `outboxd::module` (the
-/// binary's path to the library) or a grouped `crate::{.., module, ..}`.
+/// Whether the code of `line` names the crate's module `module`: `crate::module`,
+/// `outboxd::module` (the binary's path to the library) or a grouped `crate::{.., module, ..}`.
+/// Comments are prose, not dependencies.
 fn names_module(line: &str, module: &str) -> bool {
+    if line.trim_start().starts_with("//") {
+        return false;
+    }
     let is_ident = |c: char| c.is_alphanumeric() || c == '_';
     let direct = ["crate::", "outboxd::"].iter().any(|root| {
         let needle = format!("{root}{module}");
@@ -113,6 +117,10 @@ fn every_spelling_of_an_import_is_seen() {
     assert!(names_module("use crate::{config, pg};", "config"));
     assert!(!names_module("use crate::relay_state::X;", "relay"));
     assert!(!names_module("use crate::pg::config::X;", "config"));
+    assert!(!names_module(
+        "/// directives (`info,outboxd::relay=debug`)",
+        "relay"
+    ));
 }
 
 #[test]
