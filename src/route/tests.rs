@@ -167,21 +167,42 @@ fn an_outbox_row_without_routing_value_becomes_a_dead_letter_after_what_came_bef
     assert_eq!(value(letter)["aggregatetype"], serde_json::Value::Null);
 }
 
+/// One limit for every topic, and nothing refused before.
+struct Uniform(usize);
+
+impl SizeLimits for Uniform {
+    fn max_bytes(&self, _topic: &str) -> usize {
+        self.0
+    }
+
+    fn refused(&self, _record: &Record) -> bool {
+        false
+    }
+}
+
+/// The records `change` becomes, held to `limits` as the relay does; and how many are letters.
+fn route_capped(router: &Router, change: &Change, limits: &Uniform) -> (Vec<Record>, usize) {
+    let schema = schema();
+    let context = context(&schema);
+    let mut out = Vec::new();
+    router.route(change, &context, &mut out);
+    router.cap(change, &context, &mut out, limits);
+    let letters = out
+        .iter()
+        .filter(|record| router.dead_letters().is_letter(record))
+        .count();
+    (out, letters)
+}
+
 #[test]
 fn a_record_over_the_size_limit_is_replaced_by_its_dead_letter() {
     let router = router(None, 1024);
-    let mut out = Vec::new();
-    assert_eq!(
-        route(&router, &outbox_insert(Some("order"), "{}"), &mut out),
-        0,
-        "a small event fits"
-    );
-    out.clear();
+    let limits = Uniform(1024);
+    let (small, letters) = route_capped(&router, &outbox_insert(Some("order"), "{}"), &limits);
+    assert_eq!((small.len(), letters), (1, 0), "a small event fits");
     let big = format!(r#"{{"note": "{}"}}"#, "x".repeat(2000));
-    assert_eq!(
-        route(&router, &outbox_insert(Some("order"), &big), &mut out),
-        1
-    );
+    let (out, letters) = route_capped(&router, &outbox_insert(Some("order"), &big), &limits);
+    assert_eq!(letters, 1);
     assert_eq!(out.len(), 1, "the event is replaced, not kept: {out:?}");
     let letter = &out[0];
     assert_eq!(letter.topic, DLQ);
@@ -190,6 +211,7 @@ fn a_record_over_the_size_limit_is_replaced_by_its_dead_letter() {
         header(letter, "outboxd.dlq.topic"),
         Some("outbox.event.order")
     );
+    assert_eq!(header(letter, "outboxd.dlq.event_id"), Some(EVENT_ID));
     // The row is over the limit too: the dead letter says so instead of carrying it.
     assert_eq!(letter.value, None);
     assert!(header(letter, "outboxd.dlq.value").is_some(), "{letter:?}");
