@@ -30,6 +30,8 @@ const GAUGES: &[&str] = &[
     "outboxd_checkpoint_lsn",
     "outboxd_up",
     "outboxd_ready",
+    "outboxd_stalled",
+    "outboxd_last_progress_timestamp_seconds",
 ];
 /// Histograms, queried through their `_bucket`, `_sum` and `_count` series.
 const HISTOGRAMS: &[&str] = &["outboxd_batch_events", "outboxd_end_to_end_latency_seconds"];
