@@ -213,6 +213,8 @@ impl TopicLimits {
             return Err("the broker described nothing".into());
         };
         match result {
+            // Kafka 4 describes a topic that does not exist yet as one without entries.
+            Ok(resource) if resource.entries.is_empty() => Ok(None),
             Ok(resource) => resource
                 .get("max.message.bytes")
                 .and_then(|entry| entry.value.as_deref())
