@@ -1,6 +1,9 @@
 //! The exactly-once relay (docs/architecture.md): source, router and sink joined so that a committed
 //! Postgres change reaches a `read_committed` Kafka consumer exactly once.
 //!
+//! About 600 lines on purpose: the attempt skeleton both modes share sits beside the table of what
+//! each error makes the relay do and the `is_transient` decisions that implement that table.
+//!
 //! ```text
 //!  ┌──────────── attempt ───────────────────────────────────────────────────────────┐
 //!  │ init_transactions ─> read checkpoint L ─> check slot ─> START_REPLICATION at L │
