@@ -8,6 +8,8 @@ use bytes::Bytes;
 use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use crate::pg::schema::Schema;
 use crate::pg::{Lsn, PgTimestamp, RelationId, TypeOid, Xid};
+use crate::route::cdc::values::{DebeziumModes, ValueConvention};
+use crate::route::cdc::CdcRouter;
 use crate::route::outbox::envelope::EnvelopeKind;
 use crate::route::outbox::{
     Envelope, KeyFormat, OutboxColumns, OutboxRouter, OutboxSpec, OutboxTable, DEFAULT_TOPIC,
@@ -20,6 +22,21 @@ pub(crate) const INT4: TypeOid = TypeOid(23);
 pub(crate) const TEXT: TypeOid = TypeOid(25);
 pub(crate) const UUID: TypeOid = TypeOid(2950);
 pub(crate) const JSONB: TypeOid = TypeOid(3802);
+
+/// A CDC router with Debezium's value defaults, topic prefix `srv`, database `app`, tombstones on
+/// delete, no truncate or message events, no schemas; tests switch on what they exercise.
+pub(crate) fn cdc_router() -> CdcRouter {
+    CdcRouter {
+        topic_prefix: "srv".into(),
+        database: "app".into(),
+        tombstones_on_delete: true,
+        truncate_events: false,
+        messages: false,
+        unavailable_value_placeholder: "__debezium_unavailable_value".into(),
+        values: ValueConvention::Debezium(DebeziumModes::default()),
+        schemas: None,
+    }
+}
 
 /// The OID of [`outbox_table`].
 pub(crate) const OUTBOX: RelationId = RelationId(100);

@@ -2,9 +2,8 @@
 
 use bytes::Bytes;
 
-use super::cdc::values::{DebeziumModes, ValueConvention};
 use super::fixtures::{
-    context, header, items_table, key, outbox_router, outbox_table, row, schema, value,
+    cdc_router, context, header, items_table, key, outbox_router, outbox_table, row, schema, value,
 };
 use super::*;
 use crate::pg::pgoutput::OldTuple;
@@ -13,14 +12,9 @@ const DLQ: &str = "app.dlq";
 
 fn cdc() -> CdcRouter {
     CdcRouter {
-        topic_prefix: "srv".into(),
-        database: "app".into(),
-        tombstones_on_delete: true,
         truncate_events: true,
         messages: true,
-        unavailable_value_placeholder: "__debezium_unavailable_value".into(),
-        values: ValueConvention::Debezium(DebeziumModes::default()),
-        schemas: None,
+        ..cdc_router()
     }
 }
 

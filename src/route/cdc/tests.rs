@@ -3,24 +3,18 @@
 use bytes::Bytes;
 use serde_json::json;
 
-use super::values::{DebeziumModes, ValueConvention};
 use super::*;
 use crate::pg::pgoutput::TupleData;
 use crate::pg::{Lsn, RelationId};
 use crate::route::fixtures::{
-    context, header, items_table, key, outbox_table, relation, row, schema, value, OUTBOX, TEXT,
+    cdc_router, context, header, items_table, key, outbox_table, relation, row, schema, value,
+    OUTBOX, TEXT,
 };
 
 fn cdc() -> CdcRouter {
     CdcRouter {
-        topic_prefix: "srv".into(),
-        database: "app".into(),
-        tombstones_on_delete: true,
-        truncate_events: false,
-        messages: false,
         unavailable_value_placeholder: "__unavailable".into(),
-        values: ValueConvention::Debezium(DebeziumModes::default()),
-        schemas: None,
+        ..cdc_router()
     }
 }
 
