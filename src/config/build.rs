@@ -62,6 +62,7 @@ impl Settings {
             postgres,
             slot: self.postgres.slot.clone(),
             publications: self.postgres.publications.clone(),
+            failover_slot: self.postgres.failover_slot,
             router,
             kafka: KafkaSettings {
                 bootstrap_servers: self.kafka.bootstrap_servers.clone(),

@@ -209,6 +209,10 @@ pub struct PostgresSection {
     /// Publications the slot streams.
     #[serde(default = "default_publications")]
     pub publications: Vec<String>,
+    /// Create the slot as a failover slot (PostgreSQL 17+), which standbys synchronize so that it
+    /// survives a promotion; ignored before 17.
+    #[serde(default = "default_failover_slot")]
+    pub failover_slot: bool,
 }
 
 impl std::fmt::Debug for PostgresSection {
@@ -227,6 +231,7 @@ impl std::fmt::Debug for PostgresSection {
             .field("password_file", &self.password_file)
             .field("slot", &self.slot)
             .field("publications", &self.publications)
+            .field("failover_slot", &self.failover_slot)
             .finish()
     }
 }
@@ -237,6 +242,10 @@ pub(super) fn default_slot() -> String {
 
 pub(super) fn default_publications() -> Vec<String> {
     vec!["outboxd".into()]
+}
+
+fn default_failover_slot() -> bool {
+    true
 }
 
 /// `[outbox]`: which tables and messages are outbox events, and how they are shaped.

@@ -99,12 +99,9 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
         ("publication", inert_identifier(publication)),
         ("relay_role", inert_identifier(&relay.postgres.user)),
     ];
-    let mut session = Session::connect(&options).await.with_context(|| {
-        format!(
-            "connecting to {}:{}/{}",
-            options.host, options.port, options.dbname
-        )
-    })?;
+    let mut session = Session::connect(&options)
+        .await
+        .with_context(|| format!("connecting to {}/{}", options.targets(), options.dbname))?;
     session.simple_query("BEGIN").await?;
     let mut outcome = apply(&mut session, &variables).await;
     if let Ok(applied) = &mut outcome {

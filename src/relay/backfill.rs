@@ -31,7 +31,9 @@ use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity
 use crate::pg::schema::Schema;
 use crate::pg::sql::quote_identifier;
 use crate::pg::wire::extended::array_literal;
-use crate::pg::wire::{publication_names, CreatedSlot, ReplicationConnection, Session, WireError};
+use crate::pg::wire::{
+    publication_names, CreatedSlot, ReplicationConnection, Session, SlotLife, WireError,
+};
 use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::progress::Owed;
 use crate::route::RouteContext;
@@ -91,10 +93,11 @@ pub(super) enum Snapshot {
 pub(super) async fn create_slot_with_snapshot(
     connection: &mut ReplicationConnection,
     slot: &str,
+    failover: bool,
 ) -> Result<CreatedSlot, WireError> {
     begin_snapshot(connection).await?;
     connection
-        .create_replication_slot_with_snapshot(slot, false)
+        .create_replication_slot_with_snapshot(slot, SlotLife::Permanent { failover })
         .await
 }
 
@@ -111,7 +114,7 @@ pub(super) async fn snapshot_beside(
     let temporary = format!("{}_snapshot", &config.slot[..config.slot.len().min(54)]);
     begin_snapshot(connection).await?;
     let created = connection
-        .create_replication_slot_with_snapshot(&temporary, true)
+        .create_replication_slot_with_snapshot(&temporary, SlotLife::Temporary)
         .await?;
     // The walsender read the WAL up to the consistent point to create the slot, so it is
     // flushed and the peek sees all of it. Messages: Begin, Commit, Origin, Relation, Type pass;

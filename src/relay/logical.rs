@@ -5,8 +5,8 @@ use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
 use crate::pg::schema::Schema;
 use crate::pg::wire::{
-    PgOutputOptions, ReplicationConnection, ReplicationStream, Session, Streaming, SystemIdentity,
-    WireError,
+    PgOutputOptions, ReplicationConnection, ReplicationStream, Session, SlotLife, Streaming,
+    SystemIdentity, WireError,
 };
 use crate::pg::{Lsn, RelationId};
 use crate::route::outbox::identity::OutboxIdentities;
@@ -14,6 +14,7 @@ use crate::sink::kafka::TransactionalProducer;
 use crate::source::logical::SourceError;
 
 use super::backfill::{self, Snapshot};
+use super::failover;
 use super::routing::{Refusals, Routing};
 use super::{fence, pump, read_checkpoint, Fenced, RelayConfig, RelayError, Shutdown};
 
@@ -272,6 +273,30 @@ pub enum SlotError {
         /// The relay's checkpoint.
         checkpoint: Lsn,
     },
+    /// The slot is gone on a promoted standby: it did not survive the failover.
+    #[error(
+        "replication slot {slot:?} does not exist on this server, a promoted standby (timeline \
+         {timeline}; relay {relay:?}'s checkpoint at {checkpoint} is on timeline \
+         {from_timeline}): THE SLOT WAS LOST IN THE FAILOVER, and with it the changes since the \
+         checkpoint that the relay had not published. PostgreSQL before 17 does not carry \
+         logical slots to standbys; on 17+ keep postgres.failover_slot = true with \
+         sync_replication_slots = on on the standby (`outboxd check` lists what failover \
+         needs). To go on: start the relay under a new relay.name, which creates a new slot \
+         (`outboxd run --publish-existing-rows` also publishes the rows still in the outbox \
+         tables)"
+    )]
+    LostInFailover {
+        /// The slot.
+        slot: String,
+        /// The relay name.
+        relay: String,
+        /// The relay's checkpoint.
+        checkpoint: Lsn,
+        /// The checkpoint's timeline.
+        from_timeline: u32,
+        /// The server's timeline.
+        timeline: u32,
+    },
     /// The server removed WAL the slot needed.
     #[error(
         "replication slot {slot:?} lost WAL it needed (wal_status = lost; max_slot_wal_keep_size \
@@ -300,13 +325,16 @@ pub enum SlotError {
         /// What the server returned (empty for NULL).
         value: String,
     },
-    /// The checkpoint was written on another cluster or timeline.
+    /// The checkpoint was written on another cluster, or on a timeline this server's does not
+    /// continue where the checkpoint is.
     #[error(
         "the checkpoint of relay {relay:?} was written on system {checkpoint_system} timeline \
-         {checkpoint_timeline}, but this server is system {system} timeline {timeline} (a \
-         failover or another cluster): resuming could skip or repeat changes"
+         {checkpoint_timeline}, but this server is system {system} timeline {timeline} ({why}): \
+         resuming could skip or repeat changes"
     )]
     OtherSystem {
+        /// Why the server does not continue the checkpoint's history.
+        why: String,
         /// The relay name.
         relay: String,
         /// The checkpoint's system id.
@@ -423,6 +451,9 @@ async fn check_slot(
     };
     let Some(slot) = read_slot(session, &config.slot).await? else {
         if let Some(checkpoint) = checkpoint {
+            if let Some(lost) = failover::lost_in_failover(config, system, checkpoint) {
+                return Err(lost.into());
+            }
             return Err(SlotError::Missing {
                 slot: config.slot.clone(),
                 relay: config.name.clone(),
@@ -431,7 +462,9 @@ async fn check_slot(
             .into());
         }
         if config.publish_existing_rows {
-            let created = backfill::create_slot_with_snapshot(connection, &config.slot).await?;
+            let created =
+                backfill::create_slot_with_snapshot(connection, &config.slot, config.failover_slot)
+                    .await?;
             tracing::info!(
                 slot = %config.slot,
                 at = %created.consistent_point,
@@ -440,7 +473,12 @@ async fn check_slot(
             return Ok((fresh(created.consistent_point), Some(Snapshot::NewSlot)));
         }
         let created = connection
-            .create_replication_slot(&config.slot, false)
+            .create_replication_slot(
+                &config.slot,
+                SlotLife::Permanent {
+                    failover: config.failover_slot,
+                },
+            )
             .await?;
         tracing::info!(slot = %config.slot, at = %created.consistent_point, "created replication slot");
         return Ok((fresh(created.consistent_point), None));
@@ -472,17 +510,17 @@ async fn check_slot(
         return Ok((fresh(confirmed), None));
     };
     if checkpoint.system_id != system.system_id || checkpoint.timeline != system.timeline {
-        return Err(SlotError::OtherSystem {
-            relay: config.name.clone(),
-            checkpoint_system: checkpoint.system_id.clone(),
-            checkpoint_timeline: checkpoint.timeline,
-            system: system.system_id.clone(),
-            timeline: system.timeline,
-        }
-        .into());
+        failover::check_promoted(connection, session, config, system, checkpoint).await?;
     }
     not_ahead(config, confirmed, checkpoint.lsn)?;
-    Ok((checkpoint.clone(), None))
+    // Checkpoints from here on name the server's timeline.
+    Ok((
+        Checkpoint {
+            timeline: system.timeline,
+            ..checkpoint.clone()
+        },
+        None,
+    ))
 }
 
 /// Fails when the slot is confirmed past the checkpoint: the changes in between were consumed by

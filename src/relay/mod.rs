@@ -53,6 +53,7 @@
 //! | sink thread or a blocking Kafka call panicked | stop |
 
 pub mod backfill;
+mod failover;
 mod logical;
 mod poll;
 mod pump;

@@ -72,6 +72,14 @@ impl Outbox {
     /// next number, taken under the key's row lock before the row is inserted, so per key the
     /// numbers follow commit order (and so does the row's `seq`).
     pub async fn write(&self, client: &tokio_postgres::Client, keys: &[&str]) {
+        client
+            .batch_execute(&self.transaction(keys))
+            .await
+            .expect("writer transaction");
+    }
+
+    /// The SQL of [`Self::write`]'s transaction.
+    pub fn transaction(&self, keys: &[&str]) -> String {
         let mut sorted = keys.to_vec();
         sorted.sort_unstable(); // one lock order for every writer: no deadlocks
         let mut sql = String::from("BEGIN;");
@@ -85,10 +93,7 @@ impl Outbox {
             ));
         }
         sql.push_str("COMMIT;");
-        client
-            .batch_execute(&sql)
-            .await
-            .expect("writer transaction");
+        sql
     }
 
     /// Event ids in the outbox table.

@@ -110,6 +110,8 @@ pub struct PrivateCluster {
     dir: tempfile::TempDir,
     /// The TCP port on 127.0.0.1.
     pub port: u16,
+    /// The server binaries it runs with.
+    bin: PathBuf,
 }
 
 impl PrivateCluster {
@@ -117,13 +119,17 @@ impl PrivateCluster {
     /// replaced by `hba` (its lines, in order). The superuser is `postgres`, trusted over the
     /// cluster's Unix socket so that `psql()` on it always works.
     pub fn start(conf: &str, hba: &[&str]) -> PrivateCluster {
+        Self::start_with(&dev_env().pg_bin, conf, hba)
+    }
+
+    /// [`Self::start`] with the server binaries in `bin` (another major's: [`pg_bin_of`]).
+    pub fn start_with(bin: &Path, conf: &str, hba: &[&str]) -> PrivateCluster {
         let dir = tempfile::Builder::new()
             .prefix("outboxd-pg-")
             .tempdir()
             .expect("temp dir");
         let data = dir.path().join("data");
         give_to_pg_owner(dir.path());
-        let bin = &dev_env().pg_bin;
         run_as_pg_owner(
             Command::new(bin.join("initdb"))
                 .args([
@@ -150,15 +156,76 @@ impl PrivateCluster {
             hba_text.push('\n');
         }
         write_to(&data.join("pg_hba.conf"), &hba_text);
+        let cluster = PrivateCluster {
+            dir,
+            port,
+            bin: bin.to_owned(),
+        };
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    /// A physical standby of this cluster, with `postgresql.conf` additions `conf` (the
+    /// replication settings of its major): a cold copy of this cluster's data (stopped for it and
+    /// started again; the builds have no `pg_basebackup`), streaming from it through the physical
+    /// slot `slot` created here.
+    pub fn standby(&self, slot: &str, conf: &str) -> PrivateCluster {
+        self.stop();
+        let dir = tempfile::Builder::new()
+            .prefix("outboxd-pg-")
+            .tempdir()
+            .expect("temp dir");
+        give_to_pg_owner(dir.path());
         run_as_pg_owner(
-            Command::new(bin.join("pg_ctl"))
-                .args(["-w", "-t", "60", "-l"])
-                .arg(dir.path().join("server.log"))
-                .arg("-D")
-                .arg(&data)
-                .arg("start"),
+            Command::new("cp")
+                .arg("-a")
+                .arg(self.dir().join("data"))
+                .arg(dir.path()),
         );
-        PrivateCluster { dir, port }
+        let port = free_port();
+        let standby = PrivateCluster {
+            dir,
+            port,
+            bin: self.bin.clone(),
+        };
+        let settings = format!(
+            "port = {port}\nunix_socket_directories = '{}'\nhot_standby = on\n\
+             primary_conninfo = 'host=127.0.0.1 port={} user=postgres dbname=postgres \
+             application_name=standby'\nprimary_slot_name = '{slot}'\n{conf}\n",
+            standby.dir().display(),
+            self.port,
+        );
+        append_to(&standby.dir().join("data/postgresql.conf"), &settings);
+        standby.write_file("data/standby.signal", b"", "600");
+        self.pg_ctl(&["start"]);
+        self.psql(&format!(
+            "SELECT pg_create_physical_replication_slot('{slot}', true)"
+        ))
+        .expect("physical slot");
+        standby.pg_ctl(&["start"]);
+        standby
+    }
+
+    /// Promotes this standby and waits until it accepts writes.
+    pub fn promote(&self) {
+        self.pg_ctl(&["promote"]);
+    }
+
+    /// Stops the server as a crash would (`-m immediate`).
+    pub fn crash(&self) {
+        self.pg_ctl(&["-m", "immediate", "stop"]);
+    }
+
+    /// Runs `pg_ctl -w -t 60 -l server.log -D data <args>` as the server's user.
+    fn pg_ctl(&self, args: &[&str]) {
+        run_as_pg_owner(
+            Command::new(self.bin.join("pg_ctl"))
+                .args(["-w", "-t", "60", "-l"])
+                .arg(self.dir().join("server.log"))
+                .arg("-D")
+                .arg(self.dir().join("data"))
+                .args(args),
+        );
     }
 
     /// The directory holding `data/`, `server.log` and the Unix socket; certificates may go here.
@@ -179,24 +246,12 @@ impl PrivateCluster {
     /// Stops the server (fast shutdown) and starts it again, so `postgresql.conf` and `pg_hba.conf`
     /// changes take effect.
     pub fn restart(&self) {
-        run_as_pg_owner(
-            Command::new(dev_env().pg_bin.join("pg_ctl"))
-                .args(["-w", "-t", "60", "-m", "fast", "-l"])
-                .arg(self.dir().join("server.log"))
-                .arg("-D")
-                .arg(self.dir().join("data"))
-                .arg("restart"),
-        );
+        self.pg_ctl(&["-m", "fast", "restart"]);
     }
 
     /// Stops the server (fast shutdown).
     pub fn stop(&self) {
-        run_as_pg_owner(
-            Command::new(dev_env().pg_bin.join("pg_ctl"))
-                .args(["-w", "-t", "60", "-m", "fast", "-D"])
-                .arg(self.dir().join("data"))
-                .arg("stop"),
-        );
+        self.pg_ctl(&["-m", "fast", "stop"]);
     }
 
     /// Writes a file into the cluster's directory, owned by the server's user.
@@ -214,13 +269,31 @@ impl PrivateCluster {
 impl Drop for PrivateCluster {
     fn drop(&mut self) {
         let _ = command_as_pg_owner(
-            Command::new(dev_env().pg_bin.join("pg_ctl"))
+            Command::new(self.bin.join("pg_ctl"))
                 .args(["-w", "-t", "30", "-m", "immediate", "-D"])
                 .arg(self.dir.path().join("data"))
                 .arg("stop"),
         )
         .output();
     }
+}
+
+/// The server binaries of PostgreSQL `major` as `scripts/setup` prepared them: Debian's for
+/// `None` (the default major), else that major's build; `None` if setup did not prepare it.
+pub fn pg_bin_of(major: Option<u32>) -> Option<PathBuf> {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(r#"source "$1" && pg_bindir"#)
+        .arg("bash")
+        .arg(super::repo_root().join("scripts/common.sh"))
+        .env(
+            "OUTBOXD_PG_MAJOR",
+            major.map(|m| m.to_string()).unwrap_or_default(),
+        )
+        .output()
+        .expect("run bash");
+    let bin = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    (out.status.success() && !bin.is_empty()).then(|| PathBuf::from(bin))
 }
 
 /// A port nothing listens on now.

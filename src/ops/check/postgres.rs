@@ -3,6 +3,7 @@
 //! spells them (the server's `quote_ident`), so an odd name gives a fix that runs.
 
 mod facts;
+mod failover;
 mod poll;
 
 use super::report::Report;
@@ -21,8 +22,10 @@ const AREA: &str = "postgres";
 /// Runs the Postgres checks; `slot` says what a missing slot would mean.
 pub(super) async fn checks(config: &RelayConfig, slot: SlotVerdict, report: &mut Report) {
     let target = format!(
-        "{}:{}/{} as {}",
-        config.postgres.host, config.postgres.port, config.postgres.dbname, config.postgres.user
+        "{}/{} as {}",
+        config.postgres.targets(),
+        config.postgres.dbname,
+        config.postgres.user
     );
     let mut session = match Session::connect(&config.postgres).await {
         Ok(session) => session,
@@ -72,6 +75,7 @@ async fn catalog_checks(
         RelayMode::Logical => {
             server_settings(&facts, &names, config, report);
             slot_state(session, config, &facts, slot, report).await?;
+            failover::failover(session, config, report).await?;
             super::recreated::publications_recreated(session, config, report).await?;
             publications(session, config, &names, report).await?;
             for (table, found) in config.poll.tables.iter().zip(&tables) {

@@ -44,6 +44,19 @@ pub enum WireError {
         /// The limit.
         seconds: u64,
     },
+    /// No server of a multi-host URL was what `target_session_attrs` asks for (or reachable).
+    #[error("no PostgreSQL server of {targets} is {wanted} (target_session_attrs): {attempts}")]
+    NoServer {
+        /// The servers tried.
+        targets: String,
+        /// `target_session_attrs`.
+        wanted: &'static str,
+        /// What each attempt found.
+        attempts: String,
+        /// Whether an attempt may succeed later: a server was down or had the wrong role (a
+        /// failover under way), rather than refusing our credentials or TLS.
+        transient: bool,
+    },
 }
 
 impl WireError {
@@ -54,6 +67,7 @@ impl WireError {
             Self::Io { .. } | Self::Timeout { .. } | Self::Protocol(_) => true,
             Self::Server(error) => error.is_transient(),
             Self::Auth { .. } | Self::Tls { .. } => false,
+            Self::NoServer { transient, .. } => *transient,
         }
     }
 }

@@ -9,6 +9,7 @@ mod auth;
 mod error;
 pub mod extended;
 mod framed;
+mod hosts;
 mod options;
 mod replication;
 mod session;
@@ -16,10 +17,11 @@ mod stream;
 mod tls;
 
 pub use error::{ServerError, WireError};
+pub use hosts::{Endpoint, ServerState, TargetSessionAttrs};
 pub use options::{ConnectOptions, OptionsError, SslMode, SESSION_SETTINGS};
 pub use replication::{
     max_pgoutput_protocol, publication_names, CreatedSlot, PgOutputOptions, ReplicationConnection,
-    Streaming, SystemIdentity,
+    SlotLife, Streaming, SystemIdentity,
 };
 pub use session::{QueryResult, ResultColumn, Session};
 pub use stream::{ReplicationEvent, ReplicationStream};

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::str::FromStr;
 use std::time::Duration;
 
+use super::hosts::{endpoints, split_host_list, take_host_list, Endpoint, TargetSessionAttrs};
+
 /// How hard to insist on TLS, with libpq's names and meanings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SslMode {
@@ -47,10 +49,11 @@ pub const SESSION_SETTINGS: &[(&str, &str)] = &[
 /// Where and how to connect. The password never appears in `Debug` output.
 #[derive(Clone, PartialEq, Eq)]
 pub struct ConnectOptions {
-    /// Host name, IP address, or a directory holding the server's Unix socket (starts with `/`).
-    pub host: String,
-    /// TCP port (also names the Unix socket file).
-    pub port: u16,
+    /// The servers, tried in order (libpq's multi-host URLs): each a host name, IP address, or a
+    /// directory holding the server's Unix socket (starts with `/`), and a port.
+    pub hosts: Vec<Endpoint>,
+    /// Which server of `hosts` will do.
+    pub target_session_attrs: TargetSessionAttrs,
     /// Role name.
     pub user: String,
     /// Password, if the server asks for one.
@@ -71,8 +74,8 @@ pub struct ConnectOptions {
 impl fmt::Debug for ConnectOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ConnectOptions")
-            .field("host", &self.host)
-            .field("port", &self.port)
+            .field("hosts", &self.hosts)
+            .field("target_session_attrs", &self.target_session_attrs)
             .field("user", &self.user)
             .field("password", &self.password.as_ref().map(|_| "<redacted>"))
             .field("dbname", &self.dbname)
@@ -89,13 +92,28 @@ impl fmt::Debug for ConnectOptions {
 #[error("invalid PostgreSQL URL: {0}")]
 pub struct OptionsError(String);
 
+impl ConnectOptions {
+    /// The servers as `host:port,host:port`, for messages.
+    pub fn targets(&self) -> String {
+        self.hosts
+            .iter()
+            .map(Endpoint::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
 impl FromStr for ConnectOptions {
     type Err = OptionsError;
 
-    /// Parses `postgresql://user:password@host:port/dbname?sslmode=..&sslrootcert=..&application_name=..&connect_timeout=..&host=/socket/dir`.
+    /// Parses `postgresql://user:password@host:port[,host:port...]/dbname?sslmode=..&sslrootcert=..&application_name=..&connect_timeout=..&host=/socket/dir&target_session_attrs=..`.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         let invalid = |what: String| OptionsError(what);
-        let url = url::Url::parse(text).map_err(|e| invalid(e.to_string()))?;
+        // The URL parser knows one host: the host list is read apart (as libpq does).
+        let (single, host_list) =
+            take_host_list(text, "h").ok_or_else(|| invalid("not a URL".into()))?;
+        let (mut hosts, mut ports) = split_host_list(host_list).map_err(invalid)?;
+        let url = url::Url::parse(&single).map_err(|e| invalid(e.to_string()))?;
         if !matches!(url.scheme(), "postgresql" | "postgres") {
             return Err(invalid(format!(
                 "scheme {:?}; expected postgresql://",
@@ -109,9 +127,12 @@ impl FromStr for ConnectOptions {
             "" => std::env::var("USER").unwrap_or_else(|_| "postgres".into()),
             name => decode(name)?,
         };
+        for host in &mut hosts {
+            *host = decode(host)?;
+        }
         let mut options = ConnectOptions {
-            host: url.host_str().unwrap_or("localhost").to_owned(),
-            port: url.port().unwrap_or(5432),
+            hosts: Vec::new(),
+            target_session_attrs: TargetSessionAttrs::Any,
             dbname: match url.path().trim_start_matches('/') {
                 "" => user.clone(),
                 db => decode(db)?,
@@ -154,11 +175,16 @@ impl FromStr for ConnectOptions {
                     })?;
                     options.connect_timeout = Duration::from_secs(seconds.max(1));
                 }
-                "host" => options.host = value.into_owned(),
-                "port" => {
-                    options.port = value
-                        .parse()
-                        .map_err(|_| invalid(format!("port {value:?} is not a port number")))?;
+                "host" => hosts = value.split(',').map(str::to_owned).collect(),
+                "port" => ports = value.split(',').map(str::to_owned).collect(),
+                "target_session_attrs" => {
+                    options.target_session_attrs =
+                        TargetSessionAttrs::parse(&value).ok_or_else(|| {
+                            invalid(format!(
+                                "target_session_attrs {value:?}; expected any, read-write, \
+                                 read-only, primary, standby or prefer-standby"
+                            ))
+                        })?;
                 }
                 "user" => options.user = value.into_owned(),
                 "password" => options.password = Some(value.into_owned()),
@@ -166,11 +192,13 @@ impl FromStr for ConnectOptions {
                 other => {
                     return Err(invalid(format!(
                         "unknown parameter {other:?} (known: sslmode, sslrootcert, \
-                         application_name, connect_timeout, host, port, user, password, dbname)"
+                         application_name, connect_timeout, host, port, user, password, dbname, \
+                         target_session_attrs)"
                     )))
                 }
             }
         }
+        options.hosts = endpoints(&hosts, &ports).map_err(invalid)?;
         Ok(options)
     }
 }
@@ -205,10 +233,8 @@ mod tests {
                 .expect("valid");
         assert_eq!(o.user, "app@x");
         assert_eq!(o.password.as_deref(), Some("p/ss"));
-        assert_eq!(
-            (o.host.as_str(), o.port, o.dbname.as_str()),
-            ("db.example", 6543, "orders")
-        );
+        assert_eq!(o.targets(), "db.example:6543");
+        assert_eq!(o.dbname, "orders");
         assert_eq!(o.sslmode, SslMode::VerifyFull);
         assert_eq!(o.sslrootcert, Some(PathBuf::from("/ca.pem")));
         assert_eq!(o.application_name, "relay");
@@ -220,8 +246,32 @@ mod tests {
         let o: ConnectOptions = "postgresql:///db?host=/var/run/postgresql&user=u"
             .parse()
             .expect("valid");
-        assert_eq!((o.host.as_str(), o.port), ("/var/run/postgresql", 5432));
+        assert_eq!(o.targets(), "/var/run/postgresql:5432");
         assert_eq!(o.sslmode, SslMode::Prefer);
+        assert_eq!(o.target_session_attrs, TargetSessionAttrs::Any);
+        let o: ConnectOptions = "postgresql://u@h/db?port=6000".parse().expect("valid");
+        assert_eq!(o.targets(), "h:6000");
+    }
+
+    #[test]
+    fn reads_several_hosts_as_libpq_does() {
+        let o: ConnectOptions =
+            "postgres://u:p%40ss@h1:5433,[::1]:5434,h3/db?target_session_attrs=read-write"
+                .parse()
+                .expect("valid");
+        assert_eq!(o.targets(), "h1:5433,[::1]:5434,h3:5432");
+        assert_eq!(o.password.as_deref(), Some("p@ss"));
+        assert_eq!(o.target_session_attrs, TargetSessionAttrs::ReadWrite);
+        let o: ConnectOptions = "postgresql:///db?host=a,b&port=1,2&target_session_attrs=primary"
+            .parse()
+            .expect("valid");
+        assert_eq!(o.targets(), "a:1,b:2");
+        assert!("postgresql://u@a,b/db?port=1,2,3"
+            .parse::<ConnectOptions>()
+            .is_err());
+        assert!("postgresql://u@a/db?target_session_attrs=writable"
+            .parse::<ConnectOptions>()
+            .is_err());
     }
 
     #[test]

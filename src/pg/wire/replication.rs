@@ -33,6 +33,19 @@ pub struct CreatedSlot {
     pub snapshot_name: Option<String>,
 }
 
+/// How long a new slot lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotLife {
+    /// Dropped when the connection ends.
+    Temporary,
+    /// Kept until dropped; with `failover` (PostgreSQL 17+; ignored before), standbys with
+    /// `sync_replication_slots` keep a copy in step, so the slot survives a promotion.
+    Permanent {
+        /// Create it with `FAILOVER true`.
+        failover: bool,
+    },
+}
+
 /// Whether the walsender may send transactions before they commit (pgoutput `streaming`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Streaming {
@@ -127,9 +140,9 @@ impl ReplicationConnection {
     pub async fn create_replication_slot(
         &mut self,
         name: &str,
-        temporary: bool,
+        life: SlotLife,
     ) -> Result<CreatedSlot, WireError> {
-        self.create_slot(name, temporary, false).await
+        self.create_slot(name, life, false).await
     }
 
     /// `CREATE_REPLICATION_SLOT name [TEMPORARY] LOGICAL pgoutput` with `SNAPSHOT 'use'`: the
@@ -138,23 +151,34 @@ impl ReplicationConnection {
     pub async fn create_replication_slot_with_snapshot(
         &mut self,
         name: &str,
-        temporary: bool,
+        life: SlotLife,
     ) -> Result<CreatedSlot, WireError> {
-        self.create_slot(name, temporary, true).await
+        self.create_slot(name, life, true).await
     }
 
     async fn create_slot(
         &mut self,
         name: &str,
-        temporary: bool,
+        life: SlotLife,
         use_snapshot: bool,
     ) -> Result<CreatedSlot, WireError> {
-        let temporary = if temporary { " TEMPORARY" } else { "" };
-        let snapshot = match (self.server_version_num() >= 150_000, use_snapshot) {
-            (true, false) => "(SNAPSHOT 'nothing')",
-            (true, true) => "(SNAPSHOT 'use')",
-            (false, false) => "NOEXPORT_SNAPSHOT",
-            (false, true) => "USE_SNAPSHOT",
+        let temporary = if life == SlotLife::Temporary {
+            " TEMPORARY"
+        } else {
+            ""
+        };
+        let version = self.server_version_num();
+        // FAILOVER exists from 17 on, in the parenthesized options of 15+.
+        let failover = if version >= 170_000 && life == (SlotLife::Permanent { failover: true }) {
+            ", FAILOVER true"
+        } else {
+            ""
+        };
+        let snapshot = match (version >= 150_000, use_snapshot) {
+            (true, false) => format!("(SNAPSHOT 'nothing'{failover})"),
+            (true, true) => format!("(SNAPSHOT 'use'{failover})"),
+            (false, false) => "NOEXPORT_SNAPSHOT".to_owned(),
+            (false, true) => "USE_SNAPSHOT".to_owned(),
         };
         let sql = format!(
             "CREATE_REPLICATION_SLOT {}{temporary} LOGICAL pgoutput {snapshot}",

@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UnixStream};
 
 use super::framed::{Framed, Io, READ_CHUNK};
+use super::hosts::{Endpoint, ServerState, TargetSessionAttrs};
 use super::{auth, tls, ConnectOptions, ServerError, SslMode, WireError, SESSION_SETTINGS};
 use crate::pg::TypeOid;
 
@@ -72,15 +73,69 @@ impl Session {
         Self::connect_as(options, false).await
     }
 
-    /// Connects, as a walsender (`replication=database`) when `replication`.
+    /// Connects, as a walsender (`replication=database`) when `replication`, to the first server
+    /// of `options.hosts` that `target_session_attrs` accepts (libpq's order: each host in turn;
+    /// `prefer-standby` looks for a standby first).
     pub(super) async fn connect_as(
         options: &ConnectOptions,
         replication: bool,
     ) -> Result<Self, WireError> {
-        let target = format!("{}:{}", options.host, options.port);
+        let mut attempts = Vec::new();
+        let mut transient = false;
+        for &wanted in options.target_session_attrs.passes() {
+            for endpoint in &options.hosts {
+                match Self::connect_to(options, endpoint, replication).await {
+                    Ok(session) if wanted == TargetSessionAttrs::Any => return Ok(session),
+                    Ok(mut session) => match session.state().await {
+                        Ok(state) if wanted.accepts(state) => return Ok(session),
+                        Ok(state) => {
+                            transient = true;
+                            attempts.push(format!(
+                                "{endpoint} is {}",
+                                if state.in_recovery {
+                                    "a standby"
+                                } else {
+                                    "read-only"
+                                }
+                            ));
+                        }
+                        Err(error) => {
+                            transient |= error.is_transient();
+                            attempts.push(format!("{endpoint}: {error}"));
+                        }
+                    },
+                    // One server, any role: its own error, as before multi-host URLs.
+                    Err(error)
+                        if options.hosts.len() == 1
+                            && options.target_session_attrs == TargetSessionAttrs::Any =>
+                    {
+                        return Err(error)
+                    }
+                    Err(error) => {
+                        transient |= error.is_transient();
+                        attempts.push(format!("{endpoint}: {error}"));
+                    }
+                }
+            }
+        }
+        Err(WireError::NoServer {
+            targets: options.targets(),
+            wanted: options.target_session_attrs.as_str(),
+            attempts: attempts.join("; "),
+            transient,
+        })
+    }
+
+    /// Connects to one server within `connect_timeout`.
+    async fn connect_to(
+        options: &ConnectOptions,
+        endpoint: &Endpoint,
+        replication: bool,
+    ) -> Result<Self, WireError> {
+        let target = endpoint.to_string();
         tokio::time::timeout(
             options.connect_timeout,
-            Self::establish(options, target.clone(), replication),
+            Self::establish(options, endpoint, target.clone(), replication),
         )
         .await
         .map_err(|_| WireError::Timeout {
@@ -89,8 +144,32 @@ impl Session {
         })?
     }
 
+    /// Whether the server is a standby or read-only: from the startup's parameters (14+), else
+    /// asked.
+    async fn state(&mut self) -> Result<ServerState, WireError> {
+        if let Some(state) = ServerState::from_parameters(&self.parameters) {
+            return Ok(state);
+        }
+        let rows = self
+            .simple_query(
+                "SELECT pg_catalog.pg_is_in_recovery(), \
+                        pg_catalog.current_setting('default_transaction_read_only') = 'on'",
+            )
+            .await?;
+        let flag = |i: usize| {
+            rows.first()
+                .and_then(|row| row.get(i).cloned().flatten())
+                .is_some_and(|v| v == "t")
+        };
+        Ok(ServerState {
+            in_recovery: flag(0),
+            read_only: flag(1),
+        })
+    }
+
     async fn establish(
         options: &ConnectOptions,
+        endpoint: &Endpoint,
         target: String,
         replication: bool,
     ) -> Result<Self, WireError> {
@@ -98,18 +177,18 @@ impl Session {
             target: target.clone(),
             source,
         };
-        let io: Pin<Box<dyn Io>> = if options.host.starts_with('/') {
-            let path = format!("{}/.s.PGSQL.{}", options.host, options.port);
+        let io: Pin<Box<dyn Io>> = if endpoint.host.starts_with('/') {
+            let path = format!("{}/.s.PGSQL.{}", endpoint.host, endpoint.port);
             Box::pin(UnixStream::connect(path).await.map_err(io_error)?)
         } else {
-            let mut tcp = TcpStream::connect((options.host.as_str(), options.port))
+            let mut tcp = TcpStream::connect((endpoint.host.as_str(), endpoint.port))
                 .await
                 .map_err(io_error)?;
             tcp.set_nodelay(true).map_err(io_error)?;
             if options.sslmode == SslMode::Disable {
                 Box::pin(tcp)
             } else if negotiate_tls(&mut tcp).await.map_err(io_error)? {
-                Box::pin(tls::handshake(tcp, options).await?)
+                Box::pin(tls::handshake(tcp, &endpoint.host, options).await?)
             } else if options.sslmode == SslMode::Prefer {
                 Box::pin(tcp)
             } else {

@@ -24,9 +24,10 @@ use tokio_rustls::TlsConnector;
 use super::options::{ConnectOptions, SslMode};
 use super::WireError;
 
-/// Runs the TLS handshake over `tcp` as `options.sslmode` demands.
+/// Runs the TLS handshake with `host` over `tcp` as `options.sslmode` demands.
 pub(super) async fn handshake(
     tcp: TcpStream,
+    host: &str,
     options: &ConnectOptions,
 ) -> Result<TlsStream<TcpStream>, WireError> {
     let tls_error = |reason: String| WireError::Tls {
@@ -55,12 +56,12 @@ pub(super) async fn handshake(
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    let name = ServerName::try_from(options.host.clone())
-        .map_err(|_| tls_error(format!("{:?} is not a valid TLS server name", options.host)))?;
+    let name = ServerName::try_from(host.to_owned())
+        .map_err(|_| tls_error(format!("{host:?} is not a valid TLS server name")))?;
     TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .map_err(|e| tls_error(format!("handshake with {} failed: {e}", options.host)))
+        .map_err(|e| tls_error(format!("handshake with {host} failed: {e}")))
 }
 
 /// The CA certificates of `sslrootcert` (or libpq's default location).
