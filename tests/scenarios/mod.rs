@@ -73,11 +73,16 @@ pub async fn concurrent_writers(db: &ModeDb) -> RelayProcess {
 /// back 300 ms, so that many kills land between the two. Returns the log of every relay, the last
 /// (which lives and delivers everything) included.
 pub async fn sigkills(db: &ModeDb) -> Vec<String> {
+    sigkill_rounds(db, 20).await
+}
+
+/// [`sigkills`] with `rounds` kills.
+pub async fn sigkill_rounds(db: &ModeDb, rounds: usize) -> Vec<String> {
     create_topic(&db.topic(), 3).await;
     let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(300)")];
     let writer = Writer::start(db);
     let mut logs = Vec::new();
-    for _ in 0..20 {
+    for _ in 0..rounds {
         let mut relay = RelayProcess::start_with_env(&db.spec, &failpoints);
         // The scenario: a kill at a random moment of the relay's life. Startup takes about a
         // second; most kills land while it streams.
