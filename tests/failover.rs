@@ -335,3 +335,29 @@ fn another_cluster_behind_the_url_is_refused() {
         refused.log_text()
     );
 }
+
+/// A relay whose URL reaches only a standby does not capture there (whatever the major: 16+
+/// could decode on a standby, but its slot would not survive a failover): it says why and waits,
+/// and takes the standby once it is promoted.
+#[test]
+fn a_standby_is_refused_with_the_reason_until_promoted() {
+    let pair = Pair::start(None);
+    let mut spec = pair.spec.clone();
+    spec.url = format!(
+        "postgresql://postgres@127.0.0.1:{}/postgres",
+        pair.standby.port
+    );
+    let relay = RelayProcess::start(&spec);
+    wait_until_blocking(
+        Duration::from_secs(60),
+        || relay.log_text().contains("reached a standby (in recovery)"),
+        || format!("the relay says it reached a standby:\n{}", relay.log_text()),
+    );
+    assert!(
+        !relay.log_text().contains("starting replication"),
+        "{}",
+        relay.log_text()
+    );
+    pair.standby.promote();
+    relay.wait_streaming(Duration::from_secs(60));
+}

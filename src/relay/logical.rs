@@ -16,7 +16,7 @@ use crate::source::logical::SourceError;
 use super::backfill::{self, Snapshot};
 use super::failover;
 use super::routing::{Refusals, Routing};
-use super::{fence, pump, read_checkpoint, Fenced, RelayConfig, RelayError, Shutdown};
+use super::{fence, pump, read_checkpoint, Failure, Fenced, RelayConfig, RelayError, Shutdown};
 
 /// The pgoutput protocol the relay speaks: version 1 has everything it needs (messages included),
 /// and streaming stays off so only committed transactions are ever sent.
@@ -119,6 +119,11 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     }
 
     let mut connection = ReplicationConnection::connect(&config.postgres).await?;
+    if connection.session().state().await?.in_recovery {
+        return Err(RelayError::Transient(Failure::Standby(
+            config.postgres.targets(),
+        )));
+    }
     let system = connection.identify_system().await?;
     // Queries with values run on a plain session: a walsender speaks only the simple protocol,
     // which takes no parameters.

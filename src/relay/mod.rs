@@ -145,6 +145,16 @@ pub enum Failure {
     /// promoted): a new connection resumes from the checkpoint.
     #[error("the server ended replication (a shutdown or a terminated walsender); reconnecting")]
     StreamEnded,
+    /// `postgres.url` reached a standby. Transient: a standby being promoted becomes the primary.
+    #[error(
+        "postgres.url ({0}) reached a standby (in recovery): the relay streams from the primary \
+         only. PostgreSQL 16+ can decode on a standby, but a slot there is no failover slot (it \
+         is lost when another standby is promoted) and creating it waits for the primary's next \
+         running-transactions record. Point postgres.url at the primary, or list the primary and \
+         its standbys with target_session_attrs=read-write so the relay follows a promotion; \
+         retrying meanwhile"
+    )]
+    Standby(String),
 }
 
 impl RelayError {

@@ -146,7 +146,7 @@ impl Session {
 
     /// Whether the server is a standby or read-only: from the startup's parameters (14+), else
     /// asked.
-    async fn state(&mut self) -> Result<ServerState, WireError> {
+    pub async fn state(&mut self) -> Result<ServerState, WireError> {
         if let Some(state) = ServerState::from_parameters(&self.parameters) {
             return Ok(state);
         }
