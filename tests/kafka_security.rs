@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use support::idp::Idp;
 use support::kafka::create_topic_at;
 use support::outbox::{
     assert_exactly_once_in_order, publish_outbox, read_all_at, spawn_writer, Outbox,
@@ -79,7 +80,26 @@ impl SecuredRelay {
 
     /// The ACLs README lists, for this relay's principal and names.
     fn grant_documented_acls(&self, kafka: &SecureKafka, principal: &str) {
-        let transactional_id = format!("outboxd-{}", self.spec.name);
+        self.grant_transactional_id(kafka, principal);
+        self.grant_documented_acls_but_the_transactional_id(kafka, principal);
+    }
+
+    /// Write on the relay's transactional id, a prefix (`check` initializes
+    /// `outboxd-<name>.check`, so as not to fence a running relay).
+    fn grant_transactional_id(&self, kafka: &SecureKafka, principal: &str) {
+        kafka.grant(
+            principal,
+            &["Write"],
+            &[
+                "--transactional-id",
+                &format!("outboxd-{}", self.spec.name),
+                "--resource-pattern-type",
+                "prefixed",
+            ],
+        );
+    }
+
+    fn grant_documented_acls_but_the_transactional_id(&self, kafka: &SecureKafka, principal: &str) {
         kafka.grant(
             principal,
             &["Write"],
@@ -90,8 +110,6 @@ impl SecuredRelay {
                 &self.spec.offsets_topic,
                 "--topic",
                 &self.dead_letter_topic,
-                "--transactional-id",
-                &transactional_id,
             ],
         );
         // DescribeConfigs: the relay verifies that the offsets topic is compacted.
@@ -115,9 +133,18 @@ impl SecuredRelay {
 /// event once, per key in commit order.
 async fn exactly_once_through(kafka: &SecureKafka, listener: Listener) {
     let relay = SecuredRelay::create(kafka, listener, kafka.password_file(listener)).await;
-    tokio::task::block_in_place(|| {
-        relay.grant_documented_acls(kafka, &kafka.principal(listener));
-    });
+    exactly_once(
+        kafka,
+        &relay,
+        &kafka.principal(listener),
+        &format!("{listener:?}"),
+    )
+    .await;
+}
+
+/// [`exactly_once_through`] with `relay`'s settings, as `principal`.
+async fn exactly_once(kafka: &SecureKafka, relay: &SecuredRelay, principal: &str, label: &str) {
+    tokio::task::block_in_place(|| relay.grant_documented_acls(kafka, principal));
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(relay.outbox.clone(), stop.clone());
     let mut first = RelayProcess::start(&relay.spec);
@@ -140,7 +167,7 @@ async fn exactly_once_through(kafka: &SecureKafka, listener: Listener) {
         "the relay kept running"
     );
     eprintln!(
-        "{listener:?}: {} events in {transactions} transactions",
+        "{label}: {} events in {transactions} transactions",
         ids.len()
     );
 }
@@ -151,6 +178,40 @@ async fn exactly_once_over_scram_tls_mtls_and_plain_with_only_the_documented_acl
     for listener in [Listener::ScramSsl, Listener::Mtls, Listener::PlainSasl] {
         exactly_once_through(&kafka, listener).await;
     }
+}
+
+/// OAUTHBEARER with OIDC client credentials: librdkafka fetches the tokens itself from the token
+/// endpoint of the test's identity provider, and the broker validates them against the provider's
+/// JWKS (both real; only the provider is a stand-in). The exactly-once workload passes as the
+/// tokens' subject holding the documented ACLs, and neither the client secret nor any token shows
+/// in a debug-level log, `check` or `status --json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn exactly_once_over_oauthbearer_with_tokens_from_an_oidc_endpoint() {
+    let idp = Idp::start("outboxd-relay", "relay_oauth");
+    let kafka = tokio::task::block_in_place(|| {
+        SecureKafka::start_with_env(&[("OUTBOXD_DEV_KAFKA_JWKS_URL", &idp.jwks_url())])
+    });
+    let listener = Listener::ScramSsl;
+    let mut relay = SecuredRelay::create(&kafka, listener, kafka.password_file(listener)).await;
+    relay.spec.extra = format!(
+        "[dead_letter]\ntopic = {:?}\n\n[kafka.tls]\nca_file = {:?}\n\n[kafka.sasl]\n\
+         mechanism = \"OAUTHBEARER\"\ntoken_endpoint_url = {:?}\nclient_id = {:?}\n\
+         client_secret_file = {:?}\nscope = \"kafka\"\n",
+        relay.dead_letter_topic,
+        kafka.var("CA"),
+        idp.token_url(),
+        idp.client_id,
+        idp.client_secret_file
+    );
+    exactly_once(&kafka, &relay, "User:relay_oauth", "OAUTHBEARER").await;
+    assert!(idp.issued() > 0, "librdkafka fetched no token");
+
+    let mut outputs = Vec::new();
+    push_debug_outputs(&mut outputs, &relay.spec);
+    let everything = outputs.concat();
+    let mut secrets = idp.tokens();
+    secrets.push(idp.client_secret().to_owned());
+    assert_no_secret(&everything, &secrets);
 }
 
 /// A wrong SCRAM password: the relay's log says the broker refused the authentication (librdkafka
@@ -195,32 +256,142 @@ async fn a_wrong_password_is_named_as_an_authentication_failure_and_never_shown(
         tokio::task::block_in_place(|| {
             relay.grant_documented_acls(&kafka, &kafka.principal(listener));
         });
-        let mut running = RelayProcess::start_with_env(&relay.spec, &debug);
-        running.wait_streaming(Duration::from_secs(60));
-        push_output(&mut outputs, &outboxd(&relay.spec, &["check"], &debug));
-        push_output(
-            &mut outputs,
-            &outboxd(&relay.spec, &["status", "--json"], &debug),
-        );
-        running.kill();
-        outputs.push(running.log_text());
+        push_debug_outputs(&mut outputs, &relay.spec);
     }
 
     let everything = outputs.concat();
-    assert!(
-        everything.lines().count() > 50,
-        "too little output to judge:\n{everything}"
-    );
     let mut secrets = kafka.secrets();
     secrets.push(WRONG.to_owned());
+    assert_no_secret(&everything, &secrets);
+}
+
+/// No line of `output` (of which there must be enough to judge) holds any of `secrets`.
+fn assert_no_secret(output: &str, secrets: &[String]) {
+    assert!(
+        output.lines().count() > 50,
+        "too little output to judge:\n{output}"
+    );
     for secret in secrets {
-        let leaks: Vec<&str> = everything.lines().filter(|l| l.contains(&secret)).collect();
+        let leaks: Vec<&str> = output.lines().filter(|l| l.contains(secret)).collect();
         assert!(
             leaks.is_empty(),
             "a secret leaked in:\n{}",
             leaks.join("\n")
         );
     }
+}
+
+/// `outboxd check` against the secured broker fails on each security mistake with the broker's or
+/// librdkafka's reason (which reaches only the client's error callback) and its fix: an unknown
+/// CA, a hostname the broker's certificate does not name, a wrong password, a mechanism the
+/// listener does not enable, and a missing ACL, with the `kafka-acls` command that grants it (and
+/// which, run, makes the check pass).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn check_names_tls_sasl_and_acl_failures_with_their_fix() {
+    let kafka = tokio::task::block_in_place(SecureKafka::start);
+    let listener = Listener::ScramSsl;
+    let relay = SecuredRelay::create(&kafka, listener, kafka.password_file(listener)).await;
+    let principal = kafka.principal(listener);
+    tokio::task::block_in_place(|| {
+        relay.grant_documented_acls_but_the_transactional_id(&kafka, &principal);
+    });
+    let check = |spec: &RelaySpec| {
+        let output = outboxd(spec, &["check"], &[]);
+        assert!(!output.status.success(), "check passed with a mistake");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let failure = |report: &str, expected: &[&str]| {
+        let failed = report
+            .lines()
+            .any(|l| l.starts_with("FAIL") && expected.iter().all(|e| l.contains(e)));
+        assert!(failed, "no FAIL with {expected:?} in:\n{report}");
+    };
+
+    // The missing ACL, then its fix run as printed.
+    let report = tokio::task::block_in_place(|| check(&relay.spec));
+    let transactional_id = format!("outboxd-{}", relay.spec.name);
+    let fix = format!(
+        "fix: kafka-acls.sh --bootstrap-server {} --command-config admin.properties --add \
+         --allow-principal {principal} --operation Write --operation Describe --transactional-id \
+         {transactional_id} --resource-pattern-type prefixed",
+        relay.spec.bootstrap
+    );
+    failure(&report, &["Transactional Id authorization failed"]);
+    assert!(
+        report.lines().any(|l| l.trim() == fix),
+        "no {fix:?} in:\n{report}"
+    );
+    tokio::task::block_in_place(|| {
+        kafka.grant(
+            &principal,
+            &["Write", "Describe"],
+            &[
+                "--transactional-id",
+                &transactional_id,
+                "--resource-pattern-type",
+                "prefixed",
+            ],
+        );
+    });
+    let output = tokio::task::block_in_place(|| outboxd(&relay.spec, &["check"], &[]));
+    let report = String::from_utf8_lossy(&output.stdout);
+    assert!(report.contains("transactions work"), "{report}");
+
+    // TLS and SASL mistakes, each in a copy of the right settings.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let wrong_file = dir.path().join("wrong-password");
+    std::fs::write(&wrong_file, "wrong-password").expect("write the wrong password");
+    let right_password = kafka.password_file(listener);
+    let cases: [(&str, &str, &str, &[&str]); 4] = [
+        (
+            "unknown CA",
+            kafka.var("CA"),
+            kafka.var("CLIENT_CERT"),
+            &["the TLS handshake with", "certificate verify failed"],
+        ),
+        (
+            "wrong hostname",
+            "127.0.0.1:",
+            "localhost:",
+            &[
+                "the TLS handshake with localhost:",
+                "certificate verify failed",
+            ],
+        ),
+        (
+            "wrong password",
+            right_password,
+            wrong_file.to_str().expect("UTF-8"),
+            &["SASL authentication with", "invalid credentials"],
+        ),
+        (
+            "mechanism not enabled",
+            "SCRAM-SHA-512",
+            "SCRAM-SHA-256",
+            &["SASL authentication with", "SCRAM-SHA-256"],
+        ),
+    ];
+    for (mistake, right, wrong, expected) in cases {
+        let mut spec = relay.spec.clone();
+        spec.bootstrap = spec.bootstrap.replace(right, wrong);
+        spec.extra = spec.extra.replace(right, wrong);
+        let started = Instant::now();
+        let report = tokio::task::block_in_place(|| check(&spec));
+        failure(&report, expected);
+        eprintln!("{mistake}: FAIL in {:?}", started.elapsed());
+    }
+}
+
+/// Appends, all at debug level, the log of a relay run with `spec` until it streams, and what
+/// `check` and `status --json` printed meanwhile.
+fn push_debug_outputs(outputs: &mut Vec<String>, spec: &RelaySpec) {
+    let debug = [("RUST_LOG", "debug")];
+    let mut running = RelayProcess::start_with_env(spec, &debug);
+    running.wait_streaming(Duration::from_secs(60));
+    push_output(outputs, &outboxd(spec, &["check"], &debug));
+    push_output(outputs, &outboxd(spec, &["status", "--json"], &debug));
+    running.kill();
+    outputs.push(running.log_text());
 }
 
 /// Appends what a finished command printed on stdout and stderr.

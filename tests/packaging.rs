@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
 
-use outboxd::config::Settings;
+use outboxd::config::{SaslMechanism, Settings};
 
 /// The metrics outboxd exports, as the dashboard queries them. A renamed metric has to be renamed
 /// here and in `dashboards/outboxd.json` too.
@@ -47,15 +47,18 @@ serviceMonitor:
 postgres:
   passwordSecret: {name: orders-postgres, key: password}
 kafka:
+  secretFiles:
+    - {setting: tls.ca_file, secretName: orders-kafka-tls, key: ca.crt}
+    - {setting: sasl.password_file, secretName: orders-kafka, key: sasl-password}
   secretProperties:
-    - {property: sasl.password, secretName: orders-kafka, key: sasl-password}
-    - {property: ssl.key.password, secretName: orders-kafka-tls, key: key-password}
+    - {property: ssl.keystore.password, secretName: orders-kafka-keystore, key: password}
 config:
   relay: {name: orders, channel_capacity: 8192}
   batch: {max_bytes: 16777216, max_events: 10000, linger: 10ms}
   kafka:
     bootstrap_servers: "kafka-0.kafka:9093"
-    properties: {security.protocol: SASL_SSL, sasl.mechanism: SCRAM-SHA-512, sasl.username: outboxd}
+    tls: {}
+    sasl: {mechanism: SCRAM-SHA-512, username: outboxd}
 "#;
 
 /// The tool locations and versions `scripts/common.sh` defines.
@@ -383,8 +386,9 @@ fn chart_with_secrets_and_service_monitor_renders_valid_manifests() {
     );
     for (key, file) in [
         ("password_file", "postgres/password"),
-        (r#""sasl.password""#, "kafka/sasl.password"),
-        (r#""ssl.key.password""#, "kafka/ssl.key.password"),
+        ("ca_file", "kafka/tls.ca_file"),
+        ("password_file", "kafka/sasl.password_file"),
+        (r#""ssl.keystore.password""#, "kafka/ssl.keystore.password"),
     ] {
         let line = format!(r#"{key} = "/run/secrets/outboxd/{file}""#);
         assert!(
@@ -408,6 +412,12 @@ fn chart_with_secrets_and_service_monitor_renders_valid_manifests() {
     let settings = load_with_outboxd(&config, dir.path());
     assert_eq!(settings.relay.name, "orders");
     assert_eq!(settings.relay.channel_capacity, 8192);
+    let sasl = settings.kafka.sasl.expect("[kafka.sasl]");
+    assert_eq!(sasl.mechanism, SaslMechanism::ScramSha512);
+    assert_eq!(
+        sasl.password_file,
+        Some("/run/secrets/outboxd/kafka/sasl.password_file".into())
+    );
 
     // The ServiceMonitor scrapes the metrics port of this release's Service.
     let monitor = document(&docs, "ServiceMonitor");

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use super::kafka_security::{security_properties, Mapped};
 use super::sections::{AfterPublishName, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::pg::wire::ConnectOptions;
@@ -144,8 +145,9 @@ impl Settings {
         })
     }
 
-    /// The librdkafka properties: `[kafka.properties]` and `[kafka.property_files]`, plus a
-    /// `message.max.bytes` that admits `max_record_bytes` unless set there.
+    /// The librdkafka properties: `[kafka.properties]` and `[kafka.property_files]`, those of
+    /// `[kafka.tls]` and `[kafka.sasl]` (none set twice), plus a `message.max.bytes` that admits
+    /// `max_record_bytes` unless set there.
     fn kafka_properties(&self) -> Result<BTreeMap<String, String>, ConfigError> {
         let mut properties = self.kafka.properties.clone();
         for (name, path) in &self.kafka.property_files {
@@ -156,6 +158,29 @@ impl Settings {
                     problem: format!("{name:?} is also set in kafka.properties; keep one"),
                 });
             }
+        }
+        let security = security_properties(self.kafka.tls.as_ref(), self.kafka.sasl.as_ref())?;
+        for Mapped {
+            property,
+            key,
+            value,
+        } in security
+        {
+            if properties.contains_key(property) {
+                let raw = if self.kafka.properties.contains_key(property) {
+                    "kafka.properties"
+                } else {
+                    "kafka.property_files"
+                };
+                return Err(ConfigError::Invalid {
+                    key,
+                    problem: format!(
+                        "sets librdkafka's {property:?}, which {raw} sets too; keep one \
+                         (remove {property:?} from {raw})"
+                    ),
+                });
+            }
+            properties.insert(property.into(), value);
         }
         properties
             .entry("message.max.bytes".into())
@@ -279,7 +304,7 @@ impl Settings {
 }
 
 /// The first line of a secret file, for the error naming `key`.
-fn read_secret_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
+pub(super) fn read_secret_file(key: &'static str, path: &Path) -> Result<String, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::SecretFile {
         key,
         path: path.to_owned(),

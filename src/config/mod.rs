@@ -5,11 +5,13 @@
 //!
 //! This module is the composition root: it imports the runtime types of every other module and
 //! only `main.rs` and `ops` import it. [`sections`] is the file's schema, [`choice`] reads the
-//! settings that name one of a fixed set of values, [`validate`] refuses values that parse but
+//! settings that name one of a fixed set of values, [`kafka_security`] maps `[kafka.tls]` and
+//! `[kafka.sasl]` onto librdkafka's properties, [`validate`] refuses values that parse but
 //! cannot work, and [`build`] turns the sections into the runtime settings.
 
 mod build;
 mod choice;
+mod kafka_security;
 mod sections;
 mod validate;
 
@@ -36,7 +38,7 @@ pub enum ConfigError {
         /// Why, and what is allowed.
         problem: String,
     },
-    /// A secret file cannot be read.
+    /// A file the configuration names (a secret, a certificate) cannot be read.
     #[error("configuration key {key}: cannot read {path}: {source}")]
     SecretFile {
         /// `section.key`.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use super::choice::choice;
+pub use super::kafka_security::{KafkaSaslSection, KafkaTlsSection, SaslMechanism};
 use crate::logging::LogFormat;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{self, CloudEventsMode, KeyFormat, OutboxColumns};
@@ -495,6 +496,12 @@ pub struct KafkaSection {
     /// `ssl.key.password`).
     #[serde(default)]
     pub property_files: BTreeMap<String, PathBuf>,
+    /// `[kafka.tls]`: TLS to the broker.
+    #[serde(default)]
+    pub tls: Option<KafkaTlsSection>,
+    /// `[kafka.sasl]`: SASL authentication.
+    #[serde(default)]
+    pub sasl: Option<KafkaSaslSection>,
 }
 
 /// A secret setting: never shown by `Debug`.

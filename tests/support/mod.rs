@@ -12,6 +12,7 @@ pub mod all_types;
 pub mod common_sh;
 pub mod debezium;
 pub mod http;
+pub mod idp;
 pub mod kafka;
 pub mod mode;
 pub mod outbox;

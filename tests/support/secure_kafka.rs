@@ -27,13 +27,20 @@ pub struct SecureKafka {
 impl SecureKafka {
     /// Starts the broker (a fresh CA, certificates and passwords).
     pub fn start() -> SecureKafka {
-        let broker = PrivateKafka::start_with_env(&[("OUTBOXD_DEV_KAFKA_SECURITY", "1")]);
+        Self::start_with_env(&[])
+    }
+
+    /// [`SecureKafka::start`] with more `scripts/dev-env` settings (`OUTBOXD_DEV_KAFKA_JWKS_URL`).
+    pub fn start_with_env(vars: &[(&str, &str)]) -> SecureKafka {
+        let mut vars = vars.to_vec();
+        vars.push(("OUTBOXD_DEV_KAFKA_SECURITY", "1"));
+        let broker = PrivateKafka::start_with_env(&vars);
         let vars = super::parse_exports(&broker.dev_env(&["env", "kafka"]));
         SecureKafka { broker, vars }
     }
 
-    /// The value `scripts/dev-env env` printed for `OUTBOXD_DEV_KAFKA_<key>`.
-    fn var(&self, key: &str) -> &str {
+    /// The value `scripts/dev-env env` printed for `OUTBOXD_DEV_KAFKA_<key>` (`CA`, `CLIENT_CERT`…).
+    pub fn var(&self, key: &str) -> &str {
         let key = format!("OUTBOXD_DEV_KAFKA_{key}");
         self.vars
             .iter()
@@ -88,40 +95,31 @@ impl SecureKafka {
             .collect()
     }
 
-    /// The relay's `[kafka.properties]` and `[kafka.property_files]` for `listener`, with the
-    /// secret read from `password_file` (the broker's own, or a test's wrong one).
+    /// The relay's security settings for `listener`, with the secret read from `password_file`
+    /// (the broker's own, or a test's wrong one): the first-class `[kafka.tls]` and `[kafka.sasl]`
+    /// for SCRAM over TLS and mTLS, the raw `[kafka.properties]` passthrough for PLAIN.
     pub fn relay_toml(&self, listener: Listener, password_file: &str) -> String {
         let ca = self.var("CA");
-        let (properties, secret) = match listener {
-            Listener::ScramSsl => (
-                format!(
-                    "\"security.protocol\" = \"SASL_SSL\"\n\"sasl.mechanism\" = \"SCRAM-SHA-512\"\n\
-                     \"sasl.username\" = {:?}\n\"ssl.ca.location\" = {ca:?}\n",
-                    self.var("SCRAM_USER")
-                ),
-                "sasl.password",
+        match listener {
+            Listener::ScramSsl => format!(
+                "[kafka.tls]\nca_file = {ca:?}\n\n[kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\n\
+                 username = {:?}\npassword_file = {password_file:?}\n",
+                self.var("SCRAM_USER")
             ),
-            Listener::Mtls => (
-                format!(
-                    "\"security.protocol\" = \"SSL\"\n\"ssl.ca.location\" = {ca:?}\n\
-                     \"ssl.certificate.location\" = {:?}\n\"ssl.key.location\" = {:?}\n",
-                    self.var("CLIENT_CERT"),
-                    self.var("CLIENT_KEY")
-                ),
-                "ssl.key.password",
+            Listener::Mtls => format!(
+                "[kafka.tls]\nca_file = {ca:?}\ncertificate_file = {:?}\nkey_file = {:?}\n\
+                 key_password_file = {password_file:?}\n",
+                self.var("CLIENT_CERT"),
+                self.var("CLIENT_KEY")
             ),
-            Listener::PlainSasl => (
-                format!(
-                    "\"security.protocol\" = \"SASL_PLAINTEXT\"\n\"sasl.mechanism\" = \"PLAIN\"\n\
-                     \"sasl.username\" = {:?}\n",
-                    self.var("PLAIN_USER")
-                ),
-                "sasl.password",
+            // The raw passthrough, which stays for whatever the first-class settings do not cover.
+            Listener::PlainSasl => format!(
+                "[kafka.properties]\n\"security.protocol\" = \"SASL_PLAINTEXT\"\n\
+                 \"sasl.mechanism\" = \"PLAIN\"\n\"sasl.username\" = {:?}\n\n\
+                 [kafka.property_files]\n\"sasl.password\" = {password_file:?}\n",
+                self.var("PLAIN_USER")
             ),
-        };
-        format!(
-            "[kafka.properties]\n{properties}\n[kafka.property_files]\n\"{secret}\" = {password_file:?}\n"
-        )
+        }
     }
 
     /// Grants `principal` the operations `operations` on every resource `resources` names

@@ -41,8 +41,8 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
-{{/* Where the secret files are mounted: one projected volume of the Postgres password and the Kafka
-secret properties. */}}
+{{/* Where the secret files are mounted: one projected volume of the Postgres password, the Kafka
+secret properties and the Kafka secret files. */}}
 {{- define "outboxd.secretsDir" -}}/run/secrets/outboxd{{- end }}
 
 {{/* Values parsed from YAML are float64 even when whole, and toToml would write 4096 as 4096.0
@@ -82,6 +82,20 @@ tables. */}}
 {{- $_ := set $files $property (printf "%s/kafka/%s" $secrets $property) }}
 {{- end }}
 {{- $_ := set $kafka "property_files" $files }}
+{{- $_ := set $config "kafka" $kafka }}
+{{- end }}
+{{- if .Values.kafka.secretFiles }}
+{{- $kafka := default dict $config.kafka }}
+{{- range .Values.kafka.secretFiles }}
+{{- $setting := required "each kafka.secretFiles entry needs a setting (e.g. sasl.password_file)" .setting }}
+{{- if not (has $setting (list "tls.ca_file" "tls.certificate_file" "tls.key_file" "tls.key_password_file" "sasl.password_file" "sasl.client_secret_file")) }}
+{{- fail (printf "kafka.secretFiles: %q is not a file setting of [kafka.tls] or [kafka.sasl]" $setting) }}
+{{- end }}
+{{- $parts := splitList "." $setting }}
+{{- $section := default dict (get $kafka (index $parts 0)) }}
+{{- $_ := set $section (index $parts 1) (printf "%s/kafka/%s" $secrets $setting) }}
+{{- $_ := set $kafka (index $parts 0) $section }}
+{{- end }}
 {{- $_ := set $config "kafka" $kafka }}
 {{- end }}
 {{- include "outboxd.wholeNumbers" $config }}

@@ -14,6 +14,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::RDKafkaErrorCode;
 
 use super::report::Report;
+use super::{acls, connect};
 use crate::checkpoint::StoredCheckpoint;
 use crate::ops::{admin_client, read_checkpoint};
 use crate::relay::RelayConfig;
@@ -49,7 +50,7 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
             return unreadable(report);
         }
     };
-    let topics: HashMap<String, usize> = match admin.inner().fetch_metadata(None, timeout) {
+    let topics: HashMap<String, usize> = match connect::metadata(&config.kafka, timeout) {
         Ok(metadata) => {
             report.ok(
                 AREA,
@@ -66,16 +67,8 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
                 .map(|t| (t.name().to_owned(), t.partitions().len()))
                 .collect()
         }
-        Err(error) => {
-            report.fail(
-                AREA,
-                format!(
-                    "no broker at {} answered within {timeout:?}: {error}",
-                    config.kafka.bootstrap_servers
-                ),
-                "check kafka.bootstrap_servers, that the broker runs and is reachable from here, \
-                 and the security settings in [kafka.properties]",
-            );
+        Err(unreachable) => {
+            report.fail(AREA, unreachable.problem, unreachable.fix);
             report.skip(AREA, "the other Kafka checks need a broker");
             return unreadable(report);
         }
@@ -226,6 +219,22 @@ fn transactions(config: &RelayConfig, timeout: Duration, report: &mut Report) {
             error.to_string(),
             "lower kafka.transaction_timeout to at most the broker's transaction.max.timeout.ms",
         ),
+        // librdkafka's words for the broker's TransactionalIdAuthorizationFailed (the code
+        // itself may be hidden behind the producer's generic fatal error).
+        Err(error) if error.to_string().contains("Transactional Id authorization failed") => {
+            report.fail(
+                AREA,
+                format!("cannot initialize a transactional producer: {error}"),
+                acls::grant(
+                    &config.kafka,
+                    &["Write", "Describe"],
+                    &format!(
+                        "--transactional-id {} --resource-pattern-type prefixed",
+                        config.transactional_id()
+                    ),
+                ),
+            );
+        }
         Err(error) => report.fail(
             AREA,
             format!("cannot initialize a transactional producer: {error}"),

@@ -5,6 +5,8 @@
 //! [`kafka`]), and the transactions check uses the transactional id `outboxd-<name>.check`, so
 //! running `check` beside a live relay does not fence it.
 
+mod acls;
+mod connect;
 mod kafka;
 mod postgres;
 mod recreated;
