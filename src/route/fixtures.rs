@@ -121,7 +121,7 @@ pub(crate) fn context(schema: &Schema) -> RouteContext<'_> {
         xid: Some(Xid(7)),
         commit_ts: PgTimestamp::from_unix_micros(1_700_000_000_000_000),
         lsn: Some(Lsn(0x16_0000_0100)),
-        last_commit_lsn: Lsn(0x16_0000_0000),
+        last_commit_lsn: Some(Lsn(0x16_0000_0000)),
     }
 }
 
