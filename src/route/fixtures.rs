@@ -144,6 +144,9 @@ pub(crate) fn outbox_router() -> OutboxRouter {
             kind: EnvelopeKind::DebeziumOutbox,
             expand_json_payload: false,
             key_format: KeyFormat::String,
+            schemas: false,
+            tombstone_on_empty_payload: true,
+            header_format: KeyFormat::String,
         },
     )
 }

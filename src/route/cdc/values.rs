@@ -467,25 +467,19 @@ mod tests {
 
     #[test]
     fn infinite_dates_and_timestamps_are_debeziums_sentinels() {
-        // Values from Debezium 3.6's output (tests/goldens, public.value_types).
-        assert_eq!(debezium(1082, -1, "-infinity"), json!(-2_147_472_691_i64));
-        assert_eq!(debezium(1082, -1, "infinity"), json!(-2_147_472_692_i64));
-        assert_eq!(
-            debezium(1114, -1, "-infinity"),
-            json!(-9_223_372_036_832_400_000_i64)
-        );
-        assert_eq!(
-            debezium(1114, -1, "infinity"),
-            json!(9_223_372_036_825_200_000_i64)
-        );
-        assert_eq!(
-            debezium(1114, 3, "infinity"),
-            json!(9_223_372_036_825_200_i64)
-        );
-        assert_eq!(
-            debezium(1114, 3, "-infinity"),
-            json!(-9_223_372_036_832_400_i64)
-        );
+        // Values from Debezium 3.6's output (tests/goldens, public.value_types): (type, typmod,
+        // text, value).
+        let cases: &[(u32, i32, &str, i64)] = &[
+            (1082, -1, "-infinity", -2_147_472_691),
+            (1082, -1, "infinity", -2_147_472_692),
+            (1114, -1, "-infinity", -9_223_372_036_832_400_000),
+            (1114, -1, "infinity", 9_223_372_036_825_200_000),
+            (1114, 3, "infinity", 9_223_372_036_825_200),
+            (1114, 3, "-infinity", -9_223_372_036_832_400),
+        ];
+        for (oid, typmod, text, value) in cases {
+            assert_eq!(debezium(*oid, *typmod, text), json!(value), "{oid} {text}");
+        }
         assert!(ValueConvention::Debezium(DebeziumModes::default())
             .convert(&TypeCatalog::builtin(), TypeOid(1082), -1, "someday")
             .is_err());
