@@ -135,7 +135,7 @@ async fn outboxd_drain(db: &TestDb, slot: &str, end: Lsn) -> (Duration, usize) {
                     xid: None,
                     commit_ts: PgTimestamp::now(),
                     lsn: Some(lsn),
-                    last_commit_lsn: Lsn::ZERO,
+                    last_commit_lsn: Some(Lsn::ZERO),
                 };
                 assert_eq!(
                     router.route(&change, &context, &mut routed),

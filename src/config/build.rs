@@ -267,6 +267,9 @@ impl Settings {
             kind,
             expand_json_payload: outbox.expand_json_payload,
             key_format: outbox.key_format,
+            schemas: outbox.schemas,
+            tombstone_on_empty_payload: outbox.tombstone_on_empty_payload,
+            header_format: outbox.header_format,
         };
         let message = (!outbox.message_prefix.is_empty())
             .then(|| (outbox.message_prefix.clone(), default_spec));

@@ -377,6 +377,16 @@ mod tests {
                 "",
                 "cdc.schemas",
             ),
+            (
+                "[outbox]\nschemas = true\nenvelope = \"cloudevents\"\n",
+                "",
+                "outbox.schemas",
+            ),
+            (
+                "[outbox]\nschemas = true\nadditional_placement = [\"type:envelope:t\"]\n",
+                "",
+                "outbox.schemas",
+            ),
         ];
         for (section, kafka_key, named) in cases {
             let file = write(&format!("{section}{base}{kafka}{kafka_key}"));

@@ -265,6 +265,16 @@ pub struct OutboxSection {
     /// `string` (Kafka Connect StringConverter) or `json` (JsonConverter: a quoted string).
     #[serde(deserialize_with = "choice")]
     pub key_format: KeyFormat,
+    /// JsonConverter's `schemas.enable` for `debezium-outbox` records: value, headers and (with
+    /// `key_format = "json"`) key as `{"schema", "payload"}`.
+    pub schemas: bool,
+    /// Whether a NULL or empty payload is a tombstone (`route.tombstone.on.empty.payload`) rather
+    /// than a JSON `null` value.
+    pub tombstone_on_empty_payload: bool,
+    /// `string` (Kafka Connect's SimpleHeaderConverter: the text) or `json` (JsonConverter, Debezium
+    /// Server's default: a quoted string) for `debezium-outbox` header values.
+    #[serde(deserialize_with = "choice")]
+    pub header_format: KeyFormat,
     /// Topic template (`route.topic.replacement`).
     pub topic: String,
     /// `column:header|envelope|partition[:alias]` entries (`table.fields.additional.placement`).
@@ -285,6 +295,9 @@ impl Default for OutboxSection {
             envelope: EnvelopeName::DebeziumOutbox,
             expand_json_payload: true,
             key_format: KeyFormat::String,
+            schemas: false,
+            tombstone_on_empty_payload: true,
+            header_format: KeyFormat::String,
             topic: outbox::DEFAULT_TOPIC.into(),
             additional_placement: Vec::new(),
             columns: ColumnsSection::default(),

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use super::sections::{ColumnsSection, Settings, ValueConventionName};
+use super::sections::{ColumnsSection, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::settings::RelayMode;
 
@@ -23,6 +23,38 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Settings {
+    /// `outbox.schemas` describes Debezium's outbox records: not CloudEvents, and not a value
+    /// wrapped with `envelope` fields (whose struct schema outboxd does not derive).
+    fn validate_outbox_schemas(&self) -> Result<(), ConfigError> {
+        if !self.outbox.schemas {
+            return Ok(());
+        }
+        if self.outbox.envelope != EnvelopeName::DebeziumOutbox {
+            return Err(invalid(
+                "outbox.schemas",
+                "must go with outbox.envelope = \"debezium-outbox\" (CloudEvents have no Kafka \
+                 Connect schemas), or be false",
+            ));
+        }
+        let placements = std::iter::once(&self.outbox.additional_placement).chain(
+            self.outbox
+                .overrides
+                .iter()
+                .filter_map(|o| o.additional_placement.as_ref()),
+        );
+        if placements
+            .flatten()
+            .any(|p| p.split(':').nth(1).map(str::trim) == Some("envelope"))
+        {
+            return Err(invalid(
+                "outbox.schemas",
+                "must be false when an additional field is placed in the envelope (its value's \
+                 schema is not derived); place it as a header",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks every value the sections alone decide.
     pub(super) fn validate(&self) -> Result<(), ConfigError> {
         if self.relay.name.trim().is_empty() {
@@ -63,6 +95,7 @@ impl Settings {
                  Debezium's values), or be false",
             ));
         }
+        self.validate_outbox_schemas()?;
         if self.kafka.bootstrap_servers.trim().is_empty() {
             return Err(invalid(
                 "kafka.bootstrap_servers",

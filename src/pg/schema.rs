@@ -22,6 +22,9 @@ pub struct Schema {
     known: std::collections::HashSet<RelationId>,
     /// The `NOT NULL` columns of each table (Kafka Connect schemas make the others optional).
     not_null: HashMap<RelationId, std::collections::HashSet<String>>,
+    /// Each table's column `DEFAULT` expressions as Postgres prints them (Debezium puts constant
+    /// ones in the Kafka Connect schemas).
+    defaults: HashMap<RelationId, HashMap<String, String>>,
 }
 
 impl Default for Schema {
@@ -31,6 +34,7 @@ impl Default for Schema {
             primary_keys: HashMap::new(),
             known: std::collections::HashSet::new(),
             not_null: HashMap::new(),
+            defaults: HashMap::new(),
         }
     }
 }
@@ -46,6 +50,11 @@ impl Schema {
         self.not_null
             .get(&table)
             .is_some_and(|columns| columns.contains(column))
+    }
+
+    /// The `DEFAULT` expression of `column` of `table` (`pg_get_expr`), if it has one.
+    pub fn column_default(&self, table: RelationId, column: &str) -> Option<&str> {
+        self.defaults.get(&table)?.get(column).map(String::as_str)
     }
 
     /// Records the `NOT NULL` columns of `table` (tests).
@@ -136,13 +145,16 @@ impl Schema {
         }
         let columns = connection
             .query_params_text(
-                "SELECT atttypid, attrelid, attname, attnotnull FROM pg_catalog.pg_attribute \
-                 WHERE attrelid = ANY($1::oid[]) AND attnum > 0 AND NOT attisdropped",
+                "SELECT a.atttypid, a.attrelid, a.attname, a.attnotnull, \
+                 pg_catalog.pg_get_expr(d.adbin, d.adrelid) FROM pg_catalog.pg_attribute a \
+                 LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = ANY($1::oid[]) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&oids],
             )
             .await?;
         for oid in &list {
             self.not_null.remove(&RelationId(*oid));
+            self.defaults.remove(&RelationId(*oid));
         }
         let mut types: Vec<TypeOid> = Vec::new();
         for row in &columns {
@@ -155,6 +167,12 @@ impl Schema {
                     .entry(RelationId(table))
                     .or_default()
                     .insert(field(2));
+            }
+            if let (Ok(table), Some(Some(default))) = (field(1).parse::<u32>(), row.get(4)) {
+                self.defaults
+                    .entry(RelationId(table))
+                    .or_default()
+                    .insert(field(2), default.clone());
             }
         }
         types.sort_unstable_by_key(|t| t.0);

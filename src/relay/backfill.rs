@@ -183,7 +183,7 @@ pub(super) async fn publish(
         xid: None,
         commit_ts: PgTimestamp::now(),
         lsn: None,
-        last_commit_lsn: Lsn::ZERO,
+        last_commit_lsn: Some(Lsn::ZERO),
     };
     for table in &config.poll.tables {
         let Some(rows) = publish_table(config, session, table, &context, sink, routing).await?

@@ -31,6 +31,8 @@ pub(super) struct Started {
     pub producer: TransactionalProducer,
     /// The checkpoint resumed from (or a fresh one at the slot's position).
     pub resume: Checkpoint,
+    /// Whether `resume` was stored (not fresh): its position is then the last commit read.
+    pub resumed: bool,
     /// Primary keys and column types of the published tables.
     pub schema: Schema,
     /// Topic limits, the records refused before, the dead-letter log.
@@ -164,6 +166,7 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
         replication,
         producer,
         resume,
+        resumed: checkpoint.is_some(),
         schema,
         routing,
         outboxes,

@@ -220,7 +220,7 @@ impl Poller<'_> {
             xid: None,
             commit_ts: PgTimestamp::now(),
             lsn: None,
-            last_commit_lsn: Lsn::ZERO,
+            last_commit_lsn: Some(Lsn::ZERO),
         };
         let mut records = Vec::with_capacity(batch.rows.len());
         for row in &batch.rows {

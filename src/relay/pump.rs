@@ -43,6 +43,7 @@ pub(super) async fn run(
         replication,
         producer,
         resume,
+        resumed,
         schema,
         mut routing,
         outboxes,
@@ -85,7 +86,7 @@ pub(super) async fn run(
         sink,
         status: interval(config.status_interval),
         resume_after: resume.lsn,
-        last_commit: resume.lsn,
+        last_commit: resumed.then_some(resume.lsn),
         template: resume,
         schema,
         outboxes,
@@ -136,8 +137,9 @@ struct Pump<'a> {
     status: Interval,
     /// The checkpoint resumed from: transactions whose commit starts before it are already in Kafka.
     resume_after: Lsn,
-    /// End of the last transaction read (Debezium's `sequence[0]` of the next one's events).
-    last_commit: Lsn,
+    /// End of the last transaction read, or the last non-transactional message's position
+    /// (Debezium's `sequence[0]` of the next events, [`RouteContext::last_commit_lsn`]).
+    last_commit: Option<Lsn>,
     /// Primary keys and column types of the tables seen.
     schema: Schema,
     /// The OIDs outbox tables have had: a renamed one stops the relay.
@@ -238,7 +240,7 @@ impl Pump<'_> {
             }
             SourceEvent::Commit(commit) => {
                 let open = self.open.take();
-                self.last_commit = commit.end_lsn;
+                self.last_commit = Some(commit.end_lsn);
                 if std::mem::take(&mut self.skipping) {
                     return Ok(true);
                 }
@@ -257,6 +259,8 @@ impl Pump<'_> {
                 if lsn <= self.resume_after {
                     return Ok(true);
                 }
+                // Debezium commits a non-transactional message's position before writing it.
+                self.last_commit = Some(lsn);
                 let change = Change::Message {
                     prefix,
                     content,

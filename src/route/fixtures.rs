@@ -121,7 +121,7 @@ pub(crate) fn context(schema: &Schema) -> RouteContext<'_> {
         xid: Some(Xid(7)),
         commit_ts: PgTimestamp::from_unix_micros(1_700_000_000_000_000),
         lsn: Some(Lsn(0x16_0000_0100)),
-        last_commit_lsn: Lsn(0x16_0000_0000),
+        last_commit_lsn: Some(Lsn(0x16_0000_0000)),
     }
 }
 
@@ -144,6 +144,9 @@ pub(crate) fn outbox_router() -> OutboxRouter {
             kind: EnvelopeKind::DebeziumOutbox,
             expand_json_payload: false,
             key_format: KeyFormat::String,
+            schemas: false,
+            tombstone_on_empty_payload: true,
+            header_format: KeyFormat::String,
         },
     )
 }

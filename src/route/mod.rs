@@ -115,8 +115,10 @@ pub struct RouteContext<'a> {
     pub commit_ts: PgTimestamp,
     /// WAL position of the change; `None` in poll mode, which reads rows, not WAL.
     pub lsn: Option<Lsn>,
-    /// End of the last transaction committed before this one (Debezium's `sequence[0]`).
-    pub last_commit_lsn: Lsn,
+    /// Debezium's `sequence[0]`: the end of the last transaction read before this one, or the
+    /// last non-transactional message's position; `None` until the first since a start without
+    /// stored checkpoint (Debezium's `lsn_commit` offset, null on a first start).
+    pub last_commit_lsn: Option<Lsn>,
 }
 
 /// Routes every change: outbox events, CDC events, and dead letters for what fails.

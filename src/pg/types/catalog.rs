@@ -1,7 +1,7 @@
 //! What each type OID is: a built-in, an array of something, a domain over something, an enum.
 //! Built-ins are known without asking; other types are read from `pg_type` once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::Builtin;
 use crate::pg::wire::{extended::array_literal, Session, WireError};
@@ -39,6 +39,8 @@ pub struct TypeCatalog {
     kinds: HashMap<TypeOid, TypeKind>,
     /// Each enum's labels in their sort order (Debezium's `io.debezium.data.Enum` lists them).
     enum_labels: HashMap<TypeOid, Vec<String>>,
+    /// The `hstore` extension's type (in any schema): Debezium writes its values as a JSON map.
+    hstore: HashSet<TypeOid>,
 }
 
 /// Built-in scalar types and their array types: (type, array type, conversion).
@@ -89,6 +91,7 @@ impl TypeCatalog {
         Self {
             kinds,
             enum_labels: HashMap::new(),
+            hstore: HashSet::new(),
         }
     }
 
@@ -107,6 +110,11 @@ impl TypeCatalog {
         self.enum_labels.get(&oid).map_or(&[], Vec::as_slice)
     }
 
+    /// Whether `oid` is the `hstore` extension's type.
+    pub fn is_hstore(&self, oid: TypeOid) -> bool {
+        self.hstore.contains(&oid)
+    }
+
     /// Records what `oid` is (tests).
     #[cfg(test)]
     pub fn insert(&mut self, oid: TypeOid, kind: TypeKind) {
@@ -118,6 +126,13 @@ impl TypeCatalog {
     pub fn insert_enum(&mut self, oid: TypeOid, labels: Vec<String>) {
         self.kinds.insert(oid, TypeKind::Enum);
         self.enum_labels.insert(oid, labels);
+    }
+
+    /// Records `oid` as the `hstore` type (tests).
+    #[cfg(test)]
+    pub fn insert_hstore(&mut self, oid: TypeOid) {
+        self.kinds.insert(oid, TypeKind::Other);
+        self.hstore.insert(oid);
     }
 
     /// Reads the types among `oids` that are not known from `pg_type`, following arrays to their
@@ -138,7 +153,7 @@ impl TypeCatalog {
             let rows = connection
                 .query_params_text(
                     "SELECT t.oid, t.typtype, t.typelem, coalesce(e.typdelim, ','), t.typbasetype, t.typcategory, \
-                     t.typtypmod FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
+                     t.typtypmod, t.typname FROM pg_catalog.pg_type t LEFT JOIN pg_catalog.pg_type e ON e.oid = t.typelem \
                      WHERE t.oid = ANY($1::oid[])",
                     &[&array_literal(&list)],
                 )
@@ -171,6 +186,9 @@ impl TypeCatalog {
                 }
                 if kind == TypeKind::Enum {
                     enums.push(oid.0.to_string());
+                }
+                if kind == TypeKind::Other && field(7) == "hstore" {
+                    self.hstore.insert(oid);
                 }
                 self.kinds.insert(oid, kind);
             }

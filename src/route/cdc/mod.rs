@@ -273,7 +273,7 @@ impl CdcRouter {
             "ts_ns": micros.saturating_mul(1000),
             "snapshot": "false",
             "db": self.database,
-            "sequence": json!([context.last_commit_lsn.0.to_string(), context.lsn.map(|l| l.0.to_string())]).to_string(),
+            "sequence": json!([context.last_commit_lsn.map(|l| l.0.to_string()), context.lsn.map(|l| l.0.to_string())]).to_string(),
             "schema": schema,
             "table": table,
             "txId": context.xid.map(|x| x.0),

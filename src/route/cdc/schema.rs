@@ -8,6 +8,7 @@
 //! the same tree.
 
 pub mod columns;
+pub mod defaults;
 pub mod tables;
 
 use std::fmt::Write;

@@ -13,6 +13,7 @@
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
+use super::schemas::{self, Columns};
 use super::{OutboxEvent, OutboxSpec, Placement};
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::template::Template;
@@ -46,6 +47,15 @@ pub struct Envelope {
     pub expand_json_payload: bool,
     /// How keys are written.
     pub key_format: KeyFormat,
+    /// Whether `debezium-outbox` records carry Kafka Connect schemas ([`super::schemas`]).
+    pub schemas: bool,
+    /// Whether a `debezium-outbox` event with a NULL or blank payload is a tombstone
+    /// (`route.tombstone.on.empty.payload`); otherwise its value is JSON `null`, as
+    /// JsonConverter writes it.
+    pub tombstone_on_empty_payload: bool,
+    /// How `debezium-outbox` header values are written without schemas: the text, or as
+    /// JsonConverter writes them (a JSON string).
+    pub header_format: KeyFormat,
 }
 
 /// The layout of the record.
@@ -85,12 +95,14 @@ fn legal_topic(topic: &str) -> bool {
 
 impl Envelope {
     /// The record of `event`: the parts every layout shares (topic, key, payload, placed
-    /// additional fields), then the layout's own value and headers.
+    /// additional fields), then the layout's own value and headers; `columns` types its parts
+    /// when schemas are on.
     pub fn render(
         &self,
         event: &OutboxEvent,
         spec: &OutboxSpec,
         context: &RouteContext<'_>,
+        columns: Option<&Columns<'_>>,
     ) -> RouteResult<Record> {
         let rendering = Rendering {
             event,
@@ -108,7 +120,23 @@ impl Envelope {
             timestamp_ms: Some(event.time_micros.div_euclid(1000)).filter(|ms| *ms >= 0),
         };
         match &self.kind {
-            EnvelopeKind::DebeziumOutbox => debezium_outbox(&mut record, event, placed, payload),
+            EnvelopeKind::DebeziumOutbox => {
+                let tombstone = self.tombstone_on_empty_payload
+                    && event.payload.as_deref().is_none_or(|p| p.trim().is_empty());
+                debezium_outbox(&mut record, event, placed, payload, tombstone);
+                if self.schemas {
+                    schemas::apply(
+                        &mut record,
+                        event,
+                        spec,
+                        columns,
+                        self.expand_json_payload,
+                        self.key_format == KeyFormat::Json,
+                    );
+                } else if self.header_format == KeyFormat::Json {
+                    json_headers(&mut record);
+                }
+            }
             EnvelopeKind::CloudEvents {
                 mode,
                 source,
@@ -342,12 +370,14 @@ impl Rendering<'_> {
 }
 
 /// Debezium's outbox layout: header `id`, the additional headers, the trace headers, and the
-/// payload as value (inside an envelope object when fields are placed there).
+/// payload as value (inside an envelope object when fields are placed there), or no value for a
+/// `tombstone`.
 fn debezium_outbox(
     record: &mut Record,
     event: &OutboxEvent,
     placed: PlacedFields,
     payload: Option<String>,
+    tombstone: bool,
 ) {
     if let Some(id) = &event.id {
         record.headers.push(Header::text("id", id.clone()));
@@ -364,8 +394,10 @@ fn debezium_outbox(
             record.headers.push(Header::text(name, value.clone()));
         }
     }
-    record.value = if placed.envelope_fields.is_empty() {
-        payload.map(Bytes::from)
+    record.value = if tombstone {
+        None
+    } else if placed.envelope_fields.is_empty() {
+        Some(Bytes::from(payload.unwrap_or_else(|| "null".into())))
     } else {
         Some(object_with_raw(
             placed.envelope_fields,
@@ -422,6 +454,19 @@ fn cloud_events(
         }
     }
     record.headers.extend(headers);
+}
+
+/// Each header's text as a JSON string, as JsonConverter writes a string header without schema.
+fn json_headers(record: &mut Record) {
+    for header in &mut record.headers {
+        if let Some(text) = header
+            .value
+            .as_deref()
+            .and_then(|b| std::str::from_utf8(b).ok())
+        {
+            header.value = Some(Bytes::from(Value::from(text).to_string()));
+        }
+    }
 }
 
 /// A header's text for a JSON value: a string's content, other JSON as JSON text, null as null.

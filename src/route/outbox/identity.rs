@@ -145,6 +145,9 @@ mod tests {
             kind: EnvelopeKind::DebeziumOutbox,
             expand_json_payload: false,
             key_format: KeyFormat::String,
+            schemas: false,
+            tombstone_on_empty_payload: true,
+            header_format: KeyFormat::String,
         };
         OutboxRouter::new(vec![table], None, envelope)
     }

@@ -8,6 +8,8 @@
 pub mod envelope;
 mod fields;
 pub mod identity;
+mod json_schema;
+pub mod schemas;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -254,7 +256,13 @@ impl OutboxRouter {
         let fields = Fields::Row { relation, row };
         let origin = (relation.namespace.clone(), relation.name.clone());
         let event = extract(&fields, &table.spec, context, origin, &qualified(relation))?;
-        self.envelope.render(&event, &table.spec, context)
+        let columns = schemas::Columns {
+            relation,
+            row,
+            schema: context.schema,
+        };
+        self.envelope
+            .render(&event, &table.spec, context, Some(&columns))
     }
 
     /// The record of an outbox logical message, whose content is a JSON object with the outbox
@@ -282,7 +290,7 @@ impl OutboxRouter {
         let fields = Fields::Message(&object);
         let origin = ("pg_logical_emit_message".to_owned(), prefix.to_owned());
         let event = extract(&fields, spec, context, origin, &source)?;
-        self.envelope.render(&event, spec, context)
+        self.envelope.render(&event, spec, context, None)
     }
 }
 

@@ -2,8 +2,8 @@
 //! (`PostgresValueConverter.schemaBuilder`) under the same value options
 //! [`super::super::values`] writes the value by, so that schema and payload agree.
 //!
-//! Where outboxd writes a value unlike Debezium (`point`, `hstore`: their text; docs/debezium.md),
-//! the schema describes outboxd's value (a plain string), not Debezium's.
+//! Where outboxd writes a value unlike Debezium (docs/debezium.md), the schema describes
+//! outboxd's value, not Debezium's.
 
 use crate::pg::types::{TypeCatalog, TypeKind};
 use crate::pg::TypeOid;
@@ -36,6 +36,10 @@ pub fn column_schema(
         TypeKind::Enum => plain(Kind::String)
             .logical("io.debezium.data.Enum", 1)
             .parameter("allowed", types.enum_labels(oid).join(",")),
+        // hstore.handling.mode=json.
+        TypeKind::Other if types.is_hstore(oid) => {
+            plain(Kind::String).logical("io.debezium.data.Json", 1)
+        }
         TypeKind::Other | TypeKind::Builtin(_) => builtin(modes, oid, typmod),
     }
 }
@@ -98,7 +102,15 @@ fn builtin(modes: DebeziumModes, oid: TypeOid, typmod: i32) -> ConnectSchema {
                 "length",
                 (if typmod < 0 { UNBOUNDED_BITS } else { typmod }).to_string(),
             ),
-        // text, varchar, char, name, inet, cidr, macaddr, ranges, point, hstore, ...: the text.
+        600 => ConnectSchema::structure(vec![
+            plain(Kind::Float64).field("x"),
+            plain(Kind::Float64).field("y"),
+            plain(Kind::Bytes).optional().field("wkb"),
+            plain(Kind::Int32).optional().field("srid"),
+        ])
+        .logical("io.debezium.data.geometry.Point", 1)
+        .doc("Geometry (POINT)"),
+        // text, varchar, char, name, inet, cidr, macaddr, ranges, ...: the text.
         _ => plain(Kind::String),
     }
 }
@@ -190,7 +202,7 @@ mod tests {
 
     #[test]
     fn texts_uuids_json_and_bytes() {
-        for oid in [25, 1043, 1042, 19, 869, 650, 829, 774, 3904, 600] {
+        for oid in [25, 1043, 1042, 19, 869, 650, 829, 774, 3904] {
             assert_eq!(
                 schema(oid, -1),
                 r#"{"type":"string","optional":true}"#,
@@ -278,6 +290,23 @@ mod tests {
         assert_eq!(
             schema_with(connect, 1114, -1),
             named("int64", "org.apache.kafka.connect.data.Timestamp")
+        );
+    }
+
+    #[test]
+    fn points_and_hstores_as_debezium_types_them() {
+        // Debezium 3.6's schemas (tests/goldens, json-schemas, public.value_types).
+        assert_eq!(
+            schema(600, -1),
+            r#"{"type":"struct","fields":[{"type":"double","optional":false,"field":"x"},{"type":"double","optional":false,"field":"y"},{"type":"bytes","optional":true,"field":"wkb"},{"type":"int32","optional":true,"field":"srid"}],"optional":true,"name":"io.debezium.data.geometry.Point","version":1,"doc":"Geometry (POINT)"}"#
+        );
+        let mut types = TypeCatalog::builtin();
+        types.insert_hstore(TypeOid(9100));
+        assert_eq!(
+            connect_json(
+                &column_schema(&types, DebeziumModes::default(), TypeOid(9100), -1).optional()
+            ),
+            r#"{"type":"string","optional":true,"name":"io.debezium.data.Json","version":1}"#
         );
     }
 

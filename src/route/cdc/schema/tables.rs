@@ -10,6 +10,7 @@ use crate::pg::RelationId;
 use crate::route::cdc::values::DebeziumModes;
 
 use super::columns::column_schema;
+use super::defaults::default_value;
 use super::{connect_json, ConnectSchema, Field, Kind};
 
 /// A schema with its Connect JSON, rendered once.
@@ -96,10 +97,15 @@ fn table_schemas(
     let column = |name: &str| -> Option<ConnectSchema> {
         let c = relation.columns.iter().find(|c| c.name == name)?;
         let optional = !schema.is_not_null(relation.id, name);
-        Some(
-            column_schema(&schema.types, modes, c.type_oid, c.type_modifier)
-                .with_optional(optional),
-        )
+        let field = column_schema(&schema.types, modes, c.type_oid, c.type_modifier)
+            .with_optional(optional);
+        let default = schema
+            .column_default(relation.id, name)
+            .and_then(|e| default_value(&schema.types, modes, c.type_oid, c.type_modifier, e));
+        Some(match default {
+            Some(default) => field.default_value(default),
+            None => field,
+        })
     };
     let key = schema.primary_key(relation.id).map(|columns| {
         let fields = columns

@@ -13,6 +13,28 @@ pub(super) fn epoch_days(text: &str) -> Option<i64> {
     Some((date - epoch).num_days())
 }
 
+/// Debezium's days for `infinity` and `-infinity` dates: the epoch days of the `LocalDate`s it
+/// maps them to (`PostgresValueConverter.POSITIVE_INFINITY_LOCAL_DATE`, `-5877611-06-21`, and
+/// `NEGATIVE_INFINITY_LOCAL_DATE`, `-5877611-06-22`: both far in the past, as Debezium has them).
+pub(super) fn infinity_days(text: &str) -> Option<i64> {
+    match text {
+        "infinity" => Some(-2_147_472_692),
+        "-infinity" => Some(-2_147_472_691),
+        _ => None,
+    }
+}
+
+/// Debezium's microseconds for `infinity` and `-infinity` timestamps: pgjdbc's
+/// `DATE_POSITIVE_INFINITY` and `DATE_NEGATIVE_INFINITY` (milliseconds) read as microseconds
+/// (`PostgresValueConverter.POSITIVE_INFINITY_INSTANT`); a millisecond column divides by 1000.
+pub(super) fn infinity_micros(text: &str) -> Option<i64> {
+    match text {
+        "infinity" => Some(9_223_372_036_825_200_000),
+        "-infinity" => Some(-9_223_372_036_832_400_000),
+        _ => None,
+    }
+}
+
 fn parse_date(text: &str) -> Option<chrono::NaiveDate> {
     use chrono::Datelike;
     let (body, bc) = match text.strip_suffix(" BC") {
