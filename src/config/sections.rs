@@ -486,6 +486,9 @@ pub struct KafkaSection {
     /// `ssl.key.password`).
     #[serde(default)]
     pub property_files: BTreeMap<String, PathBuf>,
+    /// `[kafka.topic_creation]`.
+    #[serde(default)]
+    pub topic_creation: super::TopicCreationSection,
 }
 
 /// A secret setting: never shown by `Debug`.

@@ -64,14 +64,25 @@ pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Reads exactly `count` committed records of `topic` (and checks no more follow shortly).
 pub fn read_exactly(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let records = read_topic(
+    read_exactly_at(&dev_env().kafka_bootstrap, topic, count)
+}
+
+/// [`read_exactly`] on the broker at `bootstrap`.
+pub fn read_exactly_at(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let records = read_topic_at(
+        bootstrap,
         topic,
         Isolation::ReadCommitted,
         Duration::from_secs(60),
         |r| r.len() >= count,
     );
     assert_eq!(records.len(), count, "records in {topic}");
-    let more = read_topic(
+    let more = read_topic_at(
+        bootstrap,
         topic,
         Isolation::ReadCommitted,
         Duration::from_secs(3),
@@ -264,6 +275,16 @@ impl PrivateKafka {
     /// Starts a killed broker again on the same port and data.
     pub fn start_again(&self) {
         dev_env_command(&self.dir.path().join("env"), &["start-kafka"], &[]);
+    }
+
+    /// SIGSTOP: the broker keeps its connections but answers nothing until [`Self::resume`].
+    pub fn pause(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["pause-kafka"], &[]);
+    }
+
+    /// SIGCONT: a paused broker goes on where it stopped.
+    pub fn resume(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["resume-kafka"], &[]);
     }
 
     /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.
