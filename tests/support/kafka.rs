@@ -287,6 +287,11 @@ impl PrivateKafka {
         dev_env_command(&self.dir.path().join("env"), &["resume-kafka"], &[]);
     }
 
+    /// The broker's log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("env/kafka/server.log")).unwrap_or_default()
+    }
+
     /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.
     pub fn dev_env(&self, args: &[&str]) -> String {
         dev_env_command(&self.dir.path().join("env"), args, &[])
