@@ -11,21 +11,9 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, OwnedMessage};
-use rdkafka::Message;
-use support::kafka::{client_config_at, create_topic_at, read_exactly_at, PrivateKafka};
+use support::kafka::{client_config_at, create_topic_at, header, read_exactly_at, PrivateKafka};
 use support::postgres::TestDb;
 use support::relay::{outboxd, RelayProcess, RelaySpec};
-
-/// The value of header `name` of `record`.
-fn header(record: &OwnedMessage, name: &str) -> Option<String> {
-    let headers = record.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
-}
 
 /// Inserts `count` outbox rows of aggregate type `agg`, event ids `<agg>-<n>`.
 async fn insert(db: &TestDb, agg: &str, count: usize) {

@@ -226,6 +226,17 @@ pub fn read_to_end_at(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     records
 }
 
+/// The value of header `name` of `record`, as text.
+pub fn header(record: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = record.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// The value of a record as UTF-8 text (panics on a tombstone or non-UTF-8 value).
 pub fn value_text(message: &OwnedMessage) -> String {
     String::from_utf8(message.payload().expect("record has a value").to_vec()).expect("UTF-8 value")
