@@ -8,6 +8,7 @@ use crate::pg::wire::ConnectOptions;
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::KafkaSettings;
+use crate::sink::topics::TopicCreation;
 use crate::source::poll::PollSettings;
 
 /// `relay.mode` values.
@@ -53,6 +54,8 @@ pub struct RelayConfig {
     pub kafka: KafkaSettings,
     /// The compacted topic holding checkpoints.
     pub offsets_topic: String,
+    /// Topics the relay creates, and what becomes of records whose topic is missing.
+    pub topic_creation: TopicCreation,
     /// When a Kafka transaction closes.
     pub batch: BatchLimits,
     /// The producer's `transaction.timeout.ms`: a transaction older than this is aborted by the broker.

@@ -13,7 +13,7 @@ use rdkafka::admin::{
 };
 use rdkafka::client::DefaultClientContext;
 use support::http;
-use support::kafka::{client_config, create_topic, read_exactly};
+use support::kafka::{client_config, create_topic, header, read_exactly};
 use support::postgres::TestDb;
 use support::relay::{outboxd, RelayProcess, RelaySpec};
 
@@ -63,18 +63,6 @@ async fn set_topic_limit(topic: &str, max_bytes: usize) {
     {
         result.unwrap_or_else(|(name, code)| panic!("alter {name:?}: {code}"));
     }
-}
-
-/// The value of header `name` of `record`.
-fn header(record: &rdkafka::message::OwnedMessage, name: &str) -> Option<String> {
-    use rdkafka::message::Headers;
-    use rdkafka::Message;
-    let headers = record.headers()?;
-    headers
-        .iter()
-        .find(|h| h.key == name)
-        .and_then(|h| h.value)
-        .map(|v| String::from_utf8_lossy(v).into_owned())
 }
 
 /// The one dead letter in `dlq`, checked to stand for the event `big`, too large.

@@ -198,8 +198,8 @@ async fn sigterm_during_a_kafka_outage_stops_within_seconds() {
     let kafka = PrivateKafka::start();
     let mut outbox = OutboxDb::create("relay_outage_stop").await;
     outbox.spec.bootstrap = kafka.bootstrap.clone();
-    // A Kafka call gives up after 4 x 10 s: a stop that waited for one would take longer than the
-    // 10 s asserted below.
+    // A Kafka commit gives up after 2 x 10 s (its records' acknowledgements, then the commit call,
+    // never repeated): a stop that waited for one would take longer than the 10 s asserted below.
     outbox.spec.call_timeout = "10s".into();
     create_topic_at(&kafka.bootstrap, &outbox.topic(), 3).await;
     let mut relay = RelayProcess::start(&outbox.spec);
@@ -208,7 +208,7 @@ async fn sigterm_during_a_kafka_outage_stops_within_seconds() {
     let client = outbox.client().await;
     outbox.write(&client, &random_keys()[..3]).await;
     // The rows' Kafka transaction cannot commit while the broker is down: the sink waits in its
-    // commit for up to 4 x call_timeout, and the stop request lands there (the case that once
+    // commit for up to 2 x call_timeout, and the stop request lands there (the case that once
     // panicked: the stop, then the commit's failure, then a backoff that awaited the stop again).
     // Time passes on purpose: nothing marks the moment the sink enters that commit.
     tokio::time::sleep(Duration::from_secs(3)).await;

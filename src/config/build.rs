@@ -70,6 +70,7 @@ impl Settings {
                 properties: self.kafka_properties()?,
             },
             offsets_topic: self.kafka.offsets_topic.clone(),
+            topic_creation: self.kafka.topic_creation.settings()?,
             batch: BatchLimits {
                 max_events: self.batch.max_events,
                 max_bytes: self.batch.max_bytes,

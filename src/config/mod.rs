@@ -13,11 +13,13 @@ mod build;
 mod choice;
 mod kafka_security;
 mod sections;
+mod topic_creation;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
 pub use sections::*;
+pub use topic_creation::TopicCreationSection;
 
 /// A configuration that cannot be used, with the key at fault.
 #[derive(Debug, thiserror::Error)]

@@ -515,6 +515,9 @@ pub struct KafkaSection {
     /// `[kafka.sasl]`: SASL authentication.
     #[serde(default)]
     pub sasl: Option<KafkaSaslSection>,
+    /// `[kafka.topic_creation]`.
+    #[serde(default)]
+    pub topic_creation: super::TopicCreationSection,
 }
 
 /// A secret setting: never shown by `Debug`.

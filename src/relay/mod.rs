@@ -41,11 +41,15 @@
 //! | a configured outbox table renamed (or a look-alike while it is missing) | stop |
 //! | a publication dropped and created again behind the checkpoint (SQLSTATE 42704 naming it) | stop, with the ways out |
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
-//! | Kafka transaction abortable, producer fatal, call timed out, producer in no state to abort | retry with a new producer |
+//! | Kafka transaction abortable, producer fatal, producer in no state to abort | retry with a new producer |
+//! | a Kafka transaction call timed out (never repeated in place: [`crate::sink::kafka`]) | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
 //! | `kafka.transaction_timeout` above the broker's `transaction.max.timeout.ms` | stop |
 //! | broker's configuration unreadable (no answer) | retry |
 //! | a record the broker refuses as too large | retry, that record as a dead letter |
+//! | a topic that does not exist and is not created (`kafka.topic_creation`) | stop, naming it; or, with `missing_topic = "dead-letter"`, retry with its records as dead letters |
+//! | the dead-letter topic missing and not created | stop |
+//! | creating a topic unanswered | retry |
 //! | record refused at produce time (invalid, not authorized), producer configuration | stop |
 //! | offsets topic unreachable or not read to its end in time | retry |
 //! | offsets topic with several partitions or not compacted, checkpoint unreadable or of the other mode | stop |
@@ -72,6 +76,7 @@ use crate::sink::batch::{BatchCheckpoint, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
 use crate::sink::limits::{BrokerLimits, LimitsError, TopicLimits, BROKER_GRANT};
 use crate::sink::offsets::{OffsetsError, OffsetsTopic};
+use crate::sink::topics::{MissingTopic, TopicError, Topics};
 use crate::source::logical::SourceError;
 use crate::source::poll::PollError;
 use backfill::BackfillError;
@@ -114,6 +119,9 @@ pub enum Failure {
     /// Reading the broker's limits.
     #[error(transparent)]
     Limits(LimitsError),
+    /// Creating a topic.
+    #[error(transparent)]
+    Topic(TopicError),
     /// The stored checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(CheckpointError),
@@ -200,6 +208,12 @@ impl From<OffsetsError> for RelayError {
 impl From<LimitsError> for RelayError {
     fn from(error: LimitsError) -> Self {
         Self::sorted(error.is_transient(), Failure::Limits(error))
+    }
+}
+
+impl From<TopicError> for RelayError {
+    fn from(error: TopicError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Topic(error))
     }
 }
 
@@ -321,8 +335,18 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
                     return Ok(());
                 }
                 Err(RelayError::Transient(failure)) => {
-                    if let Failure::Sink(SinkError::TooLarge { refused }) = &failure {
-                        refusals.add(refused);
+                    match &failure {
+                        Failure::Sink(SinkError::TooLarge { refused }) => refusals.add(refused),
+                        Failure::Sink(SinkError::UnknownTopic { topic, reason }) => {
+                            let dead_letter = config.topic_creation.missing_topic
+                                == MissingTopic::DeadLetter
+                                && *topic != config.router.dead_letters().topic();
+                            if !dead_letter {
+                                return Err(RelayError::Definite(failure));
+                            }
+                            refusals.add_missing_topic(topic, reason);
+                        }
+                        _ => {}
                     }
                     let retry_in = backoff.after(began.elapsed());
                     tracing::warn!(error = %failure, ?retry_in, "relay attempt failed; resuming from the checkpoint");
@@ -411,10 +435,16 @@ async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, Rela
         );
     }
     let limits = TopicLimits::new(&config.kafka, max_record_bytes, broker, topic_timeout);
+    let topics = Topics::new(
+        &config.kafka,
+        config.topic_creation.clone(),
+        config.kafka_call_timeout,
+    )
+    .map_err(SinkError::Config)?;
     Ok(Fenced {
         producer,
         offsets,
-        routing: Routing::new(limits, refusals.clone()),
+        routing: Routing::new(limits, topics, refusals.clone()),
     })
 }
 

@@ -1,14 +1,17 @@
 //! Routing as an attempt does it: the router's records held to what their topics take (each
-//! topic's limit read when the topic first appears), and every dead letter counted and logged
-//! without flooding the log.
+//! topic's limit read when the topic first appears), each topic created first when the relay
+//! creates topics (`crate::sink::topics`), records of a missing topic as dead letters when the
+//! policy says so, and every dead letter counted and logged without flooding the log.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
+use super::RelayError;
 use crate::route::dead_letter::DeadLetterLog;
 use crate::route::{Record, RouteContext, Router, SizeLimits};
 use crate::sink::kafka::{largest, Refused};
 use crate::sink::limits::TopicLimits;
+use crate::sink::topics::{MissingTopic, TopicError, Topics};
 use crate::source::Change;
 
 /// How often held-back dead-letter lines are summed up.
@@ -22,6 +25,9 @@ pub(super) struct Refusals {
     records: HashSet<u64>,
     /// Topics that refused a record: the next producer's batches stay within their limits.
     pub(super) topics: BTreeSet<String>,
+    /// Topics that do not exist, with the broker's reason: with
+    /// `kafka.topic_creation.missing_topic = "dead-letter"`, their records become dead letters.
+    missing_topics: BTreeMap<String, String>,
 }
 
 impl Refusals {
@@ -33,22 +39,39 @@ impl Refusals {
     /// on the retry. The others may have been refused only for being batched with it; each still
     /// too large alone is the largest of a later refusal.
     pub(super) fn add(&mut self, refused: &[Refused]) {
-        if self.records.len() >= Self::CAPACITY || self.topics.len() >= Self::CAPACITY {
-            self.records.clear();
-            self.topics.clear();
-        }
+        self.bound();
         if let Some(largest) = largest(refused) {
             self.records.insert(largest.fingerprint);
         }
         self.topics.extend(refused.iter().map(|r| r.topic.clone()));
     }
+
+    /// Takes in a topic that does not exist: its records become dead letters from now on.
+    pub(super) fn add_missing_topic(&mut self, topic: &str, reason: &str) {
+        self.bound();
+        self.missing_topics
+            .insert(topic.to_owned(), reason.to_owned());
+    }
+
+    /// Forgets everything once any part reaches [`Self::CAPACITY`].
+    fn bound(&mut self) {
+        if self.records.len() >= Self::CAPACITY
+            || self.topics.len() >= Self::CAPACITY
+            || self.missing_topics.len() >= Self::CAPACITY
+        {
+            self.records.clear();
+            self.topics.clear();
+            self.missing_topics.clear();
+        }
+    }
 }
 
-/// An attempt's routing state: the topic limits learned, the records refused before, and the
-/// dead-letter log.
+/// An attempt's routing state: the topic limits learned, the topics made sure of, the records
+/// refused before, and the dead-letter log.
 #[derive(Debug)]
 pub(super) struct Routing {
     limits: TopicLimits,
+    topics: Topics,
     refusals: Refusals,
     log: DeadLetterLog,
 }
@@ -73,26 +96,49 @@ impl SizeLimits for Known<'_> {
 
 impl Routing {
     /// Routing with the limits [`super::fence`] read and the refusals of earlier attempts.
-    pub(super) fn new(limits: TopicLimits, refusals: Refusals) -> Self {
+    pub(super) fn new(limits: TopicLimits, topics: Topics, refusals: Refusals) -> Self {
         Self {
             limits,
+            topics,
             refusals,
             log: DeadLetterLog::new(SUMMARY_INTERVAL),
         }
     }
 
-    /// Appends the records `change` becomes to `out`, each over its topic's limit (or a poison
-    /// change) as a dead letter; returns how many dead letters.
+    /// Appends the records `change` becomes to `out`, each over its topic's limit, of a missing
+    /// topic (when the policy says so) or of a poison change as a dead letter; returns how many
+    /// dead letters. Fails when a topic is missing and the policy is to stop, when the
+    /// dead-letter topic itself is missing, or when the broker does not answer.
     pub(super) async fn route(
         &mut self,
         router: &Router,
         change: &Change,
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
-    ) -> u32 {
+    ) -> Result<u32, RelayError> {
         let first = out.len();
         router.route(change, context, out);
         let dead_letters = router.dead_letters();
+        for record in &mut out[first..] {
+            if dead_letters.is_letter(record) {
+                continue;
+            }
+            let reason = match self.refusals.missing_topics.get(&record.topic) {
+                Some(reason) => reason.clone(),
+                None => match self.topics.ensure(&record.topic).await {
+                    Ok(()) => continue,
+                    Err(TopicError::Missing { topic, reason })
+                        if self.topics.missing_topic() == MissingTopic::DeadLetter =>
+                    {
+                        self.refusals.add_missing_topic(&topic, &reason);
+                        reason
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+            };
+            let failure = dead_letters.missing_topic(record, &reason);
+            *record = dead_letters.instead_of(change, record, &failure, context);
+        }
         self.limits.learn(dead_letters.topic()).await;
         for record in &out[first..] {
             self.limits.learn(&record.topic).await;
@@ -110,7 +156,11 @@ impl Routing {
                 dead += 1;
             }
         }
-        dead
+        if dead > 0 {
+            // No dead-letter topic for the dead-letter topic: a missing one stops the relay.
+            self.topics.ensure(dead_letters.topic()).await?;
+        }
+        Ok(dead)
     }
 
     /// Sums up the dead-letter lines held back, once their interval is over.

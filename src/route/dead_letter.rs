@@ -31,15 +31,19 @@ pub enum Reason {
     InvalidValue,
     /// The record is larger than the broker accepts.
     TooLarge,
+    /// The record's topic does not exist and is not created
+    /// (`kafka.topic_creation.missing_topic = "dead-letter"`).
+    MissingTopic,
 }
 
 impl Reason {
     /// Every reason, so each has its counter from the start.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 5] = [
         Self::MissingField,
         Self::InvalidJson,
         Self::InvalidValue,
         Self::TooLarge,
+        Self::MissingTopic,
     ];
 
     /// The header value.
@@ -49,6 +53,7 @@ impl Reason {
             Self::InvalidJson => "invalid-json",
             Self::InvalidValue => "invalid-value",
             Self::TooLarge => "too-large",
+            Self::MissingTopic => "missing-topic",
         }
     }
 }
@@ -135,10 +140,11 @@ impl DeadLetters {
         })
     }
 
-    /// The dead letter of `record`, which `change` became and which is too large (`failure`): it
-    /// carries the event's id (`outboxd.dlq.event_id`: the outbox event's id, else the record's
-    /// key), so the event can be found and replayed.
-    pub fn oversize(
+    /// The dead letter of `record`, which `change` became and which cannot be produced
+    /// (`failure`: too large, or its topic missing): it carries the event's id
+    /// (`outboxd.dlq.event_id`: the outbox event's id, else the record's key), so the event can be
+    /// found and replayed.
+    pub fn instead_of(
         &self,
         change: &Change,
         record: &Record,
@@ -173,6 +179,20 @@ impl DeadLetters {
                  to it before they are produced, grant the relay DescribeConfigs on the topic)",
                 record.topic,
                 record.size()
+            ),
+            topic: Some(record.topic.clone()),
+        }
+    }
+
+    /// The failure of a record whose topic does not exist and is not created, for the `reason`
+    /// the broker gave.
+    pub fn missing_topic(&self, record: &Record, reason: &str) -> Failure {
+        Failure {
+            reason: Reason::MissingTopic,
+            message: format!(
+                "topic {} does not exist and is not created ({reason}); create it (or set \
+                 kafka.topic_creation.enabled) and replay the event",
+                record.topic
             ),
             topic: Some(record.topic.clone()),
         }

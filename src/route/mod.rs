@@ -144,6 +144,11 @@ impl Router {
         &self.outbox
     }
 
+    /// The CDC router, when changes of non-outbox tables are published.
+    pub fn cdc(&self) -> Option<&CdcRouter> {
+        self.cdc.as_ref()
+    }
+
     /// Appends the records `change` becomes to `out`, a dead letter if it cannot become its records;
     /// returns how many dead letters. Sizes are not checked here: [`Router::cap`] holds them to
     /// their topics' limits, which the relay learns as topics appear.
@@ -203,7 +208,7 @@ impl Router {
                     letters.too_large(record, limits.max_bytes(&record.topic))
                 };
                 if let Some(failure) = failure {
-                    *record = letters.oversize(change, record, &failure, context);
+                    *record = letters.instead_of(change, record, &failure, context);
                 }
             }
             if letters.is_letter(record)

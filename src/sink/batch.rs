@@ -331,6 +331,10 @@ impl<S: TransactionSink, C: BatchCheckpoint> Batcher<S, C> {
             &self.relay_name,
             &checkpoint,
         ))?;
+        // The paused-broker test stops the broker here, with events in the open transaction.
+        if batch.events > 0 {
+            fail::fail_point!("before-kafka-commit");
+        }
         let committing = Instant::now();
         self.sink.commit()?;
         tracing::debug!(

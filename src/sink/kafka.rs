@@ -104,15 +104,16 @@ pub enum SinkError {
         /// What librdkafka said.
         source: KafkaError,
     },
-    /// A transaction call did not finish within `kafka.call_timeout`, retries included (broker or
-    /// coordinator unreachable); the relay builds a new producer and rewinds.
+    /// A transaction call did not finish within `kafka.call_timeout` (broker or coordinator
+    /// unreachable). The call is not repeated ([`sort_call`]): the relay builds a new producer and
+    /// rewinds.
     #[error("Kafka did not answer while {action} within {timeout:?} (is the broker reachable?): {source}")]
     TimedOut {
         /// What the producer was doing.
         action: &'static str,
-        /// How long it tried.
+        /// How long it waited.
         timeout: Duration,
-        /// What librdkafka said last.
+        /// What librdkafka said.
         source: KafkaError,
     },
     /// The call does not fit the producer's transaction state, typically an abort after a failed
@@ -140,6 +141,20 @@ pub enum SinkError {
     /// The configuration is wrong: a property librdkafka refuses, or an unreachable setting.
     #[error("invalid Kafka producer configuration: {0}")]
     Config(KafkaError),
+    /// Records went to a topic that does not exist, on a broker that does not create topics
+    /// (`auto.create.topics.enable=false`). The relay retries with the topic's records as dead
+    /// letters when `kafka.topic_creation.missing_topic = "dead-letter"`, and stops otherwise.
+    #[error(
+        "topic {topic:?} does not exist and the broker does not create topics ({reason}); \
+         create it, or set kafka.topic_creation.enabled = true (the relay creates it), or \
+         kafka.topic_creation.missing_topic = \"dead-letter\""
+    )]
+    UnknownTopic {
+        /// The topic.
+        topic: String,
+        /// What the broker (or librdkafka) said.
+        reason: String,
+    },
     /// The broker refused records of the open transaction as too large (over their topic's
     /// `max.message.bytes`, which the relay could not read or which changed since): the
     /// transaction must be aborted, and the retry from the checkpoint makes the largest of them a
@@ -180,7 +195,8 @@ impl SinkError {
             | Self::Fatal { .. }
             | Self::TimedOut { .. }
             | Self::InvalidState { .. }
-            | Self::TooLarge { .. } => true,
+            | Self::TooLarge { .. }
+            | Self::UnknownTopic { .. } => true,
             Self::Fenced { .. }
             | Self::Rejected { .. }
             | Self::Config(_)
@@ -198,7 +214,9 @@ impl SinkError {
             | Self::InvalidState { source, .. }
             | Self::Rejected { source, .. }
             | Self::Config(source) => source.rdkafka_error_code(),
-            Self::TooLarge { .. } | Self::TransactionTimeout { .. } => None,
+            Self::TooLarge { .. } | Self::TransactionTimeout { .. } | Self::UnknownTopic { .. } => {
+                None
+            }
         }
     }
 
@@ -207,37 +225,87 @@ impl SinkError {
         matches!(self, Self::Fenced { .. })
     }
 
-    /// Sorts a transaction-call error: fenced, abortable, in no state for the call, fatal.
-    /// Retriable errors only get here once [`TransactionalProducer`] gave up retrying them.
-    fn from_transaction(action: &'static str, transactional_id: &str, error: KafkaError) -> Self {
-        let KafkaError::Transaction(ref rd) = error else {
-            return Self::Fatal {
-                action,
-                source: error,
-            };
+    /// Sorts a transaction-call error by [`sort_call`].
+    fn from_transaction(
+        action: &'static str,
+        transactional_id: &str,
+        timeout: Duration,
+        error: KafkaError,
+    ) -> Self {
+        let (code, retriable, requires_abort) = match &error {
+            KafkaError::Transaction(rd) => (rd.code(), rd.is_retriable(), rd.txn_requires_abort()),
+            // rdkafka's commit flushes the queue first: a flush that times out is the commit's
+            // timeout.
+            KafkaError::Flush(code) => (*code, false, false),
+            _ => {
+                return Self::Fatal {
+                    action,
+                    source: error,
+                }
+            }
         };
-        if rd.code() == RDKafkaErrorCode::InvalidTransactionalState {
-            return Self::InvalidState {
-                action,
-                source: error,
-            };
-        }
-        if is_fencing(rd.code()) {
-            Self::Fenced {
+        match sort_call(code, retriable, requires_abort) {
+            CallOutcome::Fenced => Self::Fenced {
                 transactional_id: transactional_id.to_owned(),
                 source: error,
-            }
-        } else if rd.txn_requires_abort() {
-            Self::Abortable {
+            },
+            CallOutcome::InvalidState => Self::InvalidState {
                 action,
                 source: error,
-            }
-        } else {
-            Self::Fatal {
+            },
+            CallOutcome::TimedOut => Self::TimedOut {
+                action,
+                timeout,
+                source: error,
+            },
+            CallOutcome::Abortable => Self::Abortable {
                 action,
                 source: error,
-            }
+            },
+            CallOutcome::Fatal => Self::Fatal {
+                action,
+                source: error,
+            },
         }
+    }
+}
+
+/// What a failed transaction call (init, begin, commit, abort) leaves the relay to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallOutcome {
+    /// A newer producer with our transactional id exists: stop.
+    Fenced,
+    /// The call does not fit the producer's state: a new producer settles it.
+    InvalidState,
+    /// The call did not finish in time: what it started may still complete on the broker, so
+    /// the producer is not used again, the call not repeated (a new producer's epoch fences it).
+    TimedOut,
+    /// The transaction must be aborted.
+    Abortable,
+    /// The producer cannot be used any more.
+    Fatal,
+}
+
+/// Sorts a failed transaction call by librdkafka's code and flags.
+///
+/// librdkafka calls a timed-out call retriable and would resume it if called again. outboxd never
+/// does: librdkafka does not implement Kafka 4's transaction protocol v2 (KIP-890,
+/// confluentinc/librdkafka#5423), and a timed-out commit retried in place can commit twice
+/// (KAFKA-18579). Whatever the call, a timeout ends the producer: the relay builds a new one with
+/// the same transactional id, whose `init_transactions` bumps the epoch (the broker then refuses
+/// the stale producer's requests still in flight) and settles the open transaction, and resumes
+/// from the checkpoint that settlement left.
+fn sort_call(code: RDKafkaErrorCode, retriable: bool, requires_abort: bool) -> CallOutcome {
+    if is_fencing(code) {
+        CallOutcome::Fenced
+    } else if code == RDKafkaErrorCode::InvalidTransactionalState {
+        CallOutcome::InvalidState
+    } else if retriable || code == RDKafkaErrorCode::OperationTimedOut {
+        CallOutcome::TimedOut
+    } else if requires_abort {
+        CallOutcome::Abortable
+    } else {
+        CallOutcome::Fatal
     }
 }
 
@@ -257,11 +325,14 @@ pub fn largest(refused: &[Refused]) -> Option<&Refused> {
     refused.iter().max_by_key(|r| r.bytes)
 }
 
-/// The producer's context: remembers the records the broker refused as too large, which only
-/// their delivery reports name (the transaction's failure does not say which record it was).
+/// The producer's context: remembers the records the broker refused as too large, and the first
+/// topic it said does not exist, which only their delivery reports name (the transaction's
+/// failure does not say which record it was).
 #[derive(Debug, Default)]
 pub struct RefusalWatch {
     refused: Mutex<Vec<Refused>>,
+    /// A topic that does not exist, and the delivery report's error.
+    unknown_topic: Mutex<Option<(String, String)>>,
 }
 
 impl RefusalWatch {
@@ -272,6 +343,14 @@ impl RefusalWatch {
     /// The refusals since the last call.
     fn take(&self) -> Vec<Refused> {
         std::mem::take(&mut *self.refused.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The topic reported missing since the last call.
+    fn take_unknown_topic(&self) -> Option<(String, String)> {
+        self.unknown_topic
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
     }
 }
 
@@ -284,6 +363,13 @@ impl ProducerContext for RefusalWatch {
         let Err((error, message)) = result else {
             return;
         };
+        if error.rdkafka_error_code().is_some_and(is_unknown_topic) {
+            self.unknown_topic
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .get_or_insert_with(|| (message.topic().to_owned(), error.to_string()));
+            return;
+        }
         let too_large = matches!(
             error.rdkafka_error_code(),
             Some(RDKafkaErrorCode::MessageSizeTooLarge | RDKafkaErrorCode::MessageBatchTooLarge)
@@ -311,6 +397,15 @@ fn is_fencing(code: RDKafkaErrorCode) -> bool {
             | RDKafkaErrorCode::ProducerFenced
             | RDKafkaErrorCode::InvalidProducerEpoch
             | RDKafkaErrorCode::TransactionCoordinatorFenced
+    )
+}
+
+/// Error codes meaning "the topic does not exist" (librdkafka's own once the topic stayed missing
+/// for `topic.metadata.propagation.max.ms`, or the broker's).
+fn is_unknown_topic(code: RDKafkaErrorCode) -> bool {
+    matches!(
+        code,
+        RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::UnknownTopicOrPartition
     )
 }
 
@@ -353,6 +448,10 @@ pub struct TransactionalProducer {
     /// How long a blocking transaction call may wait for the coordinator.
     call_timeout: Duration,
     in_transaction: bool,
+    /// A transaction call timed out: nothing more is asked of this producer (not even an abort,
+    /// which would race the call still pending); the next producer's `init_transactions` settles
+    /// the open transaction.
+    spent: bool,
 }
 
 impl std::fmt::Debug for TransactionalProducer {
@@ -385,13 +484,14 @@ impl TransactionalProducer {
         let producer: ThreadedProducer<RefusalWatch> = config
             .create_with_context(RefusalWatch::default())
             .map_err(SinkError::Config)?;
-        let this = Self {
+        let mut this = Self {
             producer,
             transactional_id: transactional_id.to_owned(),
             call_timeout,
             in_transaction: false,
+            spent: false,
         };
-        this.retrying("initializing transactions", |p| {
+        this.transact("initializing transactions", |p| {
             p.init_transactions(call_timeout)
         })
         .map_err(|error| {
@@ -425,9 +525,15 @@ impl TransactionalProducer {
     pub fn begin(&mut self) -> Result<(), SinkError> {
         // Refusals reported after an earlier transaction ended belong to it.
         self.producer.context().take();
+        self.producer.context().take_unknown_topic();
         self.producer.begin_transaction().map_err(|e| {
             self.fatal_state("beginning", &e).unwrap_or_else(|| {
-                SinkError::from_transaction("beginning", &self.transactional_id, e)
+                SinkError::from_transaction(
+                    "beginning",
+                    &self.transactional_id,
+                    self.call_timeout,
+                    e,
+                )
             })
         })?;
         self.in_transaction = true;
@@ -474,7 +580,7 @@ impl TransactionalProducer {
         let timeout = self.call_timeout;
         self.await_deliveries(timeout);
         self.refusals()?;
-        let committed = self.retrying("committing", |p| p.commit_transaction(timeout));
+        let committed = self.transact("committing", |p| p.commit_transaction(timeout));
         // The commit's own flush may have served the delivery report that explains its failure.
         self.refusals()?;
         committed?;
@@ -482,9 +588,14 @@ impl TransactionalProducer {
         Ok(())
     }
 
+    /// [`SinkError::UnknownTopic`] when a record's topic does not exist, else
     /// [`SinkError::TooLarge`] when the broker refused records as too large.
     fn refusals(&self) -> Result<(), SinkError> {
-        let refused = self.producer.context().take();
+        let context = self.producer.context();
+        if let Some((topic, reason)) = context.take_unknown_topic() {
+            return Err(SinkError::UnknownTopic { topic, reason });
+        }
+        let refused = context.take();
         if refused.is_empty() {
             Ok(())
         } else {
@@ -507,13 +618,14 @@ impl TransactionalProducer {
         }
     }
 
-    /// Aborts the open transaction, if any; its records become invisible to `read_committed`.
+    /// Aborts the open transaction, if any; its records become invisible to `read_committed`. A
+    /// spent producer asks nothing: the next producer's `init_transactions` aborts it.
     pub fn abort(&mut self) -> Result<(), SinkError> {
-        if !self.in_transaction {
+        if !self.in_transaction || self.spent {
             return Ok(());
         }
         let timeout = self.call_timeout;
-        self.retrying("aborting", |p| p.abort_transaction(timeout))?;
+        self.transact("aborting", |p| p.abort_transaction(timeout))?;
         self.in_transaction = false;
         Ok(())
     }
@@ -526,6 +638,10 @@ impl TransactionalProducer {
             return fatal;
         }
         match error.rdkafka_error_code() {
+            Some(code) if is_unknown_topic(code) => SinkError::UnknownTopic {
+                topic: topic.to_owned(),
+                reason: error.to_string(),
+            },
             Some(code) if is_refusal(code) => SinkError::Rejected {
                 topic: topic.to_owned(),
                 source: error,
@@ -558,37 +674,97 @@ impl TransactionalProducer {
         })
     }
 
-    /// Runs a transaction call, repeating it while librdkafka says the error is retriable (a
-    /// timed-out call may be repeated; librdkafka resumes the one in progress), until `call_timeout`
-    /// has passed several times over.
-    fn retrying(
-        &self,
+    /// Runs a transaction call once, never repeating it: a call that timed out leaves the producer
+    /// spent ([`sort_call`] says why), so the relay builds a new one instead.
+    fn transact(
+        &mut self,
         action: &'static str,
         call: impl Fn(&ThreadedProducer<RefusalWatch>) -> Result<(), KafkaError>,
     ) -> Result<(), SinkError> {
-        let give_up = Instant::now() + self.call_timeout * 4;
-        loop {
-            match call(&self.producer) {
-                Ok(()) => return Ok(()),
-                Err(KafkaError::Transaction(ref rd)) if rd.is_retriable() => {
-                    if Instant::now() >= give_up {
-                        let source = KafkaError::Transaction(rd.clone());
-                        return Err(self.fatal_state(action, &source).unwrap_or(
-                            SinkError::TimedOut {
-                                action,
-                                timeout: self.call_timeout * 4,
-                                source,
-                            },
-                        ));
-                    }
-                    tracing::debug!(action, error = %rd, "retrying Kafka transaction call");
-                }
-                Err(error) => {
-                    return Err(self.fatal_state(action, &error).unwrap_or_else(|| {
-                        SinkError::from_transaction(action, &self.transactional_id, error)
-                    }))
-                }
-            }
+        let error = match call(&self.producer) {
+            Ok(()) => return Ok(()),
+            Err(error) => error,
+        };
+        let error = self.fatal_state(action, &error).unwrap_or_else(|| {
+            SinkError::from_transaction(action, &self.transactional_id, self.call_timeout, error)
+        });
+        if matches!(error, SinkError::TimedOut { .. }) {
+            self.spent = true;
         }
+        Err(error)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_timed_out_transaction_call_ends_the_producer_whatever_else_librdkafka_says() {
+        use RDKafkaErrorCode as Code;
+        // (code, retriable, requires abort) as librdkafka reports them.
+        let cases = [
+            (
+                (Code::OperationTimedOut, true, false),
+                CallOutcome::TimedOut,
+            ),
+            ((Code::OperationTimedOut, true, true), CallOutcome::TimedOut),
+            (
+                (Code::OperationTimedOut, false, false),
+                CallOutcome::TimedOut,
+            ),
+            (
+                (Code::CoordinatorNotAvailable, true, false),
+                CallOutcome::TimedOut,
+            ),
+            ((Code::ProducerFenced, false, false), CallOutcome::Fenced),
+            (
+                (Code::InvalidProducerEpoch, true, true),
+                CallOutcome::Fenced,
+            ),
+            (
+                (Code::InvalidTransactionalState, false, false),
+                CallOutcome::InvalidState,
+            ),
+            ((Code::InvalidMessage, false, true), CallOutcome::Abortable),
+            (
+                (Code::TransactionalIdAuthorizationFailed, false, false),
+                CallOutcome::Fatal,
+            ),
+        ];
+        for ((code, retriable, abort), outcome) in cases {
+            assert_eq!(sort_call(code, retriable, abort), outcome, "{code:?}");
+        }
+    }
+
+    #[test]
+    fn a_transaction_call_that_times_out_is_not_repeated() {
+        // Nothing listens on port 1: init_transactions times out.
+        let settings = KafkaSettings::new("127.0.0.1:1");
+        let call_timeout = Duration::from_secs(1);
+        let began = Instant::now();
+        let error = TransactionalProducer::start(
+            &settings,
+            "outboxd-timeout-test",
+            Duration::from_secs(60),
+            call_timeout,
+        )
+        .expect_err("no broker");
+        let took = began.elapsed();
+        assert!(
+            matches!(
+                error,
+                SinkError::TimedOut {
+                    action: "initializing transactions",
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        assert!(error.is_transient(), "a new producer may succeed");
+        assert!(
+            took < call_timeout * 3,
+            "called once, not repeated: took {took:?} for a call timeout of {call_timeout:?}"
+        );
     }
 }

@@ -28,6 +28,8 @@ pub struct BrokerLimits {
     pub message_max_bytes: Option<usize>,
     /// `transaction.max.timeout.ms`: the longest `transaction.timeout.ms` a producer may ask for.
     pub transaction_max_timeout: Option<Duration>,
+    /// `auto.create.topics.enable`: whether the broker creates a topic on its first record.
+    pub auto_create_topics: Option<bool>,
 }
 
 /// The broker's configuration could not be asked for.
@@ -115,6 +117,10 @@ impl BrokerLimits {
                 .map(|bytes| usize::try_from(bytes).unwrap_or(usize::MAX));
             limits.transaction_max_timeout =
                 value("transaction.max.timeout.ms").map(Duration::from_millis);
+            limits.auto_create_topics = resource
+                .get("auto.create.topics.enable")
+                .and_then(|entry| entry.value.as_deref())
+                .map(|value| value == "true");
         }
         Ok(limits)
     }

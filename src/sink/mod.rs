@@ -5,3 +5,4 @@ pub mod batch;
 pub mod kafka;
 pub mod limits;
 pub mod offsets;
+pub mod topics;

@@ -64,14 +64,25 @@ pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
 
 /// Reads exactly `count` committed records of `topic` (and checks no more follow shortly).
 pub fn read_exactly(topic: &str, count: usize) -> Vec<rdkafka::message::OwnedMessage> {
-    let records = read_topic(
+    read_exactly_at(&dev_env().kafka_bootstrap, topic, count)
+}
+
+/// [`read_exactly`] on the broker at `bootstrap`.
+pub fn read_exactly_at(
+    bootstrap: &str,
+    topic: &str,
+    count: usize,
+) -> Vec<rdkafka::message::OwnedMessage> {
+    let records = read_topic_at(
+        bootstrap,
         topic,
         Isolation::ReadCommitted,
         Duration::from_secs(60),
         |r| r.len() >= count,
     );
     assert_eq!(records.len(), count, "records in {topic}");
-    let more = read_topic(
+    let more = read_topic_at(
+        bootstrap,
         topic,
         Isolation::ReadCommitted,
         Duration::from_secs(3),
@@ -215,6 +226,17 @@ pub fn read_to_end_at(bootstrap: &str, topic: &str) -> Vec<OwnedMessage> {
     records
 }
 
+/// The value of header `name` of `record`, as text.
+pub fn header(record: &OwnedMessage, name: &str) -> Option<String> {
+    use rdkafka::message::Headers;
+    let headers = record.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+}
+
 /// The value of a record as UTF-8 text (panics on a tombstone or non-UTF-8 value).
 pub fn value_text(message: &OwnedMessage) -> String {
     String::from_utf8(message.payload().expect("record has a value").to_vec()).expect("UTF-8 value")
@@ -264,6 +286,21 @@ impl PrivateKafka {
     /// Starts a killed broker again on the same port and data.
     pub fn start_again(&self) {
         dev_env_command(&self.dir.path().join("env"), &["start-kafka"], &[]);
+    }
+
+    /// SIGSTOP: the broker keeps its connections but answers nothing until [`Self::resume`].
+    pub fn pause(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["pause-kafka"], &[]);
+    }
+
+    /// SIGCONT: a paused broker goes on where it stopped.
+    pub fn resume(&self) {
+        dev_env_command(&self.dir.path().join("env"), &["resume-kafka"], &[]);
+    }
+
+    /// The broker's log so far.
+    pub fn server_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("env/kafka/server.log")).unwrap_or_default()
     }
 
     /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.

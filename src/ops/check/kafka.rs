@@ -1,5 +1,6 @@
-//! `check`'s Kafka side: a broker answers, transactions work, the offsets and dead-letter topics
-//! exist in a usable shape or can be created, and where the relay's checkpoint stands.
+//! `check`'s Kafka side: a broker answers, transactions work, the offsets topic exists in a usable
+//! shape or can be created, the topics the relay needs exist or will be ([`super::topics`]), and
+//! where the relay's checkpoint stands.
 //!
 //! Nothing is created: topics are looked up in the metadata of all topics (a metadata request
 //! naming a missing topic would make a broker with `auto.create.topics.enable` create it with
@@ -80,19 +81,21 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
     if !timeout_too_long {
         transactions(config, timeout, &mut report);
     }
-    for (topic, role) in [
-        (config.offsets_topic.as_str(), "offsets"),
-        (dead_letter_topic, "dead-letter"),
-    ] {
-        topic_check(
-            &admin,
-            topic,
-            topics.get(topic).copied(),
-            role,
-            timeout,
-            &mut report,
-        );
-    }
+    topic_check(
+        &admin,
+        &config.offsets_topic,
+        topics.get(&config.offsets_topic).copied(),
+        "offsets",
+        timeout,
+        &mut report,
+    );
+    super::topics::missing(
+        config,
+        dead_letter_topic,
+        &topics,
+        broker.auto_create_topics,
+        &mut report,
+    );
     let checkpoint = match read_checkpoint(config, timeout) {
         Ok(checkpoint) => {
             report.info(

@@ -11,6 +11,7 @@ mod kafka;
 mod postgres;
 mod recreated;
 mod report;
+mod topics;
 
 pub use report::{Finding, Outcome, Report};
 

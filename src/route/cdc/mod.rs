@@ -255,10 +255,12 @@ impl CdcRouter {
     }
 
     fn topic(&self, relation: &Relation) -> String {
-        format!(
-            "{}.{}.{}",
-            self.topic_prefix, relation.namespace, relation.name
-        )
+        self.table_topic(&relation.namespace, &relation.name)
+    }
+
+    /// The topic of the change events of table `schema.table`.
+    pub fn table_topic(&self, schema: &str, table: &str) -> String {
+        format!("{}.{schema}.{table}", self.topic_prefix)
     }
 
     /// Debezium's `source` block.

@@ -1,0 +1,129 @@
+//! Transactions that stay safe on every broker: librdkafka does not implement Kafka 4's
+//! transaction protocol v2 (KIP-890), so a transaction call that times out is never repeated in
+//! place; the relay builds a new producer (whose epoch fences the old one's requests) and resumes
+//! from the checkpoint. Proven on brokers formatted with `transaction.version=1` and `=2`, each
+//! paused (SIGSTOP) across a commit and resumed after the call timeout: a `read_committed`
+//! consumer sees every event exactly once, in per-key order.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use support::kafka::{create_topic_at, read_topic_at, Isolation, PrivateKafka};
+use support::outbox::{assert_exactly_once_in_order, read_all_at, Outbox, KEYS};
+use support::postgres::TestDb;
+use support::relay::{RelayProcess, RelaySpec};
+
+/// Events per Postgres transaction, one per key.
+const EVENTS: usize = 30;
+
+/// The relay's `kafka.call_timeout` in these tests.
+const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The relay publishes exactly once across a commit the broker (of `transaction_version`) does not
+/// answer until after the call timeout.
+async fn paused_across_a_commit(transaction_version: &str) {
+    let started = Instant::now();
+    let kafka = PrivateKafka::start_with_env(&[(
+        "OUTBOXD_DEV_KAFKA_TRANSACTION_VERSION",
+        transaction_version,
+    )]);
+    let feature = format!("setting feature transaction.version to {transaction_version}");
+    assert!(
+        kafka.server_log().contains(&feature),
+        "the broker's {feature}"
+    );
+    let db = TestDb::create(&format!("paused_tv{transaction_version}")).await;
+    let outbox = Outbox::published(&db).await;
+    let writer = outbox.client().await;
+    let topic = outbox.topic();
+    create_topic_at(&kafka.bootstrap, &topic, 3).await;
+    let mut spec = RelaySpec::for_db(&db);
+    spec.bootstrap = kafka.bootstrap.clone();
+    spec.call_timeout = format!("{}s", CALL_TIMEOUT.as_secs());
+    // The first commit with events waits before committing: long enough for the test to see its
+    // records written (uncommitted) and to pause the broker before the commit goes out.
+    let relay = RelayProcess::start_with_env(
+        &spec,
+        &[("FAILPOINTS", "before-kafka-commit=1*sleep(8000)")],
+    );
+    relay.wait_streaming(Duration::from_secs(60));
+
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+    let written = read_topic_at(
+        &kafka.bootstrap,
+        &topic,
+        Isolation::ReadUncommitted,
+        Duration::from_secs(60),
+        |records| records.len() >= EVENTS,
+    );
+    assert_eq!(
+        written.len(),
+        EVENTS,
+        "the first batch written, uncommitted"
+    );
+    kafka.pause();
+    let paused = Instant::now();
+    // The commit goes out to the paused broker and times out; resumed after that (and after the
+    // next producer's init_transactions had time to time out too).
+    let timed_out = "Kafka did not answer while committing";
+    while !relay.log_text().contains(timed_out) {
+        assert!(
+            paused.elapsed() < Duration::from_secs(60),
+            "the commit did not time out:\n{}",
+            relay.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(CALL_TIMEOUT);
+    kafka.resume();
+    let paused_for = paused.elapsed();
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+    // The relay confirms the slot only with a committed checkpoint: once it covers the second
+    // batch, the relay holds both batches committed in Kafka.
+    let end: String = writer
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .expect("WAL position")
+        .get(0);
+    let confirmed = Instant::now();
+    loop {
+        let covered: bool = writer
+            .query_one(
+                "SELECT confirmed_flush_lsn >= $1::text::pg_lsn FROM pg_replication_slots \
+                 WHERE slot_name = $2",
+                &[&end, &db.slot],
+            )
+            .await
+            .expect("slot position")
+            .get(0);
+        if covered {
+            break;
+        }
+        assert!(
+            confirmed.elapsed() < Duration::from_secs(90),
+            "the relay did not publish the second batch:\n{}",
+            relay.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let expected = outbox.ids().await;
+    assert_eq!(expected.len(), 2 * EVENTS);
+    let records = read_all_at(&kafka.bootstrap, &topic, expected.len());
+    assert_exactly_once_in_order(&records, &expected);
+    eprintln!(
+        "transaction.version={transaction_version}: paused {paused_for:?}, test took {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_across_a_paused_commit_with_transaction_version_1() {
+    paused_across_a_commit("1").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn exactly_once_across_a_paused_commit_with_transaction_version_2() {
+    paused_across_a_commit("2").await;
+}
