@@ -520,6 +520,7 @@ mod tests {
             xid: None,
             commit_ts: None,
             events: 0,
+            snapshot: None,
         })
     }
 
