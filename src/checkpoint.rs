@@ -225,6 +225,34 @@ mod tests {
         assert_eq!(stored.clone().into_poll("r").expect("poll"), poll);
         assert!(stored.into_logical("r").is_err());
 
+        let mut with_snapshot: Checkpoint =
+            serde_json::from_slice(logical).expect("a version-1 checkpoint");
+        assert_eq!(with_snapshot.snapshot, None, "version 1 has no cursor");
+        let cursor = SnapshotCursor::new(
+            "s".into(),
+            snapshot::SnapshotKind::Initial,
+            vec![snapshot::TableName {
+                schema: "public".into(),
+                table: "t".into(),
+            }],
+        );
+        with_snapshot.set_snapshot(Some(cursor.clone()));
+        let bytes = serde_json::to_vec(&with_snapshot).expect("serializes");
+        let stored = StoredCheckpoint::from_json(&bytes).expect("version 2 reads");
+        let read = stored.into_logical("r").expect("logical");
+        assert_eq!((read.version, read.snapshot), (2, Some(cursor)));
+        with_snapshot.set_snapshot(None);
+        let bytes = serde_json::to_vec(&with_snapshot).expect("serializes");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("snapshot"),
+            "version 1 again"
+        );
+        assert_eq!(with_snapshot.version, 1);
+        assert!(matches!(
+            StoredCheckpoint::from_json(br#"{"version":2,"mode":"poll"}"#),
+            Err(CheckpointError::UnknownVersion(2))
+        ));
+
         assert!(matches!(
             StoredCheckpoint::from_json(br#"{"version":1,"mode":"snapshot"}"#),
             Err(CheckpointError::UnknownMode(mode)) if mode == "snapshot"
