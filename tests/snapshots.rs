@@ -236,16 +236,8 @@ async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64)
     };
     let mut killed = 0;
     while killed < kills && !complete(&logs, &relay) {
-        let lifetime = rand::random_range(700..2500);
-        tokio::time::sleep(Duration::from_millis(lifetime)).await;
-        assert!(
-            relay.wait_exit(Duration::ZERO).is_none(),
-            "the relay died by itself:\n{}",
-            relay.log_text()
-        );
-        relay.kill();
+        logs.push(relay.kill_at_random(700..2500).await);
         killed += 1;
-        logs.push(relay.log_text());
         relay = RelayProcess::start(&spec);
     }
     let deadline = Instant::now() + Duration::from_secs(30 + rows as u64 / 1000);
