@@ -13,6 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::pg::{Lsn, Xid};
 
+pub mod snapshot;
+
+use snapshot::SnapshotCursor;
+
 /// The resume position of one relay (docs/architecture.md), the value of its record in the offsets topic.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
@@ -33,11 +37,27 @@ pub struct Checkpoint {
     pub commit_ts: Option<DateTime<Utc>>,
     /// Events this relay has published in total, carried from checkpoint to checkpoint.
     pub events: u64,
+    /// The snapshot running, if one is: absent from version-1 checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<SnapshotCursor>,
 }
 
 impl Checkpoint {
-    /// The only format version written and read.
+    /// The format version of a checkpoint without a snapshot: what every earlier outboxd wrote.
     pub const VERSION: u32 = 1;
+    /// The format version of a checkpoint with a snapshot cursor: an outboxd that reads version 1
+    /// only refuses it rather than dropping the cursor and losing the rest of the snapshot.
+    pub const VERSION_WITH_SNAPSHOT: u32 = 2;
+
+    /// Sets the snapshot cursor and the format version it needs.
+    pub fn set_snapshot(&mut self, snapshot: Option<SnapshotCursor>) {
+        self.version = if snapshot.is_some() {
+            Self::VERSION_WITH_SNAPSHOT
+        } else {
+            Self::VERSION
+        };
+        self.snapshot = snapshot;
+    }
 }
 
 /// The resume position of a relay in poll mode (docs/architecture.md, poll mode): the row ids of the last batch it
@@ -93,7 +113,11 @@ impl StoredCheckpoint {
             mode: Option<String>,
         }
         let probe: Probe = serde_json::from_slice(bytes).map_err(CheckpointError::Corrupt)?;
-        if probe.version != Checkpoint::VERSION {
+        let known = match probe.mode.as_deref() {
+            None | Some("logical") => Checkpoint::VERSION_WITH_SNAPSHOT,
+            _ => Checkpoint::VERSION,
+        };
+        if !(Checkpoint::VERSION..=known).contains(&probe.version) {
             return Err(CheckpointError::UnknownVersion(probe.version));
         }
         match probe.mode.as_deref() {
@@ -145,7 +169,10 @@ pub enum CheckpointError {
     #[error("stored checkpoint is not valid JSON of the expected shape: {0}")]
     Corrupt(serde_json::Error),
     /// A checkpoint written by a newer outboxd.
-    #[error("stored checkpoint has format version {0}; this outboxd reads version 1 only")]
+    #[error(
+        "stored checkpoint has format version {0}; this outboxd reads versions 1 (both modes) and \
+         2 (logical mode with a snapshot running): run the outboxd that wrote it"
+    )]
     UnknownVersion(u32),
     /// A checkpoint of a mode this outboxd does not know.
     #[error("stored checkpoint has mode {0:?}; this outboxd knows \"logical\" and \"poll\"")]
@@ -197,6 +224,34 @@ mod tests {
         let stored = StoredCheckpoint::from_json(&bytes).expect("poll checkpoint");
         assert_eq!(stored.clone().into_poll("r").expect("poll"), poll);
         assert!(stored.into_logical("r").is_err());
+
+        let mut with_snapshot: Checkpoint =
+            serde_json::from_slice(logical).expect("a version-1 checkpoint");
+        assert_eq!(with_snapshot.snapshot, None, "version 1 has no cursor");
+        let cursor = SnapshotCursor::new(
+            "s".into(),
+            snapshot::SnapshotKind::Initial,
+            vec![snapshot::TableName {
+                schema: "public".into(),
+                table: "t".into(),
+            }],
+        );
+        with_snapshot.set_snapshot(Some(cursor.clone()));
+        let bytes = serde_json::to_vec(&with_snapshot).expect("serializes");
+        let stored = StoredCheckpoint::from_json(&bytes).expect("version 2 reads");
+        let read = stored.into_logical("r").expect("logical");
+        assert_eq!((read.version, read.snapshot), (2, Some(cursor)));
+        with_snapshot.set_snapshot(None);
+        let bytes = serde_json::to_vec(&with_snapshot).expect("serializes");
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains("snapshot"),
+            "version 1 again"
+        );
+        assert_eq!(with_snapshot.version, 1);
+        assert!(matches!(
+            StoredCheckpoint::from_json(br#"{"version":2,"mode":"poll"}"#),
+            Err(CheckpointError::UnknownVersion(2))
+        ));
 
         assert!(matches!(
             StoredCheckpoint::from_json(br#"{"version":1,"mode":"snapshot"}"#),

@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+mod snapshot;
+
+pub use snapshot::{SnapshotMode, SnapshotSettings};
+
 use crate::pg::wire::ConnectOptions;
 use crate::route::Router;
 use crate::sink::batch::BatchLimits;
@@ -79,6 +83,8 @@ pub struct RelayConfig {
     /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
     /// outbox tables once (the relay's backfill); `outboxd run --publish-existing-rows`.
     pub publish_existing_rows: bool,
+    /// Snapshots of the captured CDC tables (`[snapshot]`).
+    pub snapshot: SnapshotSettings,
 }
 
 impl RelayConfig {

@@ -37,6 +37,7 @@ fn checkpoint(lsn: u64) -> Checkpoint {
         xid: Some(Xid(700)),
         commit_ts: None,
         events: 0,
+        snapshot: None,
     }
 }
 
@@ -279,9 +280,9 @@ fn checkpoint_json_is_the_documented_shape() {
         serde_json::json!({"version":1,"system_id":"7000000000000000001","timeline":1,
             "slot":"slot","lsn":"0/16B3748","xid":700,"commit_ts":null,"events":5})
     );
-    let bad = br#"{"version":2,"system_id":"1","timeline":1,"slot":"s","lsn":"0/1","xid":null,"commit_ts":null,"events":0}"#;
+    let bad = br#"{"version":3,"system_id":"1","timeline":1,"slot":"s","lsn":"0/1","xid":null,"commit_ts":null,"events":0}"#;
     assert!(matches!(
         StoredCheckpoint::from_json(bad),
-        Err(CheckpointError::UnknownVersion(2))
+        Err(CheckpointError::UnknownVersion(3))
     ));
 }

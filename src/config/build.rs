@@ -18,7 +18,7 @@ use crate::route::outbox::{
 };
 use crate::route::template::Template;
 use crate::route::Router;
-use crate::settings::RelayConfig;
+use crate::settings::{RelayConfig, RelayMode, SnapshotMode, SnapshotSettings};
 use crate::sink::batch::BatchLimits;
 use crate::sink::kafka::KafkaSettings;
 use crate::source::poll::{AfterPublish, PollSettings, PollTable};
@@ -56,6 +56,7 @@ impl Settings {
             ));
         }
         let poll = self.poll_settings(&router)?;
+        let snapshot = self.snapshot_settings()?;
         Ok(RelayConfig {
             name: self.relay.name.clone(),
             mode: self.relay.mode,
@@ -86,6 +87,41 @@ impl Settings {
             publish_existing_rows: false,
             wal_poll_interval: self.metrics.wal_poll_interval,
             stall_timeout: self.metrics.stall_timeout,
+            snapshot,
+        })
+    }
+
+    /// `[snapshot]`, validated: a snapshot reads CDC tables, which only logical mode publishes.
+    fn snapshot_settings(&self) -> Result<SnapshotSettings, ConfigError> {
+        let invalid = |key, problem: &str| ConfigError::Invalid {
+            key,
+            problem: problem.to_owned(),
+        };
+        let snapshot = &self.snapshot;
+        if !(1..=SnapshotSettings::MAX_CHUNK_SIZE).contains(&snapshot.chunk_size) {
+            return Err(invalid(
+                "snapshot.chunk_size",
+                "must be 1 to 100000: a chunk is held in memory while its window is open",
+            ));
+        }
+        if snapshot.mode != SnapshotMode::Never {
+            if self.relay.mode != RelayMode::Logical {
+                return Err(invalid(
+                    "snapshot.mode",
+                    "needs relay.mode = \"logical\": poll mode publishes outbox rows only, and \
+                     outbox tables hold events, not state to snapshot",
+                ));
+            }
+            if !self.cdc.enabled {
+                return Err(invalid(
+                    "snapshot.mode",
+                    "needs cdc.enabled = true: a snapshot reads the captured CDC tables",
+                ));
+            }
+        }
+        Ok(SnapshotSettings {
+            mode: snapshot.mode,
+            chunk_size: snapshot.chunk_size,
         })
     }
 

@@ -7,7 +7,7 @@ use super::sections::{AfterPublishName, EnvelopeName, ValueConventionName};
 use crate::logging::LogFormat;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{CloudEventsMode, KeyFormat};
-use crate::settings::RelayMode;
+use crate::settings::{RelayMode, SnapshotMode};
 
 /// A setting with a fixed set of values, read from its name; an unknown name is an error that lists
 /// the allowed ones.
@@ -43,6 +43,14 @@ impl Choice for EnvelopeName {
 impl Choice for RelayMode {
     const CHOICES: &'static [(&'static str, Self)] =
         &[("logical", Self::Logical), ("poll", Self::Poll)];
+}
+
+impl Choice for SnapshotMode {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("never", Self::Never),
+        ("no_data", Self::Never),
+        ("initial", Self::Initial),
+    ];
 }
 
 impl Choice for AfterPublishName {

@@ -12,7 +12,7 @@ pub use super::kafka_security::{KafkaSaslSection, KafkaTlsSection, SaslMechanism
 use crate::logging::LogFormat;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{self, CloudEventsMode, KeyFormat, OutboxColumns};
-use crate::settings::RelayMode;
+use crate::settings::{RelayMode, SnapshotMode, SnapshotSettings};
 use crate::sink::batch::BatchLimits;
 use crate::source::poll::PollSettings;
 
@@ -36,6 +36,9 @@ pub struct Settings {
     /// `[cdc]`.
     #[serde(default)]
     pub cdc: CdcSection,
+    /// `[snapshot]`.
+    #[serde(default)]
+    pub snapshot: SnapshotSection,
     /// `[dead_letter]`.
     #[serde(default)]
     pub dead_letter: DeadLetterSection,
@@ -406,6 +409,27 @@ pub struct OutboxOverride {
     /// Column names that differ.
     #[serde(default)]
     pub columns: ColumnsSection,
+}
+
+/// `[snapshot]`: reading the rows of the captured CDC tables while streaming.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SnapshotSection {
+    /// `initial`, `never` or `no_data` (Debezium's `snapshot.mode`).
+    #[serde(deserialize_with = "choice")]
+    pub mode: SnapshotMode,
+    /// Rows read at a time.
+    pub chunk_size: usize,
+}
+
+impl Default for SnapshotSection {
+    fn default() -> Self {
+        let settings = SnapshotSettings::default();
+        Self {
+            mode: settings.mode,
+            chunk_size: settings.chunk_size,
+        }
+    }
 }
 
 /// `[cdc]`: change events of published tables that are not outboxes.

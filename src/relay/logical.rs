@@ -10,6 +10,7 @@ use crate::pg::wire::{
 };
 use crate::pg::{Lsn, RelationId};
 use crate::route::outbox::identity::OutboxIdentities;
+use crate::settings::SnapshotMode;
 use crate::sink::kafka::TransactionalProducer;
 use crate::source::logical::SourceError;
 
@@ -130,7 +131,7 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     // Queries with values run on a plain session: a walsender speaks only the simple protocol,
     // which takes no parameters.
     let mut session = Session::connect(&config.postgres).await?;
-    let (resume, snapshot) = check_slot(
+    let (mut resume, snapshot) = check_slot(
         &mut connection,
         &mut session,
         config,
@@ -140,6 +141,17 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     .await?;
     if checkpoint.is_none() && snapshot.is_none() {
         warn_rows_older_than_slot(&mut session, config).await?;
+    }
+    if checkpoint.is_none() && config.snapshot.mode == SnapshotMode::Initial {
+        let tables = super::snapshot::captured_tables(&mut session, config).await?;
+        let cursor = super::snapshot::initial(tables);
+        tracing::info!(
+            snapshot = %cursor.id,
+            tables = %cursor.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
+            "first start with snapshot.mode = \"initial\": snapshotting the captured tables \
+             while streaming"
+        );
+        resume.set_snapshot((!cursor.is_done()).then_some(cursor));
     }
     tracing::info!(
         relay = %config.name,
@@ -456,6 +468,7 @@ async fn check_slot(
         xid: None,
         commit_ts: None,
         events: 0,
+        snapshot: None,
     };
     let Some(slot) = read_slot(session, &config.slot).await? else {
         if let Some(checkpoint) = checkpoint {

@@ -39,6 +39,7 @@
 //! | poll table without the id column, a NULL id | stop |
 //! | `--publish-existing-rows` while the slot captured more than outbox inserts without a checkpoint | stop |
 //! | a configured outbox table renamed (or a look-alike while it is missing) | stop |
+//! | a table to snapshot without a primary key | stop |
 //! | a publication dropped and created again behind the checkpoint (SQLSTATE 42704 naming it) | stop, with the ways out |
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
 //! | Kafka transaction abortable, producer fatal, producer in no state to abort | retry with a new producer |
@@ -63,6 +64,7 @@ mod poll;
 mod pump;
 mod routing;
 mod shutdown;
+mod snapshot;
 mod stall_watch;
 mod wal_watch;
 
@@ -85,6 +87,7 @@ use routing::{Refusals, Routing};
 pub use crate::settings::{RelayConfig, RelayMode};
 pub use logical::{missing_publication, SlotError, PUBLICATION_RECREATED_WAYS_OUT};
 pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use snapshot::{SnapshotError, WATERMARK_PREFIX};
 pub use stall_watch::{RESUMED, STALLED};
 
 /// How long a stop may take once requested: a graceful stop commits the batch in hand and
@@ -143,6 +146,9 @@ pub enum Failure {
     /// A configured outbox table under another name.
     #[error(transparent)]
     Outbox(OutboxMoved),
+    /// A table the snapshot cannot read.
+    #[error(transparent)]
+    Snapshot(SnapshotError),
     /// The sink thread gave no result.
     #[error(transparent)]
     SinkThread(SinkThreadError),
@@ -260,6 +266,13 @@ impl From<OutboxMoved> for RelayError {
     /// The same WAL shows the same rename on every attempt; only the configuration can change.
     fn from(error: OutboxMoved) -> Self {
         Self::Definite(Failure::Outbox(error))
+    }
+}
+
+impl From<SnapshotError> for RelayError {
+    /// The table is the same on every attempt; only it or the configuration can change.
+    fn from(error: SnapshotError) -> Self {
+        Self::Definite(Failure::Snapshot(error))
     }
 }
 

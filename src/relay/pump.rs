@@ -31,6 +31,7 @@ use crate::source::Change;
 use super::backfill;
 use super::logical::{publication_recreated, Replication, Started, PROTOCOL_VERSION};
 use super::routing::Routing;
+use super::snapshot::{Snapshotter, WATERMARK_PREFIX};
 use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
@@ -80,8 +81,13 @@ pub(super) async fn run(
         }
     };
 
+    let snapshot = resume
+        .snapshot
+        .clone()
+        .map(|cursor| Snapshotter::new(config, cursor));
     let mut pump = Pump {
         config,
+        snapshot,
         source: LogicalSource::new(stream, PROTOCOL_VERSION),
         sink,
         status: interval(config.status_interval),
@@ -131,6 +137,8 @@ pub(super) async fn run(
 /// The pump's state between events.
 struct Pump<'a> {
     config: &'a RelayConfig,
+    /// The snapshot running alongside the stream, if one is.
+    snapshot: Option<Snapshotter>,
     source: LogicalSource,
     /// The sink thread: input out, committed checkpoints back.
     sink: SinkThread<Checkpoint>,
@@ -191,6 +199,10 @@ impl Pump<'_> {
                     self.routing.flush_due();
                     self.source.stream().send_status(false).await?;
                 }
+                // Between two stream events: the window's low watermark (relay::snapshot).
+                () = std::future::ready(()), if self.snapshot.as_ref().is_some_and(Snapshotter::wants_chunk) => {
+                    self.read_chunk().await?;
+                }
                 event = self.source.next() => match event.map_err(|error| {
                     publication_recreated(self.config, self.confirmed, error)
                 })? {
@@ -236,9 +248,29 @@ impl Pump<'_> {
                 if self.skipping {
                     return Ok(true);
                 }
+                if let Change::Message {
+                    prefix, content, ..
+                } = &change
+                {
+                    if prefix == WATERMARK_PREFIX {
+                        if let Some(snapshot) = &mut self.snapshot {
+                            snapshot.watermark(content, lsn);
+                        }
+                        return Ok(true);
+                    }
+                }
+                if let Some(snapshot) = &mut self.snapshot {
+                    snapshot.saw(&change);
+                }
                 self.route(&change, lsn).await
             }
             SourceEvent::Commit(commit) => {
+                if let Some(snapshot) = &mut self.snapshot {
+                    snapshot.committed(commit.xid);
+                }
+                if !self.skipping && !self.publish_reads().await? {
+                    return Ok(false);
+                }
                 let open = self.open.take();
                 self.last_commit = Some(commit.end_lsn);
                 if std::mem::take(&mut self.skipping) {
@@ -278,10 +310,45 @@ impl Pump<'_> {
         }
     }
 
+    /// Reads the snapshot's next chunk (or moves past a table with nothing left to read).
+    async fn read_chunk(&mut self) -> Result<(), RelayError> {
+        if let Some(snapshot) = &mut self.snapshot {
+            snapshot.read_chunk(self.config, &mut self.schema).await?;
+        }
+        self.sync_snapshot();
+        Ok(())
+    }
+
+    /// At a commit: the read events of a window that closed in this transaction, handed to the
+    /// sink before the boundary whose checkpoint moves the cursor past them. `false` when the
+    /// sink is gone.
+    async fn publish_reads(&mut self) -> Result<bool, RelayError> {
+        let Some((reads, lsn)) = self.snapshot.as_mut().and_then(Snapshotter::close) else {
+            return Ok(true);
+        };
+        for read in &reads {
+            if !self.route(read, lsn).await? {
+                return Ok(false);
+            }
+        }
+        self.sync_snapshot();
+        Ok(true)
+    }
+
+    /// Every checkpoint from now on carries the snapshot's cursor (none once it is complete).
+    fn sync_snapshot(&mut self) {
+        let cursor = self.snapshot.as_ref().and_then(|s| s.cursor().cloned());
+        if cursor.is_none() {
+            self.snapshot = None;
+        }
+        self.template.set_snapshot(cursor);
+    }
+
     /// Routes a change and hands its records to the sink.
     async fn route(&mut self, change: &Change, lsn: Lsn) -> Result<bool, RelayError> {
         match change {
             Change::Insert { relation, .. }
+            | Change::Read { relation, .. }
             | Change::Update { relation, .. }
             | Change::Delete { relation, .. } => self.learn(relation).await?,
             Change::Truncate { relations, .. } => {

@@ -211,9 +211,11 @@ impl DeadLetters {
     /// The dead letter for `change`.
     pub fn record(&self, change: &Change, failure: &Failure, context: &RouteContext<'_>) -> Record {
         let (source, value) = match change {
-            Change::Insert { relation, new } | Change::Update { relation, new, .. } => {
-                (qualified(relation), Some(row_json(relation, new)))
-            }
+            Change::Insert { relation, new }
+            | Change::Update { relation, new, .. }
+            | Change::Read {
+                relation, row: new, ..
+            } => (qualified(relation), Some(row_json(relation, new))),
             Change::Delete { relation, old } => {
                 let (OldTuple::Key(row) | OldTuple::Full(row)) = old;
                 (qualified(relation), Some(row_json(relation, row)))

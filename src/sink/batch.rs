@@ -524,6 +524,7 @@ mod tests {
             xid: None,
             commit_ts: None,
             events: 0,
+            snapshot: None,
         })
     }
 

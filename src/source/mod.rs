@@ -46,6 +46,16 @@ pub enum Change {
         /// `TRUNCATE ... RESTART IDENTITY`.
         restart_identity: bool,
     },
+    /// A row read by a snapshot (`relay::snapshot`), not a change: its state when the snapshot's
+    /// chunk was read, published as Debezium's `op: "r"`.
+    Read {
+        /// The table.
+        relation: Arc<Relation>,
+        /// The row.
+        row: TupleData,
+        /// What Debezium's `source.snapshot` says of it.
+        mark: SnapshotMark,
+    },
     /// A transactional `pg_logical_emit_message`.
     Message {
         /// The message's prefix (what it is for).
@@ -55,4 +65,32 @@ pub enum Change {
         /// The message's LSN.
         lsn: Lsn,
     },
+}
+
+/// Debezium's `source.snapshot` of a read event: where in its snapshot the row is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SnapshotMark {
+    /// The snapshot's first row.
+    First,
+    /// The first row of a table other than the first.
+    FirstInDataCollection,
+    /// Any other row of an initial snapshot.
+    True,
+    /// The last row of a table other than the last.
+    LastInDataCollection,
+    /// The snapshot's last row.
+    Last,
+}
+
+impl SnapshotMark {
+    /// The value of `source.snapshot`, as Debezium writes it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::First => "first",
+            Self::FirstInDataCollection => "first_in_data_collection",
+            Self::True => "true",
+            Self::LastInDataCollection => "last_in_data_collection",
+            Self::Last => "last",
+        }
+    }
 }

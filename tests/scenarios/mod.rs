@@ -86,15 +86,7 @@ pub async fn sigkill_rounds(db: &ModeDb, rounds: usize) -> Vec<String> {
         let mut relay = RelayProcess::start_with_env(&db.spec, &failpoints);
         // The scenario: a kill at a random moment of the relay's life. Startup takes about a
         // second; most kills land while it streams.
-        let lifetime = rand::random_range(1000..3500);
-        tokio::time::sleep(Duration::from_millis(lifetime)).await;
-        assert!(
-            relay.wait_exit(Duration::ZERO).is_none(),
-            "the relay died by itself:\n{}",
-            relay.log_text()
-        );
-        relay.kill();
-        logs.push(relay.log_text());
+        logs.push(relay.kill_at_random(1000..3500).await);
     }
     let transactions = writer.stop().await;
     assert!(transactions > 300, "the writer made a large transaction");

@@ -227,6 +227,20 @@ impl RelayProcess {
         self.child.id()
     }
 
+    /// Lets it live a random number of milliseconds in `lifetime`, checks it did not die by
+    /// itself meanwhile, SIGKILLs it and returns its log: a kill at a random moment of its life.
+    pub async fn kill_at_random(&mut self, lifetime: std::ops::Range<u64>) -> String {
+        let lifetime = rand::random_range(lifetime);
+        tokio::time::sleep(Duration::from_millis(lifetime)).await;
+        assert!(
+            self.wait_exit(Duration::ZERO).is_none(),
+            "the relay died by itself:\n{}",
+            self.log_text()
+        );
+        self.kill();
+        self.log_text()
+    }
+
     /// SIGKILL: the process dies wherever it is.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

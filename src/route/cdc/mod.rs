@@ -4,7 +4,7 @@
 //! - topic `<prefix>.<schema>.<table>`; key `{pk columns}` in primary-key order (no key without a
 //!   primary key);
 //! - value `{before, after, source, op, ts_ms, ts_us, ts_ns, transaction}` with `op` `c`, `u`, `d`
-//!   or `t`; `source` as Debezium's (`version, connector: "postgresql", name, ts_ms, ts_us, ts_ns,
+//!   or `t`, and `r` for a snapshot's read (its `source.snapshot` saying where in the snapshot); `source` as Debezium's (`version, connector: "postgresql", name, ts_ms, ts_us, ts_ns,
 //!   snapshot: "false", db, sequence, schema, table, txId, lsn, xmin`);
 //! - a tombstone (same key, null value) after each delete, unless switched off (a null key too for
 //!   a table without primary key, as Debezium);
@@ -39,7 +39,7 @@ use serde_json::{json, Map, Value};
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
-use crate::source::Change;
+use crate::source::{Change, SnapshotMark};
 
 use schema::tables::SchemaCache;
 use values::ValueConvention;
@@ -75,6 +75,8 @@ enum Op {
     Update,
     Delete,
     Truncate,
+    /// A snapshot's read, with its `source.snapshot`.
+    Read(SnapshotMark),
 }
 
 impl Op {
@@ -84,6 +86,7 @@ impl Op {
             Self::Update => "u",
             Self::Delete => "d",
             Self::Truncate => "t",
+            Self::Read(_) => "r",
         }
     }
 }
@@ -167,6 +170,15 @@ impl CdcRouter {
                     context,
                 ));
                 self.tombstone(relation, &key, context, out);
+            }
+            Change::Read {
+                relation,
+                row,
+                mark,
+            } if !is_outbox(relation) => {
+                let after = self.row(relation, row, context)?;
+                let key = self.key(relation, &after, context);
+                out.push(self.event(relation, key, Op::Read(*mark), Value::Null, after, context));
             }
             Change::Truncate { relations, .. } if self.truncate_events => {
                 for relation in relations.iter().filter(|r| !is_outbox(r)) {
@@ -313,11 +325,11 @@ impl CdcRouter {
         body.insert("before".into(), before);
         body.insert("after".into(), after);
         body.insert("op".into(), op.code().into());
-        let value = self.envelope(
-            body,
-            self.source(&relation.namespace, &relation.name, context),
-            true,
-        );
+        let mut source = self.source(&relation.namespace, &relation.name, context);
+        if let Op::Read(mark) = op {
+            source["snapshot"] = mark.as_str().into();
+        }
+        let value = self.envelope(body, source, true);
         let value = match &self.schemas {
             Some(schemas) => {
                 let table = schemas.table(|| self.topic(relation), relation, context.schema);

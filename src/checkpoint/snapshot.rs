@@ -1,0 +1,123 @@
+//! How far a snapshot has read, carried in every checkpoint while it runs (format version 2).
+//!
+//! The cursor moves past a chunk only in the checkpoint committed in the same Kafka transaction as
+//! the chunk's read events, so after a crash the relay re-reads at most the one chunk that was not
+//! committed, and never a row it delivered.
+
+use serde::{Deserialize, Serialize};
+
+/// The progress of one snapshot: its tables in the order they are read, the table being read, and
+/// the primary key of the last row it passed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotCursor {
+    /// Tells this snapshot's watermarks from those of another one (or of an earlier attempt).
+    pub id: String,
+    /// What started it: the `source.snapshot` markers differ.
+    pub kind: SnapshotKind,
+    /// The tables to read, fixed when the snapshot starts.
+    pub tables: Vec<TableName>,
+    /// Index in `tables` of the table being read; `tables.len()` once every table is read.
+    pub table: usize,
+    /// The primary key (as text, in key order) of the last row read or skipped in that table;
+    /// `None` before its first chunk.
+    pub after: Option<Vec<String>>,
+    /// Read events published by this snapshot so far.
+    pub rows: u64,
+}
+
+/// Why a snapshot runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotKind {
+    /// The relay's first start (`snapshot.mode = "initial"`): Debezium marks its reads `first`,
+    /// `true`, `last` (and `first_in_data_collection` / `last_in_data_collection` per table).
+    Initial,
+}
+
+/// A table by schema and name, as the catalog spells them (never quoted).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TableName {
+    /// The schema.
+    pub schema: String,
+    /// The table.
+    pub table: String,
+}
+
+impl std::fmt::Display for TableName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.schema, self.table)
+    }
+}
+
+impl SnapshotCursor {
+    /// A snapshot of `tables` that has read nothing yet.
+    pub fn new(id: String, kind: SnapshotKind, tables: Vec<TableName>) -> Self {
+        Self {
+            id,
+            kind,
+            tables,
+            table: 0,
+            after: None,
+            rows: 0,
+        }
+    }
+
+    /// The table being read, `None` once all are.
+    pub fn current(&self) -> Option<&TableName> {
+        self.tables.get(self.table)
+    }
+
+    /// Whether the table being read is the last one.
+    pub fn on_last_table(&self) -> bool {
+        self.table + 1 >= self.tables.len()
+    }
+
+    /// The cursor after a chunk that published `rows` read events and passed the key `last`
+    /// (`None`: the table had no row past the cursor); `ended` when it was the table's last chunk.
+    #[must_use]
+    pub fn past(&self, last: Option<Vec<String>>, rows: u64, ended: bool) -> Self {
+        let mut next = self.clone();
+        next.rows += rows;
+        if ended {
+            next.table += 1;
+            next.after = None;
+        } else if last.is_some() {
+            next.after = last;
+        }
+        next
+    }
+
+    /// Whether every table is read.
+    pub fn is_done(&self) -> bool {
+        self.table >= self.tables.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_moves_through_the_tables() {
+        let table = |t: &str| TableName {
+            schema: "public".into(),
+            table: t.into(),
+        };
+        let start = SnapshotCursor::new(
+            "s".into(),
+            SnapshotKind::Initial,
+            vec![table("a"), table("b")],
+        );
+        assert_eq!(start.current(), Some(&table("a")));
+        assert!(!start.on_last_table());
+        let mid = start.past(Some(vec!["7".into()]), 5, false);
+        assert_eq!(
+            (mid.table, mid.after.clone(), mid.rows),
+            (0, Some(vec!["7".into()]), 5)
+        );
+        let next = mid.past(Some(vec!["9".into()]), 2, true);
+        assert_eq!((next.table, next.after.clone(), next.rows), (1, None, 7));
+        assert!(next.on_last_table() && !next.is_done());
+        assert!(next.past(None, 0, true).is_done());
+    }
+}
