@@ -74,6 +74,8 @@ pub struct RelayConfig {
     /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
     /// outbox tables once (the relay's backfill); `outboxd run --publish-existing-rows`.
     pub publish_existing_rows: bool,
+    /// The Schema Registry Avro records' schemas are registered with (`[schema_registry]`).
+    pub registry: Option<crate::registry::Registry>,
 }
 
 impl RelayConfig {

@@ -274,7 +274,7 @@ async fn publish_table(
             };
             routing
                 .route(&config.router, &change, context, &mut routed)
-                .await;
+                .await?;
             for record in routed.drain(..) {
                 if sink.input.send(SinkInput::Record(record)).await.is_err() {
                     return Ok(None);

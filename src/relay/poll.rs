@@ -173,7 +173,7 @@ impl Poller<'_> {
         }
         // Owed until its Kafka transaction commits, also across attempts: the rows stay.
         metrics().owe(Owed::Rows { claimed: rows });
-        let records = self.route(&batch).await;
+        let records = self.route(&batch).await?;
         let table = self.config.poll.tables[index].qualified();
         // The sink sets the event total as it commits.
         let checkpoint = PollCheckpoint::new(table, batch.ids, 0);
@@ -214,7 +214,7 @@ impl Poller<'_> {
     }
 
     /// The records of a batch's rows, dead letters included.
-    async fn route(&mut self, batch: &Batch) -> Vec<Record> {
+    async fn route(&mut self, batch: &Batch) -> Result<Vec<Record>, RelayError> {
         let context = RouteContext {
             schema: &self.schema,
             xid: None,
@@ -230,8 +230,8 @@ impl Poller<'_> {
             };
             self.routing
                 .route(&self.config.router, &change, &context, &mut records)
-                .await;
+                .await?;
         }
-        records
+        Ok(records)
     }
 }

@@ -300,7 +300,7 @@ impl Pump<'_> {
         let mut routed = std::mem::take(&mut self.routed);
         self.routing
             .route(&self.config.router, change, &context, &mut routed)
-            .await;
+            .await?;
         if !routed.is_empty() {
             // Owed from now until a committed checkpoint covers it: before the hand-over, which
             // waits while a stuck sink back-pressures.

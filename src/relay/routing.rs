@@ -5,11 +5,14 @@
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
+use crate::registry::Registry;
 use crate::route::dead_letter::DeadLetterLog;
 use crate::route::{Record, RouteContext, Router, SizeLimits};
 use crate::sink::kafka::{largest, Refused};
 use crate::sink::limits::TopicLimits;
 use crate::source::Change;
+
+use super::RelayError;
 
 /// How often held-back dead-letter lines are summed up.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -51,6 +54,8 @@ pub(super) struct Routing {
     limits: TopicLimits,
     refusals: Refusals,
     log: DeadLetterLog,
+    /// Where Avro records' schemas are registered.
+    registry: Option<Registry>,
 }
 
 /// The limits as [`Router::cap`] asks for them.
@@ -73,23 +78,31 @@ impl SizeLimits for Known<'_> {
 
 impl Routing {
     /// Routing with the limits [`super::fence`] read and the refusals of earlier attempts.
-    pub(super) fn new(limits: TopicLimits, refusals: Refusals) -> Self {
+    pub(super) fn new(limits: TopicLimits, refusals: Refusals, registry: Option<Registry>) -> Self {
         Self {
             limits,
             refusals,
             log: DeadLetterLog::new(SUMMARY_INTERVAL),
+            registry,
         }
     }
 
     /// Appends the records `change` becomes to `out`, each over its topic's limit (or a poison
-    /// change) as a dead letter; returns how many dead letters.
+    /// change) as a dead letter; returns how many dead letters. The Avro schemas the records need
+    /// are registered first: a registry that cannot register one fails the attempt before any
+    /// record of the change exists.
     pub(super) async fn route(
         &mut self,
         router: &Router,
         change: &Change,
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
-    ) -> u32 {
+    ) -> Result<u32, RelayError> {
+        if let Some(registry) = &self.registry {
+            for schema in router.unregistered(change, context) {
+                registry.register(&schema).await?;
+            }
+        }
         let first = out.len();
         router.route(change, context, out);
         let dead_letters = router.dead_letters();
@@ -110,7 +123,7 @@ impl Routing {
                 dead += 1;
             }
         }
-        dead
+        Ok(dead)
     }
 
     /// Sums up the dead-letter lines held back, once their interval is over.
