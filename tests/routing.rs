@@ -87,16 +87,7 @@ fn murmur2_matches_kafkas_test_vectors() {
 
 /// A test database with `sql` applied, a publication of `tables`, and a relay spec over it.
 async fn database(prefix: &str, sql: &str, tables: &str) -> (TestDb, RelaySpec) {
-    let db = TestDb::create(prefix).await;
-    let client = db.client().await;
-    client.batch_execute(sql).await.expect("schema");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {} FOR TABLE {tables}",
-            db.publication
-        ))
-        .await
-        .expect("publication");
+    let db = TestDb::published(prefix, sql, tables).await;
     let spec = RelaySpec::for_db(&db);
     (db, spec)
 }

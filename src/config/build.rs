@@ -4,10 +4,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use url::Url;
+
 use super::kafka_security::{security_properties, Mapped};
-use super::sections::{AfterPublishName, EnvelopeName, Settings, ValueConventionName};
+use super::sections::{AfterPublishName, CdcFormat, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
 use crate::pg::wire::ConnectOptions;
+use crate::registry::{Registry, RegistrySettings};
+use crate::route::avro::tables::AvroSchemas;
+use crate::route::avro::SubjectStrategy;
 use crate::route::cdc::schema::tables::SchemaCache;
 use crate::route::cdc::values::{DebeziumModes, ValueConvention};
 use crate::route::cdc::CdcRouter;
@@ -85,6 +90,7 @@ impl Settings {
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
             publish_existing_rows: false,
+            registry: self.registry()?,
             wal_poll_interval: self.metrics.wal_poll_interval,
             stall_timeout: self.metrics.stall_timeout,
             snapshot,
@@ -327,8 +333,23 @@ impl Settings {
                 ValueConventionName::Natural => ValueConvention::Natural,
                 ValueConventionName::Debezium => ValueConvention::Debezium(modes),
             },
-            schemas: cdc.schemas.then(|| SchemaCache::new(modes)),
+            // Avro is made from the Connect schemas.
+            schemas: (cdc.schemas || cdc.format == CdcFormat::Avro)
+                .then(|| SchemaCache::new(modes)),
+            avro: (cdc.format == CdcFormat::Avro).then(|| {
+                AvroSchemas::new(
+                    self.schema_registry
+                        .as_ref()
+                        .map_or_else(SubjectStrategy::default, |r| r.subject_name_strategy),
+                )
+            }),
         });
+        if cdc.enabled && cdc.format == CdcFormat::Avro && self.schema_registry.is_none() {
+            return Err(invalid(
+                "cdc.format",
+                "\"avro\" needs a [schema_registry] section with its url".into(),
+            ));
+        }
         if self.kafka.max_record_bytes < 1024 {
             return Err(invalid(
                 "kafka.max_record_bytes",
@@ -340,6 +361,40 @@ impl Settings {
             cdc_router,
             DeadLetters::new(self.dead_letter.topic.clone(), self.kafka.max_record_bytes),
         ))
+    }
+}
+
+impl Settings {
+    /// The Schema Registry client of `[schema_registry]`, if configured.
+    fn registry(&self) -> Result<Option<Registry>, ConfigError> {
+        let Some(section) = &self.schema_registry else {
+            return Ok(None);
+        };
+        let invalid = |problem: String| ConfigError::Invalid {
+            key: "schema_registry.url",
+            problem,
+        };
+        let url = Url::parse(&section.url).map_err(|e| invalid(e.to_string()))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(invalid(format!("{} is not an http(s) URL", section.url)));
+        }
+        let mut password = section.password.as_ref().map(|p| p.expose().to_owned());
+        if let Some(path) = &section.password_file {
+            password = Some(read_secret_file("schema_registry.password_file", path)?);
+        }
+        let settings = RegistrySettings {
+            url,
+            username: section.username.clone(),
+            password,
+            ca_file: section.ca_file.clone(),
+            timeout: section.timeout,
+        };
+        Registry::new(settings)
+            .map(Some)
+            .map_err(|e| ConfigError::Invalid {
+                key: "schema_registry.ca_file",
+                problem: e.to_string(),
+            })
     }
 }
 

@@ -3,8 +3,9 @@
 
 use serde::Deserialize;
 
-use super::sections::{AfterPublishName, EnvelopeName, ValueConventionName};
+use super::sections::{AfterPublishName, CdcFormat, EnvelopeName, ValueConventionName};
 use crate::logging::LogFormat;
+use crate::route::avro::SubjectStrategy;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{CloudEventsMode, KeyFormat};
 use crate::settings::{RelayMode, SnapshotMode};
@@ -37,6 +38,18 @@ impl Choice for EnvelopeName {
     const CHOICES: &'static [(&'static str, Self)] = &[
         ("debezium-outbox", Self::DebeziumOutbox),
         ("cloudevents", Self::Cloudevents),
+    ];
+}
+
+impl Choice for CdcFormat {
+    const CHOICES: &'static [(&'static str, Self)] = &[("json", Self::Json), ("avro", Self::Avro)];
+}
+
+impl Choice for SubjectStrategy {
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("topic", Self::Topic),
+        ("record", Self::Record),
+        ("topic_record", Self::TopicRecord),
     ];
 }
 

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::choice::choice;
 pub use super::kafka_security::{KafkaSaslSection, KafkaTlsSection, SaslMechanism};
 use crate::logging::LogFormat;
+use crate::route::avro::SubjectStrategy;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
 use crate::route::outbox::{self, CloudEventsMode, KeyFormat, OutboxColumns};
 use crate::settings::{RelayMode, SnapshotMode, SnapshotSettings};
@@ -51,6 +52,9 @@ pub struct Settings {
     /// `[poll]`.
     #[serde(default)]
     pub poll: PollSection,
+    /// `[schema_registry]`.
+    #[serde(default)]
+    pub schema_registry: Option<RegistrySection>,
 }
 
 /// `[poll]`: how poll mode reads outbox tables (`relay.mode = "poll"`).
@@ -462,6 +466,65 @@ pub struct CdcSection {
     pub binary_handling_mode: BinaryMode,
     /// JsonConverter's `schemas.enable`: keys, values and key headers as `{"schema", "payload"}`.
     pub schemas: bool,
+    /// `json`, or `avro`: keys and values as Confluent's AvroConverter writes them, with their
+    /// schemas registered in `[schema_registry]`.
+    #[serde(deserialize_with = "choice")]
+    pub format: CdcFormat,
+}
+
+/// `[cdc] format` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdcFormat {
+    /// JsonConverter's JSON.
+    Json,
+    /// Avro in Confluent's wire format.
+    Avro,
+}
+
+/// `[schema_registry]`: the Confluent-compatible Schema Registry of Avro records. `Debug` leaves
+/// out the password.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistrySection {
+    /// The API's base URL (`https://registry:8081`; Apicurio's ends in `/apis/ccompat/v7`).
+    pub url: String,
+    /// Basic authentication's user.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// Its password, best given as `OUTBOXD__SCHEMA_REGISTRY__PASSWORD` rather than in the file.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificates (PEM) of an `https` registry; the system's by default.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// `topic` (`<topic>-key`, `<topic>-value`), `record` (the record's full name) or
+    /// `topic_record` (`<topic>-<record full name>`).
+    #[serde(default, deserialize_with = "choice")]
+    pub subject_name_strategy: SubjectStrategy,
+    /// How long one request may take.
+    #[serde(default = "default_registry_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn default_registry_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl std::fmt::Debug for RegistrySection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySection")
+            .field("url", &self.url)
+            .field("username", &self.username)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("ca_file", &self.ca_file)
+            .field("subject_name_strategy", &self.subject_name_strategy)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
 }
 
 impl Default for CdcSection {
@@ -478,6 +541,7 @@ impl Default for CdcSection {
             time_precision_mode: TimePrecisionMode::Adaptive,
             binary_handling_mode: BinaryMode::Bytes,
             schemas: false,
+            format: CdcFormat::Json,
         }
     }
 }

@@ -56,6 +56,8 @@
 //! | offsets topic with several partitions or not compacted, checkpoint unreadable or of the other mode | stop |
 //! | sink thread not started, runtime stopping | retry |
 //! | sink thread or a blocking Kafka call panicked | stop |
+//! | Schema Registry unreachable, 5xx, 408, 429 | retry |
+//! | Schema Registry refusing a schema (compatibility, invalid), or the credentials | stop, naming the subject |
 
 pub mod backfill;
 mod failover;
@@ -73,6 +75,7 @@ use std::time::{Duration, Instant};
 use crate::checkpoint::{CheckpointError, StoredCheckpoint};
 use crate::metrics::metrics;
 use crate::pg::wire::WireError;
+use crate::registry::RegistryError;
 use crate::route::outbox::identity::OutboxMoved;
 use crate::sink::batch::{BatchCheckpoint, SinkThread, SinkThreadError};
 use crate::sink::kafka::{KafkaSettings, SinkError, TransactionalProducer};
@@ -152,6 +155,9 @@ pub enum Failure {
     /// The sink thread gave no result.
     #[error(transparent)]
     SinkThread(SinkThreadError),
+    /// Registering an Avro schema.
+    #[error(transparent)]
+    Registry(RegistryError),
     /// A blocking Kafka call (producer start, checkpoint read) ended without a result.
     #[error("a blocking Kafka call {0}")]
     Blocking(&'static str),
@@ -273,6 +279,12 @@ impl From<SnapshotError> for RelayError {
     /// The table is the same on every attempt; only it or the configuration can change.
     fn from(error: SnapshotError) -> Self {
         Self::Definite(Failure::Snapshot(error))
+    }
+}
+
+impl From<RegistryError> for RelayError {
+    fn from(error: RegistryError) -> Self {
+        Self::sorted(error.is_transient(), Failure::Registry(error))
     }
 }
 
@@ -457,7 +469,7 @@ async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, Rela
     Ok(Fenced {
         producer,
         offsets,
-        routing: Routing::new(limits, topics, refusals.clone()),
+        routing: Routing::new(limits, topics, refusals.clone(), config.registry.clone()),
     })
 }
 

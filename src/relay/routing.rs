@@ -6,13 +6,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::time::Duration;
 
-use super::RelayError;
+use crate::registry::Registry;
 use crate::route::dead_letter::DeadLetterLog;
 use crate::route::{Record, RouteContext, Router, SizeLimits};
 use crate::sink::kafka::{largest, Refused};
 use crate::sink::limits::TopicLimits;
 use crate::sink::topics::{MissingTopic, TopicError, Topics};
 use crate::source::Change;
+
+use super::RelayError;
 
 /// How often held-back dead-letter lines are summed up.
 const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
@@ -74,6 +76,8 @@ pub(super) struct Routing {
     topics: Topics,
     refusals: Refusals,
     log: DeadLetterLog,
+    /// Where Avro records' schemas are registered.
+    registry: Option<Registry>,
 }
 
 /// The limits as [`Router::cap`] asks for them.
@@ -96,19 +100,27 @@ impl SizeLimits for Known<'_> {
 
 impl Routing {
     /// Routing with the limits [`super::fence`] read and the refusals of earlier attempts.
-    pub(super) fn new(limits: TopicLimits, topics: Topics, refusals: Refusals) -> Self {
+    pub(super) fn new(
+        limits: TopicLimits,
+        topics: Topics,
+        refusals: Refusals,
+        registry: Option<Registry>,
+    ) -> Self {
         Self {
             limits,
             topics,
             refusals,
             log: DeadLetterLog::new(SUMMARY_INTERVAL),
+            registry,
         }
     }
 
     /// Appends the records `change` becomes to `out`, each over its topic's limit, of a missing
     /// topic (when the policy says so) or of a poison change as a dead letter; returns how many
     /// dead letters. Fails when a topic is missing and the policy is to stop, when the
-    /// dead-letter topic itself is missing, or when the broker does not answer.
+    /// dead-letter topic itself is missing, or when the broker does not answer. The Avro schemas
+    /// the records need are registered first: a registry that cannot register one fails the
+    /// attempt before any record of the change exists.
     pub(super) async fn route(
         &mut self,
         router: &Router,
@@ -116,6 +128,11 @@ impl Routing {
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
     ) -> Result<u32, RelayError> {
+        if let Some(registry) = &self.registry {
+            for schema in router.unregistered(change, context) {
+                registry.register(&schema).await?;
+            }
+        }
         let first = out.len();
         router.route(change, context, out);
         let dead_letters = router.dead_letters();

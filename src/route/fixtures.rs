@@ -35,6 +35,7 @@ pub(crate) fn cdc_router() -> CdcRouter {
         unavailable_value_placeholder: "__debezium_unavailable_value".into(),
         values: ValueConvention::Debezium(DebeziumModes::default()),
         schemas: None,
+        avro: None,
     }
 }
 

@@ -9,6 +9,7 @@
 //! - [`dead_letter`]: a change that cannot become a record becomes a dead letter instead, produced
 //!   in the same Kafka transaction, so a poison row never blocks the relay and is never lost.
 
+pub mod avro;
 pub mod cdc;
 pub mod dead_letter;
 pub mod outbox;
@@ -187,6 +188,19 @@ impl Router {
             return 1;
         }
         0
+    }
+
+    /// The Avro schemas `change`'s records need that the registry has not given an id yet: the
+    /// relay registers them before [`Router::route`], which encodes with their ids.
+    pub fn unregistered(
+        &self,
+        change: &Change,
+        context: &RouteContext<'_>,
+    ) -> Vec<std::sync::Arc<avro::AvroSchema>> {
+        match &self.cdc {
+            Some(cdc) => cdc.unregistered(change, &|r| self.outbox.is_outbox(r), context),
+            None => Vec::new(),
+        }
     }
 
     /// Holds the records `change` became (`records`, from [`Router::route`]) to what the broker

@@ -37,6 +37,21 @@ impl TestDb {
         }
     }
 
+    /// A fresh database named after `prefix` with `sql` applied and its publication of `tables`.
+    pub async fn published(prefix: &str, sql: &str, tables: &str) -> TestDb {
+        let db = TestDb::create(prefix).await;
+        let client = db.client().await;
+        client.batch_execute(sql).await.expect("schema");
+        client
+            .batch_execute(&format!(
+                "CREATE PUBLICATION {} FOR TABLE {tables}",
+                db.publication
+            ))
+            .await
+            .expect("publication");
+        db
+    }
+
     /// A new SQL connection to this database.
     pub async fn client(&self) -> tokio_postgres::Client {
         connect(&self.url).await

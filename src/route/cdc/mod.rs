@@ -17,7 +17,9 @@
 //!
 //! With `schemas` on, every key, value and key header is Kafka Connect's JsonConverter's
 //! `{"schema": ..., "payload": ...}` (Debezium Server's default output), the schemas derived once
-//! per table and Relation message ([`schema`]).
+//! per table and Relation message ([`schema`]). With `avro` too, keys and values are Avro in
+//! Confluent's wire format instead, as the AvroConverter writes them ([`crate::route::avro`]);
+//! key headers stay JSON, as Debezium Server's header format is.
 //!
 //! Column values follow the [`values::ValueConvention`]; a TOASTed value an update did not change
 //! (Postgres does not send it) is taken from the old row when the table logs it (`REPLICA IDENTITY
@@ -37,6 +39,8 @@ use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
+use crate::route::avro::tables::{AvroSchemas, AvroTable};
+use crate::route::avro::AvroSchema;
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
 use crate::source::{Change, SnapshotMark};
@@ -66,6 +70,8 @@ pub struct CdcRouter {
     pub values: ValueConvention,
     /// With Kafka Connect schemas (JsonConverter's `schemas.enable`): the tables' schemas.
     pub schemas: Option<SchemaCache>,
+    /// With keys and values in Avro (which needs `schemas`): their Avro schemas.
+    pub avro: Option<AvroSchemas>,
 }
 
 /// Debezium's operation codes.
@@ -104,7 +110,7 @@ impl CdcRouter {
             Change::Insert { relation, new } if !is_outbox(relation) => {
                 let after = self.row(relation, new, context)?;
                 let key = self.key(relation, &after, context);
-                out.push(self.event(relation, key, Op::Create, Value::Null, after, context));
+                out.push(self.event(relation, key, Op::Create, Value::Null, after, context)?);
             }
             Change::Update { relation, old, new } if !is_outbox(relation) => {
                 let after = match old {
@@ -125,7 +131,7 @@ impl CdcRouter {
                     before => self.key(relation, before, context),
                 };
                 if old_key == new_key {
-                    out.push(self.event(relation, new_key, Op::Update, before, after, context));
+                    out.push(self.event(relation, new_key, Op::Update, before, after, context)?);
                 } else {
                     // The primary key changed: Debezium's delete + tombstone + create.
                     let mut delete = self.event(
@@ -135,19 +141,19 @@ impl CdcRouter {
                         before,
                         Value::Null,
                         context,
-                    );
+                    )?;
                     let new_key_header =
                         self.key_header("__debezium.newkey", relation, &new_key, context);
                     delete.headers.push(new_key_header.clone());
                     out.push(delete);
                     let before_tombstone = out.len();
-                    self.tombstone(relation, &old_key, context, out);
+                    self.tombstone(relation, &old_key, context, out)?;
                     // Debezium names the new key on the tombstone too.
                     if let Some(tombstone) = out.get_mut(before_tombstone) {
                         tombstone.headers.push(new_key_header);
                     }
                     let mut create =
-                        self.event(relation, new_key, Op::Create, Value::Null, after, context);
+                        self.event(relation, new_key, Op::Create, Value::Null, after, context)?;
                     create.headers.push(self.key_header(
                         "__debezium.oldkey",
                         relation,
@@ -168,8 +174,8 @@ impl CdcRouter {
                     before,
                     Value::Null,
                     context,
-                ));
-                self.tombstone(relation, &key, context, out);
+                )?);
+                self.tombstone(relation, &key, context, out)?;
             }
             Change::Read {
                 relation,
@@ -178,7 +184,14 @@ impl CdcRouter {
             } if !is_outbox(relation) => {
                 let after = self.row(relation, row, context)?;
                 let key = self.key(relation, &after, context);
-                out.push(self.event(relation, key, Op::Read(*mark), Value::Null, after, context));
+                out.push(self.event(
+                    relation,
+                    key,
+                    Op::Read(*mark),
+                    Value::Null,
+                    after,
+                    context,
+                )?);
             }
             Change::Truncate { relations, .. } if self.truncate_events => {
                 for relation in relations.iter().filter(|r| !is_outbox(r)) {
@@ -189,12 +202,12 @@ impl CdcRouter {
                         Value::Null,
                         Value::Null,
                         context,
-                    ));
+                    )?);
                 }
             }
             Change::Message {
                 prefix, content, ..
-            } if self.messages => out.push(self.message(prefix, content, context)),
+            } if self.messages => out.push(self.message(prefix, content, context)?),
             _ => {}
         }
         Ok(())
@@ -320,7 +333,7 @@ impl CdcRouter {
         before: Value,
         after: Value,
         context: &RouteContext<'_>,
-    ) -> Record {
+    ) -> RouteResult<Record> {
         let mut body = Map::new();
         body.insert("before".into(), before);
         body.insert("after".into(), after);
@@ -330,20 +343,109 @@ impl CdcRouter {
             source["snapshot"] = mark.as_str().into();
         }
         let value = self.envelope(body, source, true);
-        let value = match &self.schemas {
-            Some(schemas) => {
+        let value = match (&self.schemas, self.avro_table(relation, context)?) {
+            (_, Some(avro)) => avro_encoded(&avro.value, &value)?,
+            (Some(schemas), None) => {
                 let table = schemas.table(|| self.topic(relation), relation, context.schema);
-                schema::enveloped(&table.envelope.json, &table.envelope.schema, &value)
+                Bytes::from(schema::enveloped(
+                    &table.envelope.json,
+                    &table.envelope.schema,
+                    &value,
+                ))
             }
-            None => value.to_string(),
+            (None, None) => Bytes::from(value.to_string()),
         };
-        Record {
+        Ok(Record {
             topic: self.topic(relation),
             partition: None,
-            key: self.key_bytes(relation, key, context),
-            value: Some(Bytes::from(value)),
+            key: self.record_key(relation, key, context)?,
+            value: Some(value),
             headers: Vec::new(),
             timestamp_ms: Some(context.commit_ts.unix_millis()),
+        })
+    }
+
+    /// The Avro schemas of `relation` when keys and values are Avro.
+    fn avro_table(
+        &self,
+        relation: &Arc<Relation>,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Option<Arc<AvroTable>>> {
+        let (Some(avro), Some(schemas)) = (&self.avro, &self.schemas) else {
+            return Ok(None);
+        };
+        let topic = self.topic(relation);
+        let tables = schemas.table(|| topic.clone(), relation, context.schema);
+        avro.table(relation.id, &tables, &topic)
+            .map(Some)
+            .map_err(|e| Failure::new(Reason::InvalidValue, e))
+    }
+
+    /// The Avro schemas `change` needs that are not registered yet (none unless Avro is on).
+    pub fn unregistered(
+        &self,
+        change: &Change,
+        is_outbox: &dyn Fn(&Relation) -> bool,
+        context: &RouteContext<'_>,
+    ) -> Vec<Arc<AvroSchema>> {
+        let mut schemas = Vec::new();
+        let mut table = |relation: &Arc<Relation>| {
+            // A schema that is not valid Avro is no registration: the change becomes a dead letter.
+            if let Ok(Some(avro)) = self.avro_table(relation, context) {
+                schemas.extend(avro.key.iter().cloned());
+                schemas.push(Arc::clone(&avro.value));
+            }
+        };
+        match change {
+            Change::Insert { relation, .. }
+            | Change::Read { relation, .. }
+            | Change::Update { relation, .. }
+            | Change::Delete { relation, .. }
+                if !is_outbox(relation) =>
+            {
+                table(relation);
+            }
+            Change::Truncate { relations, .. } if self.truncate_events => {
+                relations.iter().filter(|r| !is_outbox(r)).for_each(table);
+            }
+            Change::Message { .. } if self.messages => {
+                if let Ok(Some((key, value))) = self.avro_message() {
+                    schemas.extend([key, value]);
+                }
+            }
+            _ => {}
+        }
+        schemas.retain(|s| s.id().is_none());
+        schemas
+    }
+
+    /// The Avro schemas of logical-message events when keys and values are Avro.
+    fn avro_message(&self) -> RouteResult<Option<(Arc<AvroSchema>, Arc<AvroSchema>)>> {
+        let (Some(avro), Some(schemas)) = (&self.avro, &self.schemas) else {
+            return Ok(None);
+        };
+        avro.message(&self.message_topic(), schemas.message())
+            .map(Some)
+            .map_err(|e| Failure::new(Reason::InvalidValue, e))
+    }
+
+    /// The record key: Avro when keys are, else [`CdcRouter::key_bytes`].
+    fn record_key(
+        &self,
+        relation: &Arc<Relation>,
+        key: Option<String>,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Option<Bytes>> {
+        let avro = self.avro_table(relation, context)?;
+        match avro.as_ref().and_then(|table| table.key.as_ref()) {
+            Some(schema) => {
+                let Some(key) = key else { return Ok(None) };
+                let payload: Value = serde_json::from_str(&key).map_err(|e| {
+                    Failure::new(Reason::InvalidValue, format!("key {key} is not JSON: {e}"))
+                })?;
+                avro_encoded(schema, &payload).map(Some)
+            }
+            None => Ok(self.key_bytes(relation, key, context)),
         }
     }
 
@@ -385,22 +487,28 @@ impl CdcRouter {
         key: &Option<String>,
         context: &RouteContext<'_>,
         out: &mut Vec<Record>,
-    ) {
+    ) -> RouteResult<()> {
         // Compaction removes a key only by a tombstone. Debezium writes one after a delete of a
         // table without key too (with a null key), and consumers may count on it.
         if self.tombstones_on_delete {
             out.push(Record {
                 topic: self.topic(relation),
                 partition: None,
-                key: self.key_bytes(relation, key.clone(), context),
+                key: self.record_key(relation, key.clone(), context)?,
                 value: None,
                 headers: Vec::new(),
                 timestamp_ms: Some(context.commit_ts.unix_millis()),
             });
         }
+        Ok(())
     }
 
-    fn message(&self, prefix: &str, content: &[u8], context: &RouteContext<'_>) -> Record {
+    fn message(
+        &self,
+        prefix: &str,
+        content: &[u8],
+        context: &RouteContext<'_>,
+    ) -> RouteResult<Record> {
         let mut body = Map::new();
         body.insert("op".into(), "m".into());
         body.insert(
@@ -412,25 +520,48 @@ impl CdcRouter {
         );
         let value = self.envelope(body, self.source("", "", context), false);
         let key = json!({ "prefix": prefix });
-        let (key, value) = match &self.schemas {
-            Some(schemas) => {
+        let (key, value) = match (&self.schemas, self.avro_message()?) {
+            (_, Some((key_schema, value_schema))) => (
+                avro_encoded(&key_schema, &key)?,
+                avro_encoded(&value_schema, &value)?,
+            ),
+            (Some(schemas), None) => {
                 let message = schemas.message();
                 (
-                    schema::enveloped(&message.key.json, &message.key.schema, &key),
-                    schema::enveloped(&message.value.json, &message.value.schema, &value),
+                    Bytes::from(schema::enveloped(
+                        &message.key.json,
+                        &message.key.schema,
+                        &key,
+                    )),
+                    Bytes::from(schema::enveloped(
+                        &message.value.json,
+                        &message.value.schema,
+                        &value,
+                    )),
                 )
             }
-            None => (key.to_string(), value.to_string()),
+            (None, None) => (Bytes::from(key.to_string()), Bytes::from(value.to_string())),
         };
-        Record {
-            topic: format!("{}.message", self.topic_prefix),
+        Ok(Record {
+            topic: self.message_topic(),
             partition: None,
-            key: Some(Bytes::from(key)),
-            value: Some(Bytes::from(value)),
+            key: Some(key),
+            value: Some(value),
             headers: Vec::new(),
             timestamp_ms: Some(context.commit_ts.unix_millis()),
-        }
+        })
     }
+
+    fn message_topic(&self) -> String {
+        format!("{}.message", self.topic_prefix)
+    }
+}
+
+/// `payload` in `schema`'s Avro, a failure naming why it does not fit.
+fn avro_encoded(schema: &AvroSchema, payload: &Value) -> RouteResult<Bytes> {
+    schema
+        .encode(payload)
+        .map_err(|e| Failure::new(Reason::InvalidValue, e))
 }
 
 /// `new` with each unchanged TOASTed value (which Postgres leaves out of an update) taken from

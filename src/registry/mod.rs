@@ -1,0 +1,417 @@
+//! A client of a Confluent-compatible Schema Registry (Confluent's, Apicurio's `/apis/ccompat/v7`,
+//! Karapace): registers the Avro schemas records are encoded with and learns their ids.
+//!
+//! Only registration is needed: `POST /subjects/<subject>/versions` answers the schema's id, the
+//! same id again for a schema registered before, so a restarted relay re-registers what it uses
+//! and gets the ids it had. Each [`AvroSchema`] keeps its id once known (ids are cached per
+//! schema, and a schema per table and Relation message).
+//!
+//! What the registry says sorts into transient and definite errors ([`RegistryError`]): no answer,
+//! a 5xx, 408 or 429 is an outage, retried from the checkpoint; a 409 is the subject's
+//! compatibility refusing the schema, which retrying cannot change: the relay stops before
+//! publishing a record of it, naming the subject, its versions and the registry's reason.
+//!
+//! HTTP/1.1 on hyper (already in the tree for the metrics endpoint), TLS by rustls as for
+//! Postgres: no registry client crate is both maintained and free of its own HTTP stack and
+//! schema types, and registration is one request.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::{Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, ServerName};
+use serde_json::{json, Value};
+use tokio::net::TcpStream;
+use tokio_rustls::rustls::{ClientConfig, RootCertStore};
+use tokio_rustls::TlsConnector;
+use url::Url;
+
+use crate::route::avro::AvroSchema;
+
+/// The media type of the registry's API.
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Where the CA certificates are when `ca_file` is not set (Debian's bundle).
+const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// How to reach the registry.
+#[derive(Clone)]
+pub struct RegistrySettings {
+    /// The API's base URL (Apicurio's ends in `/apis/ccompat/v7`).
+    pub url: Url,
+    /// Basic authentication's user.
+    pub username: Option<String>,
+    /// Basic authentication's password.
+    pub password: Option<String>,
+    /// CA certificates (PEM) an `https` registry's certificate must chain to.
+    pub ca_file: Option<PathBuf>,
+    /// How long one request may take.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for RegistrySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistrySettings")
+            .field("url", &self.url.as_str())
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_file)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Why a registration failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// No answer: connection refused, reset, TLS handshake, timeout.
+    #[error("the schema registry at {url} did not answer: {reason}")]
+    Unreachable {
+        /// The base URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+    /// An answer saying the registry cannot serve now (5xx, 408, 429).
+    #[error("the schema registry answered {status} to registering subject {subject}: {message}")]
+    Unavailable {
+        /// The subject.
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's message.
+        message: String,
+    },
+    /// The subject's compatibility refused the schema.
+    #[error(
+        "the schema registry refused a new schema for subject {subject} as incompatible with its \
+         registered versions {versions:?} (compatibility {compatibility}): {reason}; nothing of it \
+         was published. Make the table change compatible (a new column with a default, say), or \
+         change the subject's compatibility in the registry, then start outboxd again"
+    )]
+    Incompatible {
+        /// The subject.
+        subject: String,
+        /// Its registered versions.
+        versions: Vec<u32>,
+        /// Its compatibility level, as the registry reports it.
+        compatibility: String,
+        /// The registry's message.
+        reason: String,
+    },
+    /// The credentials were refused.
+    #[error(
+        "the schema registry refused outboxd's credentials ({status}); check \
+         schema_registry.username and the password"
+    )]
+    Unauthorized {
+        /// The HTTP status.
+        status: u16,
+    },
+    /// Any other refusal (an invalid schema, a malformed request).
+    #[error("the schema registry refused the schema of subject {subject} ({status}): {message}")]
+    Refused {
+        /// The subject.
+        subject: String,
+        /// The HTTP status.
+        status: u16,
+        /// The registry's message.
+        message: String,
+    },
+    /// The TLS settings cannot be used.
+    #[error("schema_registry.ca_file: {0}")]
+    Tls(String),
+}
+
+impl RegistryError {
+    /// Whether a new attempt can succeed.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable { .. } | Self::Unavailable { .. } => true,
+            Self::Incompatible { .. }
+            | Self::Unauthorized { .. }
+            | Self::Refused { .. }
+            | Self::Tls(_) => false,
+        }
+    }
+}
+
+/// A registry client.
+#[derive(Clone)]
+pub struct Registry {
+    settings: Arc<RegistrySettings>,
+    tls: Option<TlsConnector>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("settings", &self.settings)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// A client of the registry `settings` name (its CA certificates read now for `https`).
+    pub fn new(settings: RegistrySettings) -> Result<Self, RegistryError> {
+        let tls = match settings.url.scheme() {
+            "https" => Some(connector(&settings)?),
+            _ => None,
+        };
+        Ok(Self {
+            settings: Arc::new(settings),
+            tls,
+        })
+    }
+
+    /// Registers `schema` under its subject unless it has its id, and records the id.
+    pub async fn register(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
+        if schema.id().is_some() {
+            return Ok(());
+        }
+        let subject = schema.subject.as_str();
+        let body = json!({ "schema": schema.json }).to_string();
+        let (status, answer) = self
+            .request(Method::POST, &["subjects", subject, "versions"], Some(body))
+            .await?;
+        if status.is_success() {
+            let id = answer
+                .get("id")
+                .and_then(Value::as_u64)
+                .and_then(|id| u32::try_from(id).ok())
+                .ok_or_else(|| RegistryError::Refused {
+                    subject: subject.to_owned(),
+                    status: status.as_u16(),
+                    message: format!("the answer {answer} has no schema id"),
+                })?;
+            tracing::info!(subject, id, "registered the Avro schema");
+            schema.registered(id);
+            return Ok(());
+        }
+        let message = answer
+            .get("message")
+            .and_then(Value::as_str)
+            .map_or_else(|| answer.to_string(), str::to_owned);
+        Err(match status.as_u16() {
+            // Matched on the status: Apicurio's 409 carries `error_code` 0.
+            409 => RegistryError::Incompatible {
+                subject: subject.to_owned(),
+                versions: self.versions(subject).await,
+                compatibility: self.compatibility(subject).await,
+                reason: message,
+            },
+            401 | 403 => RegistryError::Unauthorized {
+                status: status.as_u16(),
+            },
+            408 | 429 | 500..=599 => RegistryError::Unavailable {
+                subject: subject.to_owned(),
+                status: status.as_u16(),
+                message,
+            },
+            _ => RegistryError::Refused {
+                subject: subject.to_owned(),
+                status: status.as_u16(),
+                message,
+            },
+        })
+    }
+
+    /// The subject's registered versions, for an error message (empty if they cannot be read).
+    async fn versions(&self, subject: &str) -> Vec<u32> {
+        match self
+            .request(Method::GET, &["subjects", subject, "versions"], None)
+            .await
+        {
+            Ok((status, Value::Array(versions))) if status.is_success() => versions
+                .iter()
+                .filter_map(|v| v.as_u64().and_then(|v| u32::try_from(v).ok()))
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The subject's compatibility level, else the global one, for an error message. A refusal
+    /// means the level in force is not `NONE`: Apicurio answers `NONE` for a subject without a
+    /// level of its own (Confluent a 404), and then the global one is asked.
+    async fn compatibility(&self, subject: &str) -> String {
+        for path in [&["config", subject][..], &["config"][..]] {
+            if let Ok((status, answer)) = self.request(Method::GET, path, None).await {
+                let level = answer
+                    .get("compatibilityLevel")
+                    .or_else(|| answer.get("compatibility"))
+                    .and_then(Value::as_str);
+                if let (true, Some(level)) = (status.is_success(), level) {
+                    if level != "NONE" {
+                        return level.to_owned();
+                    }
+                }
+            }
+        }
+        "unknown".into()
+    }
+
+    /// One request to `<url>/<segments>`, its status and JSON answer (`null` if it is not JSON).
+    async fn request(
+        &self,
+        method: Method,
+        segments: &[&str],
+        body: Option<String>,
+    ) -> Result<(StatusCode, Value), RegistryError> {
+        let settings = &self.settings;
+        let unreachable = |reason: String| RegistryError::Unreachable {
+            url: settings.url.to_string(),
+            reason,
+        };
+        let mut url = settings.url.clone();
+        url.path_segments_mut()
+            .map_err(|()| unreachable("the URL cannot have a path".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        let host = url.host_str().unwrap_or_default().to_owned();
+        let port = url.port_or_known_default().unwrap_or(80);
+        let mut request = Request::builder()
+            .method(method)
+            .uri(&url[url::Position::BeforePath..])
+            .header(hyper::header::HOST, format!("{host}:{port}"))
+            .header(hyper::header::ACCEPT, CONTENT_TYPE)
+            .header(hyper::header::CONTENT_TYPE, CONTENT_TYPE);
+        if let Some(user) = &settings.username {
+            let password = settings.password.as_deref().unwrap_or_default();
+            let token =
+                base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+            request = request.header(hyper::header::AUTHORIZATION, format!("Basic {token}"));
+        }
+        let request = request
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))
+            .map_err(|e| unreachable(e.to_string()))?;
+        let exchange = async {
+            let tcp = TcpStream::connect((host.as_str(), port))
+                .await
+                .map_err(|e| unreachable(e.to_string()))?;
+            match &self.tls {
+                Some(tls) => {
+                    let name = ServerName::try_from(host.clone())
+                        .map_err(|e| RegistryError::Tls(e.to_string()))?;
+                    let stream = tls
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| unreachable(format!("TLS handshake failed: {e}")))?;
+                    send(TokioIo::new(stream), request).await
+                }
+                None => send(TokioIo::new(tcp), request).await,
+            }
+            .map_err(|e| unreachable(e.to_string()))
+        };
+        let (status, answer) = tokio::time::timeout(settings.timeout, exchange)
+            .await
+            .map_err(|_| unreachable(format!("no answer within {:?}", settings.timeout)))??;
+        Ok((
+            status,
+            serde_json::from_slice(&answer).unwrap_or(Value::Null),
+        ))
+    }
+}
+
+/// Sends `request` on a new HTTP/1.1 connection over `io`.
+async fn send<T>(io: T, request: Request<Full<Bytes>>) -> Result<(StatusCode, Bytes), hyper::Error>
+where
+    T: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    // Ends when the answer is read and the sender dropped.
+    tokio::spawn(connection);
+    let response = sender.send_request(request).await?;
+    let status = response.status();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok((status, body))
+}
+
+/// TLS that trusts the CA certificates of `ca_file` (else the system's).
+fn connector(settings: &RegistrySettings) -> Result<TlsConnector, RegistryError> {
+    let path = settings
+        .ca_file
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_FILE));
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&path)
+        .and_then(Iterator::collect)
+        .map_err(|e| RegistryError::Tls(format!("cannot read {} ({e})", path.display())))?;
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(certs);
+    if added == 0 {
+        return Err(RegistryError::Tls(format!(
+            "no usable CA certificate in {}",
+            path.display()
+        )));
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| RegistryError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outages_are_transient_and_refusals_definite() {
+        let unreachable = RegistryError::Unreachable {
+            url: "http://r".into(),
+            reason: "refused".into(),
+        };
+        assert!(unreachable.is_transient());
+        let incompatible = RegistryError::Incompatible {
+            subject: "p.public.t-value".into(),
+            versions: vec![1, 2],
+            compatibility: "BACKWARD".into(),
+            reason: "qty at /fields/1".into(),
+        };
+        assert!(!incompatible.is_transient());
+        let text = incompatible.to_string();
+        for part in ["p.public.t-value", "[1, 2]", "BACKWARD", "qty at /fields/1"] {
+            assert!(text.contains(part), "{text}");
+        }
+        let settings = RegistrySettings {
+            url: Url::parse("http://r:8081").expect("URL"),
+            username: Some("u".into()),
+            password: Some("s3cret-pw".into()),
+            ca_file: None,
+            timeout: Duration::from_secs(1),
+        };
+        assert!(!format!("{settings:?}").contains("s3cret-pw"));
+    }
+
+    #[tokio::test]
+    async fn a_registry_that_does_not_answer_is_an_outage() {
+        // A port nothing listens on: bound, then released.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let registry = Registry::new(RegistrySettings {
+            url: Url::parse(&format!("http://127.0.0.1:{port}/apis/ccompat/v7")).expect("URL"),
+            username: None,
+            password: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        })
+        .expect("client");
+        let connect =
+            crate::route::cdc::schema::ConnectSchema::of(crate::route::cdc::schema::Kind::Int32);
+        let schema = AvroSchema::new(connect, "t-value".into()).expect("valid");
+        let error = registry.register(&schema).await.expect_err("no registry");
+        assert!(error.is_transient(), "{error}");
+        assert!(error.to_string().contains("did not answer"), "{error}");
+        assert_eq!(schema.id(), None);
+    }
+}

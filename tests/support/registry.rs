@@ -1,0 +1,168 @@
+//! The dev environment's Schema Registry (Apicurio's Confluent-compatible API, `scripts/dev-env up
+//! registry`), and Avro records decoded by the Apache Avro Python library, not by outboxd.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+use super::repo_root;
+
+/// The base URL of the shared environment's registry, started on first use.
+pub fn registry_url() -> &'static str {
+    static URL: OnceLock<String> = OnceLock::new();
+    URL.get_or_init(|| {
+        let script = repo_root().join("scripts/dev-env");
+        let up = Command::new(&script)
+            .args(["up", "registry"])
+            .status()
+            .expect("run scripts/dev-env up registry");
+        assert!(
+            up.success(),
+            "scripts/dev-env up registry failed; run scripts/setup test first"
+        );
+        let out = Command::new(&script)
+            .args(["env", "registry"])
+            .output()
+            .expect("run scripts/dev-env env registry");
+        assert!(out.status.success(), "scripts/dev-env env registry failed");
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .strip_prefix("export OUTBOXD_DEV_REGISTRY_URL=")
+            .expect("the registry's URL")
+            .to_owned()
+    })
+}
+
+/// `GET <url>/<path>`'s status and JSON answer.
+pub fn get(url: &str, path: &str) -> (u16, Value) {
+    let rest = url.strip_prefix("http://").expect("an http URL");
+    let (address, base) = rest.split_once('/').expect("a base path");
+    let (status, body) =
+        super::http::http_get(address, &format!("/{base}/{path}")).expect("the registry answers");
+    (status, serde_json::from_str(&body).unwrap_or(Value::Null))
+}
+
+/// The registered versions of `subject`.
+pub fn versions(url: &str, subject: &str) -> Vec<u64> {
+    let (status, answer) = get(url, &format!("subjects/{subject}/versions"));
+    assert_eq!(status, 200, "versions of {subject}: {answer}");
+    answer
+        .as_array()
+        .expect("a list")
+        .iter()
+        .map(|v| v.as_u64().expect("a version"))
+        .collect()
+}
+
+/// Each record (`None`: a null key or value) decoded with the schema its id names in the
+/// registry at `url`, in JsonConverter's JSON: `(schema id, value)`.
+pub fn decode(url: &str, records: &[Option<&[u8]>]) -> Vec<Option<(u64, Value)>> {
+    let input: Vec<Value> = records
+        .iter()
+        .map(|r| r.map_or(Value::Null, |bytes| Value::from(hex(bytes))))
+        .collect();
+    let mut child = Command::new("python3")
+        .arg(repo_root().join("tests/support/avro_decode.py"))
+        .arg(url)
+        .env("PYTHONPATH", avro_python_dir())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("run python3");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(Value::from(input).to_string().as_bytes())
+        .expect("write records");
+    let out = child.wait_with_output().expect("decoder output");
+    assert!(out.status.success(), "avro_decode.py failed");
+    let decoded: Vec<Value> = serde_json::from_slice(&out.stdout).expect("JSON");
+    decoded
+        .into_iter()
+        .map(|d| match d {
+            Value::Null => None,
+            d => Some((d["id"].as_u64().expect("id"), d["value"].clone())),
+        })
+        .collect()
+}
+
+/// Where `scripts/setup test` unpacked the Python Avro library (scripts/common.sh's AVRO_PY_DIR).
+fn avro_python_dir() -> PathBuf {
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg("source scripts/common.sh && printf %s \"$AVRO_PY_DIR\"")
+        .current_dir(repo_root())
+        .output()
+        .expect("run bash");
+    PathBuf::from(String::from_utf8(out.stdout).expect("UTF-8 path"))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A registry of one test's own, for what the shared one must not suffer (being stopped).
+/// Stopped and deleted on drop.
+#[derive(Debug)]
+pub struct PrivateRegistry {
+    dir: tempfile::TempDir,
+    /// The API's base URL.
+    pub url: String,
+}
+
+impl PrivateRegistry {
+    /// Starts one with `scripts/dev-env up registry` in a directory of its own.
+    pub fn start() -> PrivateRegistry {
+        let dir = tempfile::Builder::new()
+            .prefix("outboxd-registry-")
+            .tempdir()
+            .expect("temp dir");
+        let mut registry = PrivateRegistry {
+            url: String::new(),
+            dir,
+        };
+        registry.dev_env(&["up", "registry"]);
+        let exports = registry.dev_env(&["env", "registry"]);
+        registry.url = exports
+            .trim()
+            .strip_prefix("export OUTBOXD_DEV_REGISTRY_URL=")
+            .expect("the registry's URL")
+            .to_owned();
+        registry
+    }
+
+    /// Stops it (its schemas are kept).
+    pub fn stop(&self) {
+        self.dev_env(&["stop-registry"]);
+    }
+
+    /// Starts it again on the same port and storage.
+    pub fn start_again(&self) {
+        self.dev_env(&["start-registry"]);
+    }
+
+    fn dev_env(&self, args: &[&str]) -> String {
+        let out = Command::new(repo_root().join("scripts/dev-env"))
+            .args(args)
+            .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"))
+            .stderr(Stdio::inherit())
+            .output()
+            .expect("run scripts/dev-env");
+        assert!(out.status.success(), "scripts/dev-env {args:?} failed");
+        String::from_utf8(out.stdout).expect("UTF-8 output")
+    }
+}
+
+impl Drop for PrivateRegistry {
+    fn drop(&mut self) {
+        let _ = Command::new(repo_root().join("scripts/dev-env"))
+            .arg("down")
+            .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"))
+            .status();
+    }
+}
