@@ -28,8 +28,9 @@
 //! commit record and leaving the process array): its change would precede an older read. Such a
 //! transaction is in `S`'s list of transactions in progress, and the pump saw it commit since the
 //! previous read, so the pump keeps those transaction ids and reads the chunk again when they meet
-//! (by induction one read's worth of ids is enough; transactions committed before an attempt's
-//! start point are taken as settled, a relay restart taking seconds).
+//! (until a read sees them all committed: then every later snapshot does too; transactions
+//! committed before an attempt's start point are taken as settled, a relay restart taking
+//! seconds).
 //!
 //! The stream never waits for the snapshot: one read of `chunk_size` rows by primary key takes
 //! milliseconds, and only the window's rows are held. A table needs a primary key: without one
@@ -205,13 +206,14 @@ impl Snapshotter {
         };
         let read = reader.read(session, &self.cursor, self.chunk_size).await?;
         // Anything the stream committed before this read that the read's snapshot does not see
-        // would precede an older read: read again.
+        // would precede an older read: read again. The ids are kept until a read sees them all
+        // committed (then every later snapshot does too): the next read may come too soon again.
         let racing = read.in_progress.iter().any(|xid| self.recent.contains(xid));
-        self.recent.clear();
         if racing {
             tracing::debug!(table = %name, "snapshot: a transaction the stream passed was not yet visible to the read; reading the chunk again");
             return Ok(());
         }
+        self.recent.clear();
         let Some(relation) = read.relation else {
             // No row past the cursor: the table is done, with no watermark needed.
             self.cursor = self.cursor.past(None, 0, true);
