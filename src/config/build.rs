@@ -378,10 +378,18 @@ impl Settings {
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid(format!("{} is not an http(s) URL", section.url)));
         }
-        let mut password = section.password.as_ref().map(|p| p.expose().to_owned());
-        if let Some(path) = &section.password_file {
-            password = Some(read_secret_file("schema_registry.password_file", path)?);
-        }
+        // Both given is refused, as in [kafka.sasl]: no one should wonder which one wins.
+        let password = match (&section.password, &section.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "schema_registry.password_file",
+                    problem: "and schema_registry.password are both set; keep one".into(),
+                })
+            }
+            (Some(password), None) => Some(password.expose().to_owned()),
+            (None, Some(path)) => Some(read_secret_file("schema_registry.password_file", path)?),
+            (None, None) => None,
+        };
         let settings = RegistrySettings {
             url,
             username: section.username.clone(),

@@ -213,6 +213,28 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_password_given_twice_is_refused_without_showing_it() {
+        let secret = tempfile::NamedTempFile::new().expect("temp file");
+        std::fs::write(secret.path(), "from-the-file\n").expect("write secret");
+        let file = write(&format!(
+            "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n\
+             [schema_registry]\nurl = \"http://registry:8081\"\nusername = \"u\"\n\
+             password = \"in-the-config\"\npassword_file = \"{}\"\n",
+            secret.path().display()
+        ));
+        let error = Settings::load(file.path())
+            .expect("parses")
+            .relay_config()
+            .expect_err("two passwords refused");
+        let text = error.to_string();
+        assert!(text.contains("schema_registry.password"), "{text}");
+        assert!(
+            !text.contains("in-the-config") && !text.contains("from-the-file"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn routing_settings_name_the_key_and_the_allowed_values() {
         let base =
             "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n";
