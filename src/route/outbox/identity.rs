@@ -124,33 +124,7 @@ mod tests {
     use super::*;
     use crate::pg::pgoutput::{RelationColumn, ReplicaIdentity};
     use crate::pg::TypeOid;
-    use crate::route::outbox::envelope::EnvelopeKind;
-    use crate::route::outbox::{
-        Envelope, KeyFormat, OutboxColumns, OutboxSpec, OutboxTable, DEFAULT_TOPIC,
-    };
-    use crate::route::template::Template;
-
-    fn router() -> OutboxRouter {
-        let spec = OutboxSpec {
-            columns: OutboxColumns::default(),
-            topic: Template::parse(DEFAULT_TOPIC, super::super::TOPIC_VARIABLES).expect("topic"),
-            additional: Vec::new(),
-        };
-        let table = OutboxTable {
-            schema: "public".into(),
-            table: "outbox".into(),
-            spec,
-        };
-        let envelope = Envelope {
-            kind: EnvelopeKind::DebeziumOutbox,
-            expand_json_payload: false,
-            key_format: KeyFormat::String,
-            schemas: false,
-            tombstone_on_empty_payload: true,
-            header_format: KeyFormat::String,
-        };
-        OutboxRouter::new(vec![table], None, envelope)
-    }
+    use crate::route::fixtures::outbox_router;
 
     fn relation(oid: u32, name: &str, columns: &[&str]) -> Relation {
         Relation {
@@ -175,7 +149,7 @@ mod tests {
 
     #[test]
     fn a_renamed_outbox_stops_the_relay_and_other_tables_pass() {
-        let router = router();
+        let router = outbox_router();
         let mut known = OutboxIdentities::new(&router, &[Some(RelationId(10))]);
         assert_eq!(
             known.check(&router, &relation(10, "outbox", OUTBOX)),
@@ -202,7 +176,7 @@ mod tests {
 
     #[test]
     fn an_outbox_shape_while_the_outbox_was_never_found_stops_the_relay() {
-        let router = router();
+        let router = outbox_router();
         let mut unknown = OutboxIdentities::new(&router, &[None]);
         assert_eq!(
             unknown.check(&router, &relation(13, "users", &["id"])),
