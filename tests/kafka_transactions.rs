@@ -127,3 +127,51 @@ async fn exactly_once_across_a_paused_commit_with_transaction_version_1() {
 async fn exactly_once_across_a_paused_commit_with_transaction_version_2() {
     paused_across_a_commit("2").await;
 }
+
+/// A transaction open longer than `kafka.transaction_timeout` is aborted by the coordinator, which
+/// bumps the producer's epoch: the relay is fenced as if another instance had taken over. It must
+/// say what happened, retry from its checkpoint and publish exactly once, not stop as for a
+/// takeover. The first commit with events waits past the timeout and the broker's check for
+/// expired transactions (`transaction.abort.timed.out.transaction.cleanup.interval.ms`, 10 s).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_transaction_the_broker_expired_is_retried_not_taken_for_a_takeover() {
+    let db = TestDb::create("expired_txn").await;
+    let outbox = Outbox::published(&db).await;
+    let writer = outbox.client().await;
+    let topic = outbox.topic();
+    support::kafka::create_topic(&topic, 3).await;
+    let mut spec = RelaySpec::for_db(&db);
+    spec.transaction_timeout = Duration::from_secs(2);
+    let mut relay = RelayProcess::start_with_env(
+        &spec,
+        &[("FAILPOINTS", "before-kafka-commit=1*sleep(14000)")],
+    );
+    relay.wait_streaming(Duration::from_secs(60));
+
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+    let expired = "the broker aborted the Kafka transaction after it stayed open";
+    let waiting = Instant::now();
+    while !relay.log_text().contains(expired) {
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "no expired transaction reported:\n{}",
+            relay.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+
+    let expected = outbox.ids().await;
+    let records = support::outbox::read_all(&topic, expected.len());
+    assert_exactly_once_in_order(&records, &expected);
+    assert!(
+        relay.wait_exit(Duration::from_millis(100)).is_none(),
+        "the relay stopped:\n{}",
+        relay.log_text()
+    );
+    assert!(
+        !relay.log_text().contains("took over"),
+        "an expired transaction was taken for a takeover:\n{}",
+        relay.log_text()
+    );
+}

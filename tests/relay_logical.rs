@@ -112,7 +112,11 @@ fn stable_offsets(topic: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
     const ROWS: i64 = 1_000_000;
-    let outbox = OutboxDb::create("relay_huge").await;
+    let mut outbox = OutboxDb::create("relay_huge").await;
+    // One Kafka transaction holds the million records while they are produced: on a loaded
+    // machine that outlasted the tests' usual 60 s, and the broker aborted it (the relay's default
+    // is 15 min).
+    outbox.spec.transaction_timeout = Duration::from_secs(600);
     let topic = outbox.topic();
     create_topic(&topic, 3).await;
     let relay = RelayProcess::start(&outbox.spec);

@@ -185,6 +185,22 @@ pub enum SinkError {
         /// The broker's `transaction.max.timeout.ms`, when it could be read.
         broker_max: Option<Duration>,
     },
+    /// The transaction stayed open longer than `kafka.transaction_timeout` (one Postgres
+    /// transaction too large to publish in that time, or a broker that slowed down), so the
+    /// coordinator aborted it. Nothing of it is visible; the relay retries from its checkpoint with a
+    /// new producer, which succeeds if the slowness has passed and repeats otherwise.
+    #[error(
+        "the broker aborted the Kafka transaction after it stayed open for {open_for:?}, longer \
+         than kafka.transaction_timeout ({timeout:?}); retrying from the checkpoint. If this \
+         repeats, a Postgres transaction is too large to publish in that time: raise \
+         kafka.transaction_timeout (the broker caps it at transaction.max.timeout.ms)"
+    )]
+    TransactionExpired {
+        /// How long the transaction had been open when the broker refused it.
+        open_for: Duration,
+        /// `kafka.transaction_timeout`.
+        timeout: Duration,
+    },
 }
 
 impl SinkError {
@@ -196,7 +212,8 @@ impl SinkError {
             | Self::TimedOut { .. }
             | Self::InvalidState { .. }
             | Self::TooLarge { .. }
-            | Self::UnknownTopic { .. } => true,
+            | Self::UnknownTopic { .. }
+            | Self::TransactionExpired { .. } => true,
             Self::Fenced { .. }
             | Self::Rejected { .. }
             | Self::Config(_)
@@ -214,9 +231,10 @@ impl SinkError {
             | Self::InvalidState { source, .. }
             | Self::Rejected { source, .. }
             | Self::Config(source) => source.rdkafka_error_code(),
-            Self::TooLarge { .. } | Self::TransactionTimeout { .. } | Self::UnknownTopic { .. } => {
-                None
-            }
+            Self::TooLarge { .. }
+            | Self::TransactionTimeout { .. }
+            | Self::UnknownTopic { .. }
+            | Self::TransactionExpired { .. } => None,
         }
     }
 
@@ -447,7 +465,10 @@ pub struct TransactionalProducer {
     transactional_id: String,
     /// How long a blocking transaction call may wait for the coordinator.
     call_timeout: Duration,
-    in_transaction: bool,
+    /// `transaction.timeout.ms`: the coordinator aborts a transaction open longer.
+    transaction_timeout: Duration,
+    /// When the open transaction began, if one is open.
+    opened: Option<Instant>,
     /// A transaction call timed out: nothing more is asked of this producer (not even an abort,
     /// which would race the call still pending); the next producer's `init_transactions` settles
     /// the open transaction.
@@ -458,7 +479,7 @@ impl std::fmt::Debug for TransactionalProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TransactionalProducer")
             .field("transactional_id", &self.transactional_id)
-            .field("in_transaction", &self.in_transaction)
+            .field("in_transaction", &self.in_transaction())
             .finish_non_exhaustive()
     }
 }
@@ -488,7 +509,8 @@ impl TransactionalProducer {
             producer,
             transactional_id: transactional_id.to_owned(),
             call_timeout,
-            in_transaction: false,
+            transaction_timeout,
+            opened: None,
             spent: false,
         };
         this.transact("initializing transactions", |p| {
@@ -518,7 +540,7 @@ impl TransactionalProducer {
 
     /// Whether a transaction is open.
     pub fn in_transaction(&self) -> bool {
-        self.in_transaction
+        self.opened.is_some()
     }
 
     /// Opens a transaction; records produced until commit or abort belong to it.
@@ -536,7 +558,7 @@ impl TransactionalProducer {
                 )
             })
         })?;
-        self.in_transaction = true;
+        self.opened = Some(Instant::now());
         Ok(())
     }
 
@@ -584,7 +606,7 @@ impl TransactionalProducer {
         // The commit's own flush may have served the delivery report that explains its failure.
         self.refusals()?;
         committed?;
-        self.in_transaction = false;
+        self.opened = None;
         Ok(())
     }
 
@@ -621,12 +643,12 @@ impl TransactionalProducer {
     /// Aborts the open transaction, if any; its records become invisible to `read_committed`. A
     /// spent producer asks nothing: the next producer's `init_transactions` aborts it.
     pub fn abort(&mut self) -> Result<(), SinkError> {
-        if !self.in_transaction || self.spent {
+        if !self.in_transaction() || self.spent {
             return Ok(());
         }
         let timeout = self.call_timeout;
         self.transact("aborting", |p| p.abort_transaction(timeout))?;
-        self.in_transaction = false;
+        self.opened = None;
         Ok(())
     }
 
@@ -646,10 +668,7 @@ impl TransactionalProducer {
                 topic: topic.to_owned(),
                 source: error,
             },
-            Some(code) if is_fencing(code) => SinkError::Fenced {
-                transactional_id: self.transactional_id.clone(),
-                source: error,
-            },
+            Some(code) if is_fencing(code) => self.fenced(error),
             _ => SinkError::Abortable {
                 action: "producing",
                 source: error,
@@ -662,10 +681,7 @@ impl TransactionalProducer {
     fn fatal_state(&self, action: &'static str, error: &KafkaError) -> Option<SinkError> {
         let (code, _reason) = self.producer.client().fatal_error()?;
         Some(if is_fencing(code) {
-            SinkError::Fenced {
-                transactional_id: self.transactional_id.clone(),
-                source: error.clone(),
-            }
+            self.fenced(error.clone())
         } else {
             SinkError::Fatal {
                 action,
@@ -688,10 +704,34 @@ impl TransactionalProducer {
         let error = self.fatal_state(action, &error).unwrap_or_else(|| {
             SinkError::from_transaction(action, &self.transactional_id, self.call_timeout, error)
         });
-        if matches!(error, SinkError::TimedOut { .. }) {
-            self.spent = true;
-        }
+        let error = match error {
+            SinkError::Fenced { source, .. } => self.fenced(source),
+            SinkError::TimedOut { .. } => {
+                self.spent = true;
+                error
+            }
+            error => error,
+        };
         Err(error)
+    }
+
+    /// The broker fenced this producer: [`SinkError::Fenced`], unless the open transaction is older
+    /// than `transaction.timeout.ms`. The coordinator aborts such a transaction and bumps the
+    /// producer's epoch, which fences it exactly as a newer instance would: that is
+    /// [`SinkError::TransactionExpired`], not a takeover.
+    fn fenced(&self, source: KafkaError) -> SinkError {
+        match self.opened.map(|opened| opened.elapsed()) {
+            Some(open_for) if open_for >= self.transaction_timeout => {
+                SinkError::TransactionExpired {
+                    open_for,
+                    timeout: self.transaction_timeout,
+                }
+            }
+            _ => SinkError::Fenced {
+                transactional_id: self.transactional_id.clone(),
+                source,
+            },
+        }
     }
 }
 

@@ -32,6 +32,8 @@ pub struct RelaySpec {
     pub test_timings: bool,
     /// `kafka.call_timeout` with the test timings: short for tests of a Kafka outage.
     pub call_timeout: String,
+    /// `kafka.transaction_timeout` with the test timings (`batch.max_age` stays below it).
+    pub transaction_timeout: Duration,
 }
 
 impl RelaySpec {
@@ -48,6 +50,7 @@ impl RelaySpec {
             extra: String::new(),
             test_timings: true,
             call_timeout: "30s".into(),
+            transaction_timeout: Duration::from_secs(60),
         }
     }
 
@@ -64,6 +67,7 @@ impl RelaySpec {
             extra: String::new(),
             test_timings: true,
             call_timeout: "30s".into(),
+            transaction_timeout: Duration::from_secs(60),
             name,
         }
     }
@@ -75,14 +79,20 @@ impl RelaySpec {
                 "status_interval = \"200ms\"\nidle_confirm_interval = \"200ms\"\n\
                  backoff_min = \"100ms\"\nbackoff_max = \"1s\"\n",
                 format!(
-                    "transaction_timeout = \"60s\"\ncall_timeout = {:?}\n",
+                    "transaction_timeout = \"{}ms\"\ncall_timeout = {:?}\n",
+                    self.transaction_timeout.as_millis(),
                     self.call_timeout
                 ),
-                "[batch]\nmax_age = \"10s\"\n",
+                format!(
+                    "[batch]\nmax_age = \"{}ms\"\n",
+                    (self.transaction_timeout / 3)
+                        .min(Duration::from_secs(10))
+                        .as_millis()
+                ),
                 "wal_poll_interval = \"200ms\"\n",
             )
         } else {
-            ("", String::new(), "", "")
+            ("", String::new(), String::new(), "")
         };
         format!(
             "[relay]\nname = {name:?}\nmode = {mode:?}\n{relay_timings}\n\
