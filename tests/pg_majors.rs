@@ -9,10 +9,14 @@
 mod scenarios;
 mod support;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use serde_json::json;
+use support::kafka::read_exactly;
 use support::mode::{Mode, ModeDb};
-use support::postgres::{pg_bin_of, PrivateCluster};
+use support::postgres::{connect, pg_bin_of, PrivateCluster};
+use support::relay::{RelayProcess, RelaySpec};
+use support::seen::Seen;
 
 /// A private cluster of `major` for logical decoding, reachable over TCP.
 fn cluster(major: u32) -> PrivateCluster {
@@ -49,4 +53,45 @@ async fn postgres_14_types_and_exactly_once_under_sigkills() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_18_types_and_exactly_once_under_sigkills() {
     core(18).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_18_stored_generated_columns_reach_the_change_events() {
+    // A publication WITH (publish_generated_columns = stored) sends stored generated columns
+    // like any other; a virtual one (18's default kind) never travels.
+    let cluster = cluster(18);
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let mut spec = RelaySpec::for_url("pg18_generated", &url);
+    let prefix = spec.name.clone();
+    spec.extra = format!("[outbox]\ntables = []\n[cdc]\ntopic_prefix = {prefix:?}\n");
+    let client = connect(&url).await;
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE gen (id int PRIMARY KEY, a int,
+               doubled int GENERATED ALWAYS AS (a * 2) STORED,
+               plus1 int GENERATED ALWAYS AS (a + 1) VIRTUAL);
+             CREATE PUBLICATION {} FOR TABLE gen WITH (publish_generated_columns = stored)",
+            spec.publication
+        ))
+        .await
+        .expect("table and publication");
+    let relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    client
+        .batch_execute("INSERT INTO gen (id, a) VALUES (1, 5); UPDATE gen SET a = 6 WHERE id = 1")
+        .await
+        .expect("changes");
+    let topic = format!("{prefix}.public.gen");
+    let records = tokio::task::block_in_place(|| read_exactly(&topic, 2));
+    let afters: Vec<_> = records
+        .iter()
+        .map(|r| Seen::of(r).json()["after"].clone())
+        .collect();
+    assert_eq!(
+        afters,
+        [
+            json!({"id": 1, "a": 5, "doubled": 10}),
+            json!({"id": 1, "a": 6, "doubled": 12}),
+        ]
+    );
 }

@@ -324,6 +324,20 @@ mod tests {
     }
 
     #[test]
+    fn debug_shows_every_host_of_a_multi_host_url_and_not_its_password() {
+        let file = write(
+            "[postgres]\nurl = \"postgresql://u:url-s3cret@db1:5432,db2:5433/app?target_session_attrs=read-write\"\n\
+             [kafka]\nbootstrap_servers = \"b:9092\"\n",
+        );
+        let shown = format!("{:?}", Settings::load(file.path()).expect("parses"));
+        assert!(
+            shown.contains("postgresql://u:redacted@db1:5432,db2:5433/app?target_session_attrs"),
+            "{shown}"
+        );
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+
+    #[test]
     fn a_password_file_supplies_the_password() {
         let secret = write("s3cret\n");
         let file = write(&format!(

@@ -225,14 +225,7 @@ pub struct PostgresSection {
 
 impl std::fmt::Debug for PostgresSection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let url = match url::Url::parse(&self.url) {
-            Ok(mut url) if url.password().is_some() => {
-                let _ = url.set_password(Some("redacted"));
-                url.to_string()
-            }
-            Ok(url) => url.to_string(),
-            Err(_) => "<unparsable>".into(),
-        };
+        let url = crate::pg::wire::redacted_url(&self.url).unwrap_or_else(|| "<unparsable>".into());
         f.debug_struct("PostgresSection")
             .field("url", &url)
             .field("password", &self.password)

@@ -61,11 +61,18 @@ pub struct Applied {
     pub triggers: Vec<String>,
     /// Logical mode: the slot created now, if it was missing.
     pub slot: Option<String>,
+    /// Logical mode: the grant of `pg_log_standby_snapshot()` to the relay's role, if made now.
+    pub standby_snapshot: Option<String>,
 }
 
 impl fmt::Display for Applied {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for line in self.triggers.iter().chain(&self.slot) {
+        for line in self
+            .triggers
+            .iter()
+            .chain(&self.slot)
+            .chain(&self.standby_snapshot)
+        {
             writeln!(f, "{line}")?;
         }
         if self.now.is_empty() {
@@ -122,6 +129,15 @@ pub async fn run(relay: &RelayConfig, admin_url: Option<&str>) -> anyhow::Result
     let mut applied = outcome?;
     if relay.mode == RelayMode::Logical {
         applied.slot = create_slot(&mut session, &relay.slot).await?;
+        let role = &relay.postgres.user;
+        if crate::relay::standby_snapshot::grant(&mut session, role).await? {
+            applied.standby_snapshot = Some(format!(
+                "granted EXECUTE on {} to {}: the relay lets its slot's restart_lsn follow the \
+                 confirmed position while the outbox is idle (PostgreSQL 16+)",
+                crate::relay::standby_snapshot::FUNCTION,
+                quote_identifier(role)
+            ));
+        }
     }
     Ok(applied)
 }
@@ -191,6 +207,7 @@ async fn apply(session: &mut Session, variables: &[(&str, String)]) -> anyhow::R
         before: rows.len(),
         triggers: Vec::new(),
         slot: None,
+        standby_snapshot: None,
     };
     for (version, name, template) in MIGRATIONS {
         let label = format!("{version:04}_{name}");

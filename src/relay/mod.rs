@@ -68,6 +68,7 @@ mod routing;
 mod shutdown;
 mod snapshot;
 mod stall_watch;
+pub(crate) mod standby_snapshot;
 mod wal_watch;
 
 use std::time::{Duration, Instant};

@@ -11,7 +11,7 @@ use rand::seq::IndexedRandom;
 use rdkafka::message::{Headers, OwnedMessage};
 use rdkafka::Message;
 
-use super::kafka::{read_topic_at, value_text, Isolation};
+use super::kafka::{read_past_at, value_text};
 use super::postgres::connect;
 
 /// An outbox table (migrations 0001 and 0004) with a `key_seq` table of per-key numbers, written
@@ -180,22 +180,15 @@ pub fn assert_exactly_once_in_order(records: &[OwnedMessage], expected_ids: &BTr
     }
 }
 
-/// Reads `topic` (read_committed) until `count` records arrived, then keeps reading a while to
-/// catch extras.
+/// Reads `topic` (read_committed) until `count` records arrived and every partition is at its
+/// end, then keeps reading a while to catch extras ([`read_past_at`]).
 pub fn read_all(topic: &str, count: usize) -> Vec<OwnedMessage> {
     read_all_at(&super::dev_env().kafka_bootstrap, topic, count)
 }
 
 /// [`read_all`] on the broker at `bootstrap`.
 pub fn read_all_at(bootstrap: &str, topic: &str, count: usize) -> Vec<OwnedMessage> {
-    let isolation = Isolation::ReadCommitted;
-    let first = read_topic_at(bootstrap, topic, isolation, Duration::from_secs(60), |r| {
-        r.len() >= count
-    });
-    assert_eq!(first.len(), count, "records arrived within the deadline");
-    read_topic_at(bootstrap, topic, isolation, Duration::from_secs(5), |r| {
-        r.len() > count
-    })
+    read_past_at(bootstrap, topic, count, Duration::from_secs(5))
 }
 
 /// The keys writers use.

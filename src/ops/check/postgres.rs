@@ -5,6 +5,7 @@
 mod facts;
 mod failover;
 mod poll;
+mod standby_snapshot;
 
 use super::report::Report;
 use super::SlotVerdict;
@@ -76,6 +77,7 @@ async fn catalog_checks(
             server_settings(&facts, &names, config, report);
             slot_state(session, config, &facts, slot, report).await?;
             failover::failover(session, config, report).await?;
+            standby_snapshot::standby_snapshot(session, config, &names, report).await?;
             super::recreated::publications_recreated(session, config, report).await?;
             publications(session, config, &names, report).await?;
             for (table, found) in config.poll.tables.iter().zip(&tables) {

@@ -196,6 +196,20 @@ pub fn take_host_list<'a>(text: &'a str, placeholder: &str) -> Option<(String, &
     ))
 }
 
+/// A URL as libpq reads it (any number of hosts) for messages, with its password replaced by
+/// `redacted`; `None` when it is no URL.
+pub fn redacted_url(text: &str) -> Option<String> {
+    const PLACEHOLDER: &str = "h";
+    let (single, hosts) = take_host_list(text, PLACEHOLDER)?;
+    let mut url = url::Url::parse(&single).ok()?;
+    if url.password().is_some() {
+        url.set_password(Some("redacted")).ok()?;
+    }
+    // The host list back in the placeholder's place (the URL parser printed it as it was).
+    let (shown, _) = take_host_list(url.as_str(), hosts)?;
+    Some(shown)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,6 +244,24 @@ mod tests {
         );
         let (rest, hosts) = take_host_list("postgresql:///db", "h").expect("a URL");
         assert_eq!((rest.as_str(), hosts), ("postgresql:///db", ""));
+    }
+
+    #[test]
+    fn a_redacted_url_keeps_every_host_and_no_password() {
+        assert_eq!(
+            redacted_url("postgresql://relay:s3cret@db1:5432,[::1]:5433/app?target_session_attrs=read-write")
+                .as_deref(),
+            Some("postgresql://relay:redacted@db1:5432,[::1]:5433/app?target_session_attrs=read-write")
+        );
+        assert_eq!(
+            redacted_url("postgres://relay@db1,db2/app").as_deref(),
+            Some("postgres://relay@db1,db2/app")
+        );
+        assert_eq!(
+            redacted_url("postgresql:///app?host=/run/postgresql").as_deref(),
+            Some("postgresql:///app?host=/run/postgresql")
+        );
+        assert_eq!(redacted_url("db1:5432"), None);
     }
 
     #[test]

@@ -17,7 +17,7 @@ mod stream;
 mod tls;
 
 pub use error::{ServerError, WireError};
-pub use hosts::{Endpoint, ServerState, TargetSessionAttrs};
+pub use hosts::{redacted_url, Endpoint, ServerState, TargetSessionAttrs};
 pub use options::{ConnectOptions, OptionsError, SslMode, SESSION_SETTINGS};
 pub use replication::{
     max_pgoutput_protocol, publication_names, CreatedSlot, PgOutputOptions, ReplicationConnection,
