@@ -1,5 +1,13 @@
 //! The operations endpoint: `/metrics` (Prometheus text format), `/healthz` (the process serves
-//! requests) and `/readyz` (the relay streams from Postgres into Kafka and is caught up).
+//! requests) and `/readyz` (the relay streams from Postgres into Kafka and is caught up, or, on a
+//! standby, stands by able to take over).
+//!
+//! A healthy standby answers `/readyz` with 200 (`ready: standing by`): readiness says whether the
+//! instance contributes to the relay's availability, and a standby that can take over does. With
+//! a standby not ready, a PodDisruptionBudget of `minAvailable: 1` would count one healthy pod
+//! of two and refuse to evict the active one (a node drain would hang), and a rolling update with
+//! `maxUnavailable: 0` would never finish. outboxd serves no traffic through a Service, so nothing
+//! is routed by readiness; which instance is active is `outboxd_role{role="active"}`.
 
 use std::net::SocketAddr;
 
@@ -9,7 +17,7 @@ use axum::routing::get;
 use axum::Router;
 use tokio::net::TcpListener;
 
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Role};
 
 /// The endpoint could not listen.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +55,9 @@ async fn render_metrics() -> impl IntoResponse {
 
 async fn readiness() -> impl IntoResponse {
     match metrics().readiness() {
+        Ok(()) if metrics().role() == Role::Standby => {
+            (StatusCode::OK, "ready: standing by\n".to_owned())
+        }
         Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,

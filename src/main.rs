@@ -41,6 +41,10 @@ enum Command {
         /// once the relay has a checkpoint; poll mode reads the tables anyway.
         #[arg(long, env = "OUTBOXD_PUBLISH_EXISTING_ROWS")]
         publish_existing_rows: bool,
+        /// Take over from the active instance of this relay name at once (end its lease
+        /// session, fence its Kafka producer) instead of standing by until it stops.
+        #[arg(long, env = "OUTBOXD_TAKE_OVER")]
+        take_over: bool,
     },
     /// Check everything `run` needs, on Postgres and Kafka; each failure says how to fix it.
     Check,
@@ -108,9 +112,11 @@ fn main() -> ExitCode {
     let exit = match cli.command {
         Command::Run {
             publish_existing_rows,
+            take_over,
         } => {
             let relay_config = RelayConfig {
                 publish_existing_rows,
+                take_over,
                 ..relay_config
             };
             runtime.block_on(run(&cli.config, &settings, relay_config, logs))

@@ -7,7 +7,7 @@
 //! `outboxd_events_published_total` equals what a `read_committed` consumer can read.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -54,6 +54,8 @@ pub struct Metrics {
     pub dead_letters: IntCounterVec,
     /// Relay attempts restarted after a transient failure.
     pub reconnects: IntCounter,
+    /// 1 for this instance's [`Role`] (`role="active"` or `role="standby"`), 0 for the other.
+    pub role: IntGaugeVec,
     /// Every metric's name, as registered.
     names: Vec<String>,
     health: Health,
@@ -70,6 +72,29 @@ struct Health {
     postgres_reachable: AtomicBool,
     /// The largest lag at which the relay still counts as caught up.
     max_ready_lag: AtomicU64,
+    /// The [`Role`], as its discriminant.
+    role: AtomicU8,
+    /// A standby's last wait for the lease got an answer from Postgres.
+    lease_reachable: AtomicBool,
+}
+
+/// What this instance does for its relay name (`crate::relay::lease`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Waits for the standby lease.
+    Standby = 0,
+    /// Holds the lease and relays.
+    Active = 1,
+}
+
+impl Role {
+    /// The `role` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Standby => "standby",
+            Role::Active => "active",
+        }
+    }
 }
 
 /// The process-wide metrics.
@@ -123,6 +148,16 @@ impl Metrics {
         )
         .expect("valid metric");
         register(Box::new(reconnects.clone()));
+        let role = IntGaugeVec::new(
+            Opts::new(
+                "outboxd_role",
+                "1 for this instance's role: active (holds the standby lease and relays) or \
+                 standby (waits for the lease).",
+            ),
+            &["role"],
+        )
+        .expect("valid metric");
+        register(Box::new(role.clone()));
 
         let mut metrics = Self {
             up: gauge("outboxd_up", "1 while the outboxd process runs."),
@@ -183,6 +218,7 @@ impl Metrics {
                 "reason",
             ),
             reconnects,
+            role,
             registry,
             names: Vec::new(),
             health: Health::default(),
@@ -192,6 +228,7 @@ impl Metrics {
         for result in ["committed", "aborted"] {
             metrics.kafka_transactions.with_label_values(&[result]);
         }
+        metrics.set_role(Role::Standby);
         metrics.up.set(1);
         metrics
     }
@@ -212,8 +249,20 @@ impl Metrics {
     }
 
     /// Whether the relay makes progress and streams from a reachable Postgres into Kafka with a lag
-    /// within the bound; if not, why.
+    /// within the bound, or, standing by, reaches Postgres to take over (`crate::http` says why a
+    /// standby counts as ready); if not, why.
     pub fn readiness(&self) -> Result<(), String> {
+        if self.role() == Role::Standby {
+            return if self.health.lease_reachable.load(Ordering::Relaxed) {
+                Ok(())
+            } else {
+                Err(
+                    "standing by, but Postgres does not answer the wait for the lease: this \
+                     instance could not take over"
+                        .into(),
+                )
+            };
+        }
         if let Some(stall) = self.progress().stall() {
             return Err(self.stall_reason(&stall));
         }
@@ -231,6 +280,32 @@ impl Metrics {
             ));
         }
         Ok(())
+    }
+
+    /// This instance's role.
+    pub fn role(&self) -> Role {
+        if self.health.role.load(Ordering::Relaxed) == Role::Active as u8 {
+            Role::Active
+        } else {
+            Role::Standby
+        }
+    }
+
+    /// Becomes `role` (`crate::relay::lease`).
+    pub fn set_role(&self, role: Role) {
+        self.health.role.store(role as u8, Ordering::Relaxed);
+        for each in [Role::Standby, Role::Active] {
+            self.role
+                .with_label_values(&[each.as_str()])
+                .set(i64::from(each == role));
+        }
+    }
+
+    /// Whether a standby's last wait for the lease got an answer from Postgres.
+    pub fn set_lease_reachable(&self, reachable: bool) {
+        self.health
+            .lease_reachable
+            .store(reachable, Ordering::Relaxed);
     }
 
     /// Sets the lag up to which the relay counts as caught up.

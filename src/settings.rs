@@ -83,6 +83,12 @@ pub struct RelayConfig {
     /// On the relay's first start (no checkpoint, no slot), publish the rows already in the
     /// outbox tables once (the relay's backfill); `outboxd run --publish-existing-rows`.
     pub publish_existing_rows: bool,
+    /// Take the standby lease from the active instance instead of standing by
+    /// (`outboxd run --take-over`).
+    pub take_over: bool,
+    /// How long the server keeps the standby lease of an active it no longer hears from
+    /// (`relay.lease_timeout`, `crate::relay::lease`).
+    pub lease_timeout: Duration,
     /// Snapshots of the captured CDC tables (`[snapshot]`).
     pub snapshot: SnapshotSettings,
     /// The Schema Registry Avro records' schemas are registered with (`[schema_registry]`).

@@ -290,8 +290,10 @@ fn load_with_outboxd(config: &str, dir: &Path) -> Settings {
 
 fn pod_checks(deployment: &str) {
     for line in [
-        "replicas: 1",
-        "type: Recreate",
+        "replicas: 2",
+        "type: RollingUpdate",
+        "maxUnavailable: 0",
+        "topologyKey: kubernetes.io/hostname",
         "terminationGracePeriodSeconds: 60",
         "containerPort: 9187",
         "path: /healthz",
@@ -324,7 +326,14 @@ fn checksum(deployment: &str) -> String {
 fn helm_chart_lints_strictly() {
     let dir = tempfile::tempdir().expect("temp dir");
     let full = values_file(dir.path(), FULL_VALUES);
-    for args in [vec![], vec!["--values", full.to_str().expect("UTF-8")]] {
+    let groups = dir.path().join("groups.yaml");
+    std::fs::write(&groups, GROUP_VALUES).expect("write values");
+    for args in [
+        vec![],
+        vec!["--values", full.to_str().expect("UTF-8")],
+        vec!["--values", groups.to_str().expect("UTF-8")],
+        vec!["--set", "replicas=1"],
+    ] {
         let output = run(helm().args(["lint", "--strict"]).arg(chart()).args(&args));
         assert!(
             output.status.success(),
@@ -341,8 +350,18 @@ fn default_chart_renders_valid_manifests() {
     validate(&manifests, dir.path());
     let docs = documents(&manifests);
     let kinds: Vec<&str> = docs.iter().map(|(k, _)| k.as_str()).collect();
-    assert_eq!(kinds, ["ConfigMap", "Service", "Deployment"]);
+    assert_eq!(
+        kinds,
+        ["PodDisruptionBudget", "ConfigMap", "Service", "Deployment"]
+    );
     let deployment = document(&docs, "Deployment");
+    let budget = document(&docs, "PodDisruptionBudget");
+    assert!(budget.contains("minAvailable: 1"), "{budget}");
+    assert_eq!(
+        block(budget, "matchLabels:"),
+        block(deployment, "matchLabels:"),
+        "the budget selects the relay's pods"
+    );
     pod_checks(deployment);
     assert!(
         !deployment.contains("secrets"),
@@ -364,6 +383,90 @@ fn default_chart_renders_valid_manifests() {
     assert_ne!(
         checksum(deployment),
         checksum(document(&documents(&renamed), "Deployment"))
+    );
+}
+
+/// Two slot groups from one values file, each a relay of its own.
+const GROUP_VALUES: &str = r#"
+groups:
+  - name: orders
+    config:
+      relay: {name: outboxd-orders}
+      postgres: {slot: outboxd_orders, publications: [outboxd_orders]}
+      outbox: {tables: [public.orders_outbox]}
+  - name: rest
+    config:
+      relay: {name: outboxd-rest}
+      postgres: {slot: outboxd_rest, publications: [outboxd_rest]}
+"#;
+
+#[test]
+fn slot_groups_render_a_standby_relay_each() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let values = values_file(dir.path(), GROUP_VALUES);
+    let manifests = render(&["--values", values.to_str().expect("UTF-8")]);
+    validate(&manifests, dir.path());
+    let docs = documents(&manifests);
+    let of = |kind: &str| -> Vec<&str> {
+        docs.iter()
+            .filter(|(k, _)| k == kind)
+            .map(|(_, doc)| doc.as_str())
+            .collect()
+    };
+    let (deployments, maps, budgets) =
+        (of("Deployment"), of("ConfigMap"), of("PodDisruptionBudget"));
+    assert_eq!((deployments.len(), maps.len(), budgets.len()), (2, 2, 2));
+    let mut relays = Vec::new();
+    for ((group, deployment), budget) in ["orders", "rest"].iter().zip(&deployments).zip(&budgets) {
+        pod_checks(deployment);
+        let component = format!("app.kubernetes.io/component: {group}");
+        assert!(
+            block(deployment, "matchLabels:").contains(&component),
+            "{deployment}"
+        );
+        assert!(
+            block(budget, "matchLabels:").contains(&component),
+            "{budget}"
+        );
+        assert!(
+            deployment.contains(&format!("name: orders-outboxd-{group}\n")),
+            "{deployment}"
+        );
+    }
+    for map in maps {
+        let single = vec![("ConfigMap".to_owned(), map.to_owned())];
+        let settings = load_with_outboxd(&rendered_config(&single), dir.path());
+        let relay = settings
+            .relay_config()
+            .unwrap_or_else(|e| panic!("a group's config is invalid: {e}"));
+        relays.push((relay.name, relay.slot, relay.publications));
+    }
+    assert_eq!(
+        relays,
+        [
+            (
+                "outboxd-orders".into(),
+                "outboxd_orders".into(),
+                vec!["outboxd_orders".into()]
+            ),
+            (
+                "outboxd-rest".into(),
+                "outboxd_rest".into(),
+                vec!["outboxd_rest".into()]
+            ),
+        ]
+    );
+    // A group without a relay name of its own would share the checkpoint: refused.
+    let output = run(helm()
+        .args(["template", "orders", "--kube-version"])
+        .arg(&tools().kubernetes_version)
+        .arg(chart())
+        .args(["--set", "groups[0].name=a"]));
+    assert!(!output.status.success());
+    assert!(
+        text(&output).contains("needs its own config.relay.name"),
+        "{}",
+        text(&output)
     );
 }
 

@@ -43,9 +43,9 @@ async fn survives_sigkill_at_random_moments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_second_relay_with_the_same_name_fences_the_first() {
+async fn an_explicit_takeover_fences_the_first() {
     let outbox = OutboxDb::create("relay_zombie").await;
-    scenarios::a_second_relay_fences_the_first(&outbox).await;
+    scenarios::an_explicit_takeover_fences_the_first(&outbox).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -76,9 +76,9 @@ async fn a_crash_right_after_the_kafka_commit_publishes_nothing_twice() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_second_relay_with_the_same_name_fences_the_first() {
+async fn an_explicit_takeover_fences_the_first() {
     let db = poll_db("poll_zombie").await;
-    scenarios::a_second_relay_fences_the_first(&db).await;
+    scenarios::an_explicit_takeover_fences_the_first(&db).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::time::Duration;
 
 use url::Url;
 
@@ -51,6 +52,12 @@ impl Settings {
                 "must be at least 1".into(),
             ));
         }
+        if self.relay.lease_timeout < Duration::from_secs(1) {
+            return Err(invalid(
+                "relay.lease_timeout",
+                "must be at least 1s: the active proves its lease every tenth of it".into(),
+            ));
+        }
         if self.batch.max_age >= self.kafka.transaction_timeout {
             return Err(invalid(
                 "batch.max_age",
@@ -90,6 +97,8 @@ impl Settings {
             channel_capacity: self.relay.channel_capacity,
             backoff: (self.relay.backoff_min, self.relay.backoff_max),
             publish_existing_rows: false,
+            take_over: false,
+            lease_timeout: self.relay.lease_timeout,
             registry: self.registry()?,
             wal_poll_interval: self.metrics.wal_poll_interval,
             stall_timeout: self.metrics.stall_timeout,

@@ -183,6 +183,9 @@ pub struct RelaySection {
     /// Longest wait between attempts.
     #[serde(with = "humantime_serde")]
     pub backoff_max: Duration,
+    /// How long the server keeps the standby lease of an active instance it no longer hears from.
+    #[serde(with = "humantime_serde")]
+    pub lease_timeout: Duration,
 }
 
 impl Default for RelaySection {
@@ -195,6 +198,7 @@ impl Default for RelaySection {
             channel_capacity: 4096,
             backoff_min: Duration::from_millis(200),
             backoff_max: Duration::from_secs(30),
+            lease_timeout: Duration::from_secs(10),
         }
     }
 }

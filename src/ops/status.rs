@@ -12,6 +12,7 @@ use crate::checkpoint::StoredCheckpoint;
 use crate::pg::sql::quote_identifier;
 use crate::pg::wire::Session;
 use crate::pg::Lsn;
+use crate::relay::lease::{holders, LeaseHolders};
 use crate::relay::{RelayConfig, RelayMode};
 use crate::source::poll::AfterPublish;
 
@@ -38,6 +39,8 @@ pub struct Status {
     /// WAL bytes between the checkpoint (or, without one, the slot's confirmed position) and the
     /// server's position.
     pub lag_bytes: Option<u64>,
+    /// The instances of this relay name: the active one and those standing by.
+    pub instances: LeaseHolders,
 }
 
 /// The longest `status` waits for Kafka, so that a broker that is down shows in seconds.
@@ -78,6 +81,13 @@ impl fmt::Display for Status {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(f, "relay          {} ({} mode)", self.relay, self.mode)?;
         writeln!(f, "server WAL     {}", self.server_lsn)?;
+        match &self.instances.active {
+            Some(active) => writeln!(f, "active         {active}")?,
+            None => writeln!(f, "active         none (no instance holds the lease)")?,
+        }
+        for standby in &self.instances.standing_by {
+            writeln!(f, "standing by    {standby}")?;
+        }
         for table in &self.backlog {
             writeln!(
                 f,
@@ -161,6 +171,9 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
     let server_lsn: Lsn = server
         .parse()
         .map_err(|_| anyhow::anyhow!("unexpected WAL position {server:?}"))?;
+    let instances = holders(&mut session, &relay.name)
+        .await
+        .context("reading the standby lease")?;
     let poll = relay.mode == RelayMode::Poll;
     let slot = if poll {
         None
@@ -233,5 +246,6 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
         lag_bytes: position
             .filter(|_| !poll)
             .map(|p| server_lsn.0.saturating_sub(p.0)),
+        instances,
     })
 }

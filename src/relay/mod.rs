@@ -61,6 +61,7 @@
 
 pub mod backfill;
 mod failover;
+pub mod lease;
 mod logical;
 mod poll;
 mod pump;
@@ -330,21 +331,47 @@ impl Backoff {
 /// Runs the relay until shutdown is requested (returns `Ok` once the last complete batch is
 /// committed and confirmed, or after [`STOP_GRACE`] if Kafka or Postgres keep it from that) or a
 /// definite error (returns it). Transient errors restart from the checkpoint after a [`Backoff`].
+/// Only while this instance holds the standby lease ([`lease`]): until then, and again after
+/// losing it, the instance stands by.
 pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayError> {
+    let mut take_over = config.take_over;
+    loop {
+        let acquired = lease::acquire(&config, &shutdown, std::mem::take(&mut take_over)).await?;
+        let Some(lease) = acquired else {
+            return Ok(());
+        };
+        tokio::select! {
+            result = run_active(&config, &shutdown, &lease) => return result,
+            reason = lease.hold() => {
+                metrics().set_streaming(false);
+                tracing::warn!(reason = %reason, "{}", lease::LOST);
+            }
+        }
+    }
+}
+
+/// [`run`] while holding the lease: attempt after attempt, each proving first that the lease is
+/// still held, so that an instance that lost it never fences its successor.
+async fn run_active(
+    config: &RelayConfig,
+    shutdown: &Shutdown,
+    lease: &lease::Lease,
+) -> Result<(), RelayError> {
     let mut backoff = Backoff::new(config.backoff);
     let mut refusals = Refusals::default();
     let relay = async {
         loop {
             let began = Instant::now();
             let attempt = async {
+                lease.check().await?;
                 match config.mode {
-                    RelayMode::Logical => logical::attempt(&config, &shutdown, &refusals).await,
-                    RelayMode::Poll => poll::attempt(&config, &shutdown, &refusals).await,
+                    RelayMode::Logical => logical::attempt(config, shutdown, &refusals).await,
+                    RelayMode::Poll => poll::attempt(config, shutdown, &refusals).await,
                 }
             };
             let outcome = tokio::select! {
                 outcome = attempt => outcome,
-                () = overdue(&shutdown) => {
+                () = overdue(shutdown) => {
                     tracing::warn!(
                         grace = ?STOP_GRACE,
                         "stopping without finishing the attempt: it is still waiting on Kafka or \
@@ -391,7 +418,7 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
     let watching = config.mode == RelayMode::Logical;
     tokio::select! {
         result = relay => result,
-        never = wal_watch::watch(&config), if watching => match never {},
+        never = wal_watch::watch(config), if watching => match never {},
         never = stall_watch::watch(config.stall_timeout) => match never {},
     }
 }

@@ -97,19 +97,32 @@ pub async fn sigkill_rounds(db: &ModeDb, rounds: usize) -> Vec<String> {
     logs
 }
 
-/// A second relay of the same name starts while the first publishes: the first exits fenced
-/// (status 3), the second takes over, nothing is lost or repeated.
-pub async fn a_second_relay_fences_the_first(db: &ModeDb) {
+/// An operator takes over (`outboxd run --take-over`) while the first relay publishes: the first
+/// stops publishing, fenced (exit status 3) or, having lost its lease first, standing by; the
+/// second takes over; nothing is lost or repeated.
+pub async fn an_explicit_takeover_fences_the_first(db: &ModeDb) {
     create_topic(&db.topic(), 3).await;
     let writer = Writer::start(db);
     let mut first = RelayProcess::start(&db.spec);
     first.wait_for_commits_past(0).await;
-    let second = RelayProcess::start(&db.spec);
-    let status = first
-        .wait_exit(Duration::from_secs(60))
-        .expect("the first relay exits once fenced");
-    assert_eq!(status.code(), Some(3), "exit status of a fenced relay");
-    assert!(first.log_text().contains("fenced"), "{}", first.log_text());
+    let second = RelayProcess::start_with_env(&db.spec, &[("OUTBOXD_TAKE_OVER", "true")]);
+    let stopped = |first: &mut RelayProcess| match first.wait_exit(Duration::ZERO) {
+        Some(status) => {
+            assert_eq!(status.code(), Some(3), "exit status of a fenced relay");
+            assert!(first.log_text().contains("fenced"), "{}", first.log_text());
+            true
+        }
+        None => first.log_text().contains(outboxd::relay::lease::LOST),
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !stopped(&mut first) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first relay went on:\n{}",
+            first.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     second.wait_streaming(Duration::from_secs(60));
     // The writer goes on until the second relay publishes too.
     second.wait_for_commits_past(0).await;

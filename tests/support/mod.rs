@@ -17,6 +17,7 @@ pub mod kafka;
 pub mod mode;
 pub mod outbox;
 pub mod postgres;
+pub mod proxy;
 pub mod registry;
 pub mod relay;
 pub mod secure_kafka;

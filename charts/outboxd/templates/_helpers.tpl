@@ -37,6 +37,38 @@ app.kubernetes.io/name: {{ include "outboxd.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end }}
 
+{{/* The relay groups: each entry of .Values.groups, or, without groups, one unnamed group
+running values.config as it is. */}}
+{{- define "outboxd.groups" -}}
+{{- $names := list }}
+{{- range .Values.groups }}
+{{- $name := required "each groups entry needs a name" .name }}
+{{- if has $name $names }}
+{{- fail (printf "groups: %q appears twice" $name) }}
+{{- end }}
+{{- $names = append $names $name }}
+{{- end }}
+{{- toJson (dict "groups" (.Values.groups | default (list (dict "name" "")))) }}
+{{- end }}
+
+{{/* A group's resource name: the release's, suffixed with the group's name. Takes
+(dict "root" $ "group" $group). */}}
+{{- define "outboxd.groupFullname" -}}
+{{- if .group.name }}
+{{- printf "%s-%s" (include "outboxd.fullname" .root | trunc 50 | trimSuffix "-") .group.name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- include "outboxd.fullname" .root }}
+{{- end }}
+{{- end }}
+
+{{/* Labels selecting a group's pods: a named group's carry its name as the component. */}}
+{{- define "outboxd.groupSelectorLabels" -}}
+{{ include "outboxd.selectorLabels" .root }}
+{{- if .group.name }}
+app.kubernetes.io/component: {{ .group.name }}
+{{- end }}
+{{- end }}
+
 {{- define "outboxd.image" -}}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
@@ -62,9 +94,22 @@ tables. */}}
 {{- end }}
 {{- end }}
 
-{{/* outboxd.toml: values.config with the keys the chart owns set. */}}
+{{/* outboxd.toml of a group: values.config, with the group's config over it and the keys the
+chart owns set. Takes (dict "root" $ "group" $group). A named group must give its own relay name,
+slot and publications: each group is a relay of its own (README: slot groups). */}}
 {{- define "outboxd.config" -}}
-{{- $config := deepCopy (default dict .Values.config) }}
+{{- $group := .group }}
+{{- $config := mergeOverwrite (deepCopy (default dict .root.Values.config)) (deepCopy (default dict $group.config)) }}
+{{- if $group.name }}
+{{- $own := default dict $group.config }}
+{{- if not (dig "relay" "name" "" $own) }}
+{{- fail (printf "groups: %q needs its own config.relay.name (the checkpoint's key and the Kafka transactional id)" $group.name) }}
+{{- end }}
+{{- if and (ne (dig "relay" "mode" "logical" $config) "poll") (not (dig "postgres" "slot" "" $own)) }}
+{{- fail (printf "groups: %q needs its own config.postgres.slot and config.postgres.publications" $group.name) }}
+{{- end }}
+{{- end }}
+{{- with .root }}
 {{- $secrets := include "outboxd.secretsDir" . }}
 {{- $metrics := default dict $config.metrics }}
 {{- $_ := set $metrics "listen" "0.0.0.0:9187" }}
@@ -100,4 +145,5 @@ tables. */}}
 {{- end }}
 {{- include "outboxd.wholeNumbers" $config }}
 {{- toToml $config }}
+{{- end }}
 {{- end }}
