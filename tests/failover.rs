@@ -113,14 +113,7 @@ fn spawn_writer(
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                tokio::spawn(connection);
+            while let Some(client) = support::postgres::connect_retrying(&url, &stop).await {
                 while !stop.load(Ordering::Relaxed) {
                     let keys = random_keys();
                     if client

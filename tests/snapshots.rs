@@ -166,14 +166,7 @@ fn spawn_writer(
     let url = url.to_owned();
     tokio::spawn(async move {
         let (mut next_id, mut transactions) = (rows * (2 + writer), 0_u64);
-        while !stop.load(Ordering::Relaxed) {
-            let Ok((client, connection)) =
-                tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-            else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            tokio::spawn(connection);
+        while let Some(client) = support::postgres::connect_retrying(&url, &stop).await {
             while !stop.load(Ordering::Relaxed) {
                 let mut ids = Vec::new();
                 let written = async {
@@ -208,6 +201,17 @@ fn spawn_writer(
         }
         transactions
     })
+}
+
+/// The rows of `items`, `v` by `id`.
+async fn items(client: &tokio_postgres::Client) -> HashMap<i64, i64> {
+    client
+        .query("SELECT id, v FROM items", &[])
+        .await
+        .expect("the table's rows")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
 }
 
 /// What disturbs the relay while it snapshots.
@@ -329,14 +333,7 @@ async fn scenario(
 
     // The final state, and the topic caught up with it.
     // A new connection: the cluster may have restarted.
-    let client = support::postgres::connect(url).await;
-    let state: HashMap<i64, i64> = client
-        .query("SELECT id, v FROM items", &[])
-        .await
-        .expect("final state")
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let state = items(&support::postgres::connect(url).await).await;
     let mut topic_keys = Topic::new(&topic, 3);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mismatch = |topic: &Topic| {
@@ -552,13 +549,7 @@ async fn when_needed_snapshots_again_after_the_slot_was_dropped() {
         .await
         .expect("changes after the recovery");
 
-    let state: HashMap<i64, i64> = client
-        .query("SELECT id, v FROM items", &[])
-        .await
-        .expect("final state")
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    let state = items(&client).await;
     support::wait::wait_until(
         Duration::from_secs(60),
         || {
