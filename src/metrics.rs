@@ -56,6 +56,14 @@ pub struct Metrics {
     pub reconnects: IntCounter,
     /// 1 for this instance's [`Role`] (`role="active"` or `role="standby"`), 0 for the other.
     pub role: IntGaugeVec,
+    /// Snapshot read events committed to Kafka.
+    pub snapshot_rows: IntCounter,
+    /// 1 while a snapshot runs.
+    pub snapshot_running: IntGauge,
+    /// Read events the running snapshot has committed (its cursor's rows).
+    pub snapshot_progress_rows: IntGauge,
+    /// The planner's estimate of the rows of the running snapshot's tables (-1: unknown).
+    pub snapshot_estimated_rows: IntGauge,
     /// Every metric's name, as registered.
     names: Vec<String>,
     health: Health,
@@ -158,6 +166,12 @@ impl Metrics {
         )
         .expect("valid metric");
         register(Box::new(role.clone()));
+        let snapshot_rows = IntCounter::new(
+            "outboxd_snapshot_rows_total",
+            "Snapshot read events (op r) committed to Kafka.",
+        )
+        .expect("valid metric");
+        register(Box::new(snapshot_rows.clone()));
 
         let mut metrics = Self {
             up: gauge("outboxd_up", "1 while the outboxd process runs."),
@@ -219,6 +233,17 @@ impl Metrics {
             ),
             reconnects,
             role,
+            snapshot_rows,
+            snapshot_running: gauge("outboxd_snapshot_running", "1 while a snapshot runs."),
+            snapshot_progress_rows: gauge(
+                "outboxd_snapshot_progress_rows",
+                "Read events the running snapshot has committed to Kafka.",
+            ),
+            snapshot_estimated_rows: gauge(
+                "outboxd_snapshot_estimated_rows",
+                "The planner's estimate (pg_class.reltuples) of the rows of the running \
+                 snapshot's tables; -1 when a table was never analyzed.",
+            ),
             registry,
             names: Vec::new(),
             health: Health::default(),

@@ -1,8 +1,9 @@
 //! A primary fails over to its standby mid-stream: the relay, given both in a multi-host URL,
 //! finds the promoted standby by itself. On PostgreSQL 17 and 18 it resumes from the slot's
 //! synchronized copy and a read_committed consumer has every committed row once, per key in
-//! order; on 15 the slot is gone with the old primary and the relay says so in one line. A
-//! different cluster behind the URL is refused.
+//! order; on 15 the slot is gone with the old primary and the relay says so in one line (and,
+//! with `snapshot.mode = "when_needed"`, recovers by snapshotting again). A different cluster
+//! behind the URL is refused.
 //!
 //! Each test runs private clusters of its major (`scripts/setup test` prepares 17 and 18:
 //! `PG_FAILOVER_MAJORS`) and the dev environment's Kafka.
@@ -12,6 +13,8 @@ mod support;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use rdkafka::Message;
 
 use support::outbox::{assert_exactly_once_in_order, random_keys, read_all, Outbox};
 use support::postgres::{pg_bin_of, PrivateCluster};
@@ -110,14 +113,7 @@ fn spawn_writer(
     std::thread::spawn(move || {
         let runtime = tokio::runtime::Runtime::new().expect("runtime");
         runtime.block_on(async move {
-            while !stop.load(Ordering::Relaxed) {
-                let Ok((client, connection)) =
-                    tokio_postgres::connect(&url, tokio_postgres::NoTls).await
-                else {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                };
-                tokio::spawn(connection);
+            while let Some(client) = support::postgres::connect_retrying(&url, &stop).await {
                 while !stop.load(Ordering::Relaxed) {
                     let keys = random_keys();
                     if client
@@ -293,6 +289,88 @@ fn postgres_15_relay_says_the_slot_was_lost_in_the_failover() {
     );
     eprintln!(
         "PostgreSQL 15: lost-slot line after {:?}",
+        started.elapsed()
+    );
+}
+
+/// Before 17 with `snapshot.mode = "when_needed"`: the relay finds the promoted standby, says in
+/// one line that the slot was lost and what that costs, recreates the slot there, snapshots the
+/// captured table again and streams on: the table's topic ends with the new primary's rows.
+#[test]
+fn postgres_15_relay_with_when_needed_recovers_by_itself() {
+    let started = Instant::now();
+    let mut pair = Pair::start(None);
+    pair.primary
+        .psql(&format!(
+            "CREATE TABLE items (id bigint PRIMARY KEY, v bigint NOT NULL);
+             INSERT INTO items SELECT i, 0 FROM generate_series(1, 500) i;
+             ALTER PUBLICATION {} ADD TABLE items;",
+            pair.spec.publication
+        ))
+        .expect("captured table");
+    let topic = format!("{}.public.items", pair.spec.name);
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(support::kafka::create_topic(&topic, 1));
+    pair.spec.extra = format!(
+        "[cdc]\ntopic_prefix = {:?}\n[snapshot]\nmode = \"when_needed\"\nchunk_size = 100\n",
+        pair.spec.name
+    );
+    let relay = RelayProcess::start(&pair.spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    pair.primary
+        .psql("UPDATE items SET v = v + 1 WHERE id <= 50")
+        .expect("a change streamed before the failover");
+    fail_over(&pair, &relay);
+    // Written on the new primary, while the relay finds it or after.
+    pair.standby
+        .psql("UPDATE items SET v = v + 10 WHERE id % 3 = 0; DELETE FROM items WHERE id = 7")
+        .expect("changes on the new primary");
+
+    let rows = pair
+        .standby
+        .psql("SELECT id || ' ' || v FROM items")
+        .expect("the new primary's rows");
+    let table: std::collections::BTreeMap<String, Option<i64>> = rows
+        .lines()
+        .filter_map(|line| line.split_once(' '))
+        .map(|(id, v)| (id.to_owned(), v.parse().ok()))
+        .chain([("7".to_owned(), None)])
+        .collect();
+    wait_until_blocking(
+        Duration::from_secs(120),
+        || {
+            let mut last = std::collections::BTreeMap::new();
+            for record in support::kafka::read_to_end(&topic) {
+                let key: serde_json::Value =
+                    serde_json::from_slice(record.key().expect("key")).expect("JSON key");
+                let v = record.payload().and_then(|value| {
+                    let value: serde_json::Value = serde_json::from_slice(value).ok()?;
+                    value["after"]["v"].as_i64()
+                });
+                last.insert(key["id"].to_string(), v);
+            }
+            last == table
+        },
+        || {
+            format!(
+                "the topic's last record of every key is the new primary's row:\n{}",
+                relay.log_text()
+            )
+        },
+    );
+    let lost: Vec<String> = relay
+        .log_text()
+        .lines()
+        .filter(|line| line.contains("was lost in the failover"))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        lost.len() == 1 && lost[0].contains("OUTBOX EVENTS WRITTEN MEANWHILE ARE LOST"),
+        "one line says the slot was lost and what recovering costs:\n{}",
+        relay.log_text()
+    );
+    eprintln!(
+        "PostgreSQL 15 with when_needed: recovered after the failover in {:?}",
         started.elapsed()
     );
 }

@@ -23,6 +23,7 @@ const COUNTERS: &[&str] = &[
     "outboxd_kafka_transactions_total",
     "outboxd_dead_letters_total",
     "outboxd_reconnects_total",
+    "outboxd_snapshot_rows_total",
 ];
 const GAUGES: &[&str] = &[
     "outboxd_replication_lag_bytes",
@@ -32,6 +33,9 @@ const GAUGES: &[&str] = &[
     "outboxd_ready",
     "outboxd_stalled",
     "outboxd_last_progress_timestamp_seconds",
+    "outboxd_snapshot_running",
+    "outboxd_snapshot_progress_rows",
+    "outboxd_snapshot_estimated_rows",
 ];
 /// Histograms, queried through their `_bucket`, `_sum` and `_count` series.
 const HISTOGRAMS: &[&str] = &["outboxd_batch_events", "outboxd_end_to_end_latency_seconds"];

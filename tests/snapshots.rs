@@ -21,7 +21,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde_json::Value;
 
 use support::kafka::{client_config, create_topic};
-use support::postgres::TestDb;
+use support::postgres::{PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
 use support::unique_name;
 
@@ -154,79 +154,136 @@ impl Topic {
 }
 
 /// A writer updating, deleting and inserting rows of `items` until stopped; the ids it touched.
+/// It reconnects when the server goes away (a restart): the ids of a transaction whose commit
+/// went unanswered count as touched, as it may have committed.
 fn spawn_writer(
-    db: &TestDb,
+    url: &str,
     rows: i64,
     writer: i64,
     stop: Arc<AtomicBool>,
     touched: Arc<Mutex<BTreeSet<i64>>>,
 ) -> tokio::task::JoinHandle<u64> {
-    let url = db.url.clone();
+    let url = url.to_owned();
     tokio::spawn(async move {
-        let client = support::postgres::connect(&url).await;
         let (mut next_id, mut transactions) = (rows * (2 + writer), 0_u64);
-        while !stop.load(Ordering::Relaxed) {
-            let transaction = client.simple_query("BEGIN").await.map(drop);
-            transaction.expect("begin");
-            let mut ids = Vec::new();
-            for _ in 0..rand::random_range(1..4) {
-                let id = rand::random_range(1..=rows);
-                let sql = match rand::random_range(0..10) {
-                    0..=5 => "UPDATE items SET v = v + 1 WHERE id = $1",
-                    6..=7 => "DELETE FROM items WHERE id = $1",
-                    _ => {
-                        next_id += 1;
-                        ids.push(next_id);
-                        client
-                            .execute("INSERT INTO items VALUES ($1, 1)", &[&next_id])
-                            .await
-                            .expect("insert");
-                        continue;
+        while let Some(client) = support::postgres::connect_retrying(&url, &stop).await {
+            while !stop.load(Ordering::Relaxed) {
+                let mut ids = Vec::new();
+                let written = async {
+                    client.simple_query("BEGIN").await?;
+                    for _ in 0..rand::random_range(1..4) {
+                        let id = rand::random_range(1..=rows);
+                        let sql = match rand::random_range(0..10) {
+                            0..=5 => "UPDATE items SET v = v + 1 WHERE id = $1",
+                            6..=7 => "DELETE FROM items WHERE id = $1",
+                            _ => {
+                                next_id += 1;
+                                ids.push(next_id);
+                                client
+                                    .execute("INSERT INTO items VALUES ($1, 1)", &[&next_id])
+                                    .await?;
+                                continue;
+                            }
+                        };
+                        if client.execute(sql, &[&id]).await? > 0 {
+                            ids.push(id);
+                        }
                     }
-                };
-                if client.execute(sql, &[&id]).await.expect("write") > 0 {
-                    ids.push(id);
+                    touched.lock().expect("touched").extend(ids.iter().copied());
+                    client.simple_query("COMMIT").await.map(drop)
                 }
+                .await;
+                if written.is_err() {
+                    break;
+                }
+                transactions += 1;
             }
-            client.simple_query("COMMIT").await.expect("commit");
-            touched.lock().expect("touched").extend(ids);
-            transactions += 1;
         }
         transactions
     })
 }
 
-/// The scenario: `rows` rows, a writer running until the snapshot is complete, `kills` SIGKILLs of
-/// the relay while it snapshots.
-/// Returns how many SIGKILLs landed before the snapshot completed.
-async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64) -> u64 {
-    let began = Instant::now();
-    let db = TestDb::create(prefix).await;
-    let client = db.client().await;
+/// The rows of `items`, `v` by `id`.
+async fn items(client: &tokio_postgres::Client) -> HashMap<i64, i64> {
     client
+        .query("SELECT id, v FROM items", &[])
+        .await
+        .expect("the table's rows")
+        .iter()
+        .map(|row| (row.get(0), row.get(1)))
+        .collect()
+}
+
+/// What disturbs the relay while it snapshots.
+enum Disturbance<'a> {
+    /// Nothing.
+    None,
+    /// This many SIGKILLs of the relay, each restarted.
+    Kills(u64),
+    /// This many fast restarts of the cluster the relay reads.
+    Restarts(&'a PrivateCluster, u64),
+}
+
+/// `items (id, v)` with `rows` rows and the relay's publication of it, in the database at `url`;
+/// the relay's spec (with `[snapshot] mode` and `chunk_size`) and the table's topic.
+async fn items_relay(
+    url: &str,
+    mut spec: RelaySpec,
+    rows: i64,
+    snapshot: &str,
+) -> (RelaySpec, String) {
+    support::postgres::connect(url)
+        .await
         .batch_execute(&format!(
             "CREATE TABLE items (id bigint PRIMARY KEY, v bigint NOT NULL);
              INSERT INTO items SELECT i, 0 FROM generate_series(1, {rows}) i;
+             ANALYZE items;
              CREATE PUBLICATION {} FOR TABLE items;",
-            db.publication
+            spec.publication
         ))
         .await
         .expect("schema");
-    let topic = format!("{}.public.items", db.name);
+    let topic = format!("{}.public.items", spec.name);
     create_topic(&topic, 3).await;
-    let mut spec = RelaySpec::for_db(&db);
     spec.extra = format!(
-        "[outbox]\ntables = []\n[cdc]\ntopic_prefix = \"{}\"\n\
-         [snapshot]\nmode = \"initial\"\nchunk_size = {chunk}\n",
-        db.name
+        "[outbox]\ntables = []\n[cdc]\ntopic_prefix = \"{}\"\n[snapshot]\n{snapshot}\n",
+        spec.name
     );
+    (spec, topic)
+}
+
+/// The scenario in a new database of the shared cluster: `rows` rows, a writer running until the
+/// snapshot is complete, `kills` SIGKILLs of the relay while it snapshots.
+/// Returns how many SIGKILLs landed before the snapshot completed.
+async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64) -> u64 {
+    let db = TestDb::create(prefix).await;
+    let disturbance = if kills > 0 {
+        Disturbance::Kills(kills)
+    } else {
+        Disturbance::None
+    };
+    scenario(&db.url, RelaySpec::for_db(&db), rows, chunk, disturbance).await
+}
+
+/// The scenario on the database at `url`; returns how many disturbances landed before the
+/// snapshot completed.
+async fn scenario(
+    url: &str,
+    spec: RelaySpec,
+    rows: i64,
+    chunk: u64,
+    disturbance: Disturbance<'_>,
+) -> u64 {
+    let began = Instant::now();
+    let mode = format!("mode = \"initial\"\nchunk_size = {chunk}");
+    let (spec, topic) = items_relay(url, spec, rows, &mode).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let touched = Arc::new(Mutex::new(BTreeSet::new()));
     // Two writers, each id range of its own for the inserts, busy before the relay starts.
     let writers = [
-        spawn_writer(&db, rows, 0, stop.clone(), touched.clone()),
-        spawn_writer(&db, rows, 1, stop.clone(), touched.clone()),
+        spawn_writer(url, rows, 0, stop.clone(), touched.clone()),
+        spawn_writer(url, rows, 1, stop.clone(), touched.clone()),
     ];
     let mut relay = RelayProcess::start(&spec);
     relay.wait_streaming(Duration::from_secs(60));
@@ -235,10 +292,22 @@ async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64)
         logs.iter().any(|log| log.contains(COMPLETE)) || relay.log_text().contains(COMPLETE)
     };
     let mut killed = 0;
-    while killed < kills && !complete(&logs, &relay) {
-        logs.push(relay.kill_at_random(700..2500).await);
-        killed += 1;
-        relay = RelayProcess::start(&spec);
+    match disturbance {
+        Disturbance::None => {}
+        Disturbance::Kills(kills) => {
+            while killed < kills && !complete(&logs, &relay) {
+                logs.push(relay.kill_at_random(700..2500).await);
+                killed += 1;
+                relay = RelayProcess::start(&spec);
+            }
+        }
+        Disturbance::Restarts(cluster, restarts) => {
+            while killed < restarts && !complete(&logs, &relay) {
+                tokio::time::sleep(Duration::from_millis(rand::random_range(700..2500))).await;
+                cluster.restart();
+                killed += 1;
+            }
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(30 + rows as u64 / 1000);
     while !complete(&logs, &relay) {
@@ -263,13 +332,8 @@ async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64)
     let touched = touched.lock().expect("touched").clone();
 
     // The final state, and the topic caught up with it.
-    let state: HashMap<i64, i64> = client
-        .query("SELECT id, v FROM items", &[])
-        .await
-        .expect("final state")
-        .iter()
-        .map(|row| (row.get(0), row.get(1)))
-        .collect();
+    // A new connection: the cluster may have restarted.
+    let state = items(&support::postgres::connect(url).await).await;
     let mut topic_keys = Topic::new(&topic, 3);
     let deadline = Instant::now() + Duration::from_secs(120);
     let mismatch = |topic: &Topic| {
@@ -322,7 +386,7 @@ async fn snapshot_while_writing(prefix: &str, rows: i64, chunk: u64, kills: u64)
     }
     let reads: u32 = topic_keys.keys.values().map(|h| h.reads).sum();
     eprintln!(
-        "snapshot of {rows} rows (chunk {chunk}) with {killed} SIGKILLs: complete after {:.1} s; \
+        "snapshot of {rows} rows (chunk {chunk}) with {killed} disturbances: complete after {:.1} s; \
          {transactions} writer transactions touched {} keys; {untouched} untouched rows each \
          read once; {reads} reads, {} records; whole test {:.1} s",
         snapshot_done.as_secs_f64(),
@@ -382,4 +446,262 @@ async fn a_table_without_a_primary_key_is_refused_by_name() {
         "{}",
         relay.log_text()
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn postgres_restarts_during_a_snapshot_repeat_no_read_and_lose_nothing() {
+    let rows = env_or("OUTBOXD_SNAPSHOT_ROWS", 20_000) as i64;
+    let restarts = env_or("OUTBOXD_SNAPSHOT_PG_RESTARTS", 2);
+    let cluster = PrivateCluster::start(
+        "wal_level = logical\nmax_replication_slots = 4\nmax_wal_senders = 4",
+        &["host all all 127.0.0.1/32 trust"],
+    );
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let spec = RelaySpec::for_url("snap_pg_restart", &url);
+    let restarted = scenario(
+        &url,
+        spec,
+        rows,
+        25,
+        Disturbance::Restarts(&cluster, restarts),
+    )
+    .await;
+    assert!(
+        restarted >= 1,
+        "no Postgres restart landed before the snapshot completed"
+    );
+}
+
+/// The text of the `when_needed` line, as the JSON log escapes it.
+const SNAPSHOTTING_AGAIN: &str = "snapshot.mode = \\\"when_needed\\\": the slot streams from";
+
+/// The slot dropped while the relay is down, with changes written meanwhile: with
+/// `snapshot.mode = "when_needed"` the relay says what happened in one line, recreates the slot,
+/// snapshots the table again and streams on; the topic's last record of every key is the row.
+#[tokio::test(flavor = "multi_thread")]
+async fn when_needed_snapshots_again_after_the_slot_was_dropped() {
+    let db = TestDb::create("snap_needed").await;
+    let (spec, topic) = items_relay(
+        &db.url,
+        RelaySpec::for_db(&db),
+        2000,
+        "mode = \"when_needed\"\nchunk_size = 200",
+    )
+    .await;
+    let client = db.client().await;
+    let mut topic_keys = Topic::new(&topic, 3);
+    let mut relay = RelayProcess::start(&spec);
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || async { relay.log_text().contains(COMPLETE) },
+        || format!("the first snapshot completes:\n{}", relay.log_text()),
+    )
+    .await;
+    client
+        .batch_execute(
+            "UPDATE items SET v = v + 1 WHERE id <= 100; DELETE FROM items WHERE id = 2000",
+        )
+        .await
+        .expect("streamed changes");
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || {
+            topic_keys.catch_up();
+            let deleted = topic_keys.keys.get(&2000).is_some_and(|h| h.deleted);
+            async move { deleted }
+        },
+        || "the streamed changes reach the topic".into(),
+    )
+    .await;
+    relay.kill();
+    client
+        .batch_execute(&format!(
+            "SELECT pg_drop_replication_slot('{}');
+             UPDATE items SET v = v + 10 WHERE id % 7 = 0;
+             INSERT INTO items SELECT i, 5 FROM generate_series(3001, 3100) i;
+             DELETE FROM items WHERE id = 1999;",
+            spec.slot
+        ))
+        .await
+        .expect("changes while the slot is gone");
+    let relay = RelayProcess::start(&spec);
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || async { relay.log_text().contains(COMPLETE) },
+        || format!("the second snapshot completes:\n{}", relay.log_text()),
+    )
+    .await;
+    let lines: Vec<String> = relay
+        .log_text()
+        .lines()
+        .filter(|line| line.contains(SNAPSHOTTING_AGAIN))
+        .map(str::to_owned)
+        .collect();
+    assert!(
+        lines.len() == 1
+            && lines[0].contains("does not exist (it was dropped)")
+            && lines[0].contains("OUTBOX EVENTS WRITTEN MEANWHILE ARE LOST"),
+        "one line says what happened and what it costs:\n{}",
+        relay.log_text()
+    );
+    client
+        .batch_execute("UPDATE items SET v = v + 100 WHERE id <= 10")
+        .await
+        .expect("changes after the recovery");
+
+    let state = items(&client).await;
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || {
+            topic_keys.catch_up();
+            let ends_with_the_table = state
+                .iter()
+                .all(|(id, v)| topic_keys.keys.get(id).and_then(|h| h.last) == Some(*v));
+            async move { ends_with_the_table }
+        },
+        || "the topic's last record of every key is the table's row".into(),
+    )
+    .await;
+    assert!(
+        topic_keys.bad_marks.is_empty(),
+        "{:?}",
+        topic_keys.bad_marks
+    );
+    for (id, history) in &topic_keys.keys {
+        assert!(history.reads <= 2, "key {id} read {} times", history.reads);
+        assert!(!history.read_after_newer_change, "key {id}");
+    }
+    // Deleted while streaming: a tombstone. Deleted while the slot was gone: the snapshot reads
+    // only the rows that exist, so no tombstone (the log line says so).
+    assert_eq!(topic_keys.keys[&2000].last, None, "deleted while streaming");
+    assert_eq!(topic_keys.keys[&2000].reads, 1);
+    assert_eq!(topic_keys.keys[&1].reads, 2, "read by both snapshots");
+    assert_eq!(
+        topic_keys.keys[&3001].reads, 1,
+        "inserted in the gap, read once"
+    );
+}
+
+/// `snapshot.mode = "initial_only"`: the relay snapshots, then stops with exit status 0. Stopped
+/// mid-snapshot, `status` shows the snapshot's table, rows, cursor and ETA, and the metrics its
+/// progress; started again it finishes the snapshot, reading no row twice, and stops; started
+/// once more it has nothing to do and stops at once.
+#[tokio::test(flavor = "multi_thread")]
+async fn initial_only_snapshots_then_stops_and_status_shows_the_progress() {
+    let rows = 600;
+    let db = TestDb::create("snap_only").await;
+    let (spec, topic) = items_relay(
+        &db.url,
+        RelaySpec::for_db(&db),
+        rows,
+        "mode = \"initial_only\"\nchunk_size = 10",
+    )
+    .await;
+    // 60 chunks of 100 ms at least: the relay is stopped in the middle, once reads committed.
+    let paced = [("FAILPOINTS", "before-snapshot-read=sleep(100)")];
+    let mut relay = RelayProcess::start_with_env(&spec, &paced);
+    let address = relay.metrics_address(Duration::from_secs(60));
+    let metrics =
+        || support::http::http_get(&address, "/metrics").map_or_else(String::new, |m| m.1);
+    let sample = |metrics: &str, series| support::http::sample(metrics, series);
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || {
+            let read = sample(&metrics(), "outboxd_snapshot_rows_total").unwrap_or(0.0);
+            async move { read > 0.0 }
+        },
+        || format!("reads committed:\n{}", relay.log_text()),
+    )
+    .await;
+    let metrics = metrics();
+    assert_eq!(
+        sample(&metrics, "outboxd_snapshot_running"),
+        Some(1.0),
+        "{metrics}"
+    );
+    assert_eq!(
+        sample(&metrics, "outboxd_snapshot_estimated_rows"),
+        Some(rows as f64),
+        "{metrics}"
+    );
+    let read = sample(&metrics, "outboxd_snapshot_rows_total").expect("rows counted");
+    assert!(
+        sample(&metrics, "outboxd_snapshot_progress_rows") >= Some(read),
+        "{metrics}"
+    );
+    // Stopped, not killed: `status` reads the checkpoint up to the offsets topic's end, which
+    // an open transaction of a killed relay holds back until it times out.
+    let stopped = relay.signal_and_wait("TERM", Duration::from_secs(30));
+    assert!(stopped.is_some_and(|s| s.success()), "{}", relay.log_text());
+
+    let output = support::relay::outboxd(&spec, &["status", "--json"], &[]);
+    let status: Value = serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
+    let snapshot = &status["snapshot"];
+    assert_eq!(snapshot["table"], "public.items", "{status}");
+    assert_eq!(
+        (
+            snapshot["table_number"].as_u64(),
+            snapshot["tables"].as_u64()
+        ),
+        (Some(1), Some(1))
+    );
+    assert_eq!(
+        snapshot["estimated_rows"].as_u64(),
+        Some(rows as u64),
+        "{status}"
+    );
+    let done = snapshot["rows"].as_u64().expect("rows");
+    assert!(done > 0 && done < rows as u64, "{status}");
+    assert_eq!(
+        snapshot["after"][0].as_str(),
+        Some(done.to_string().as_str()),
+        "{status}"
+    );
+    assert!(snapshot["eta_seconds"].is_u64(), "{status}");
+    let text = support::relay::outboxd(&spec, &["status"], &[]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains(&format!(
+            "table public.items (1 of 1), {done} rows read, cursor after key ({done}), of about {rows} rows, ETA"
+        )),
+        "{text}"
+    );
+
+    let mut relay = RelayProcess::start(&spec);
+    let status = relay.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        relay.log_text()
+    );
+    let stopping = "stopping without streaming on";
+    assert!(relay.log_text().contains(stopping), "{}", relay.log_text());
+    let mut topic_keys = Topic::new(&topic, 3);
+    topic_keys.catch_up();
+    assert_eq!(topic_keys.records, rows as u64);
+    assert!((1..=rows).all(|id| topic_keys.keys.get(&id).is_some_and(|h| h.reads == 1)));
+    let slot = db
+        .client()
+        .await
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&spec.slot],
+        )
+        .await
+        .expect("slot");
+    assert_eq!(slot.len(), 1, "the slot stays");
+
+    let mut again = RelayProcess::start(&spec);
+    let status = again.wait_exit(Duration::from_secs(60));
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        again.log_text()
+    );
+    assert!(again.log_text().contains(stopping), "{}", again.log_text());
+    topic_keys.catch_up();
+    assert_eq!(topic_keys.records, rows as u64, "nothing published again");
 }

@@ -4,6 +4,7 @@
 //! the chunk's read events, so after a crash the relay re-reads at most the one chunk that was not
 //! committed, and never a row it delivered.
 
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 /// The progress of one snapshot: its tables in the order they are read, the table being read, and
@@ -23,6 +24,10 @@ pub struct SnapshotCursor {
     pub after: Option<Vec<String>>,
     /// Read events published by this snapshot so far.
     pub rows: u64,
+    /// When the snapshot began, for `status`'s estimate of when it ends (absent from the cursors
+    /// of outboxd versions before it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// Why a snapshot runs.
@@ -59,6 +64,7 @@ impl SnapshotCursor {
             table: 0,
             after: None,
             rows: 0,
+            started_at: Some(Utc::now()),
         }
     }
 

@@ -63,6 +63,8 @@ impl Choice for SnapshotMode {
         ("never", Self::Never),
         ("no_data", Self::Never),
         ("initial", Self::Initial),
+        ("initial_only", Self::InitialOnly),
+        ("when_needed", Self::WhenNeeded),
     ];
 }
 

@@ -416,7 +416,8 @@ pub struct OutboxOverride {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SnapshotSection {
-    /// `initial`, `never` or `no_data` (Debezium's `snapshot.mode`).
+    /// `initial`, `initial_only`, `when_needed`, `never` or `no_data` (Debezium's
+    /// `snapshot.mode`).
     #[serde(deserialize_with = "choice")]
     pub mode: SnapshotMode,
     /// Rows read at a time.

@@ -13,7 +13,8 @@ use crate::pg::sql::quote_identifier;
 use crate::pg::wire::Session;
 use crate::pg::Lsn;
 use crate::relay::lease::{holders, LeaseHolders};
-use crate::relay::{RelayConfig, RelayMode};
+use crate::relay::{estimated_rows, RelayConfig, RelayMode, SnapshotProgress};
+use crate::settings::SnapshotMode;
 use crate::source::poll::AfterPublish;
 
 /// The relay's position.
@@ -41,6 +42,11 @@ pub struct Status {
     pub lag_bytes: Option<u64>,
     /// The instances of this relay name: the active one and those standing by.
     pub instances: LeaseHolders,
+    /// Logical mode: the snapshot the checkpoint says is running, with its estimated end.
+    pub snapshot: Option<SnapshotProgress>,
+    /// `snapshot.mode = "when_needed"`: a lost slot is recreated and the tables snapshotted again.
+    #[serde(skip)]
+    pub when_needed: bool,
 }
 
 /// The longest `status` waits for Kafka, so that a broker that is down shows in seconds.
@@ -97,6 +103,13 @@ impl fmt::Display for Status {
         }
         match &self.slot_state {
             None if self.mode == RelayMode::Poll.as_str() => {}
+            None if self.slot_lost && self.when_needed => writeln!(
+                f,
+                "slot           {} DOES NOT EXIST, but a checkpoint does: the slot was dropped or \
+                 invalidated; with snapshot.mode = \"when_needed\" run recreates it and \
+                 snapshots the captured tables again (outbox events written meanwhile are lost)",
+                self.slot
+            )?,
             None if self.slot_lost => writeln!(
                 f,
                 "slot           {} DOES NOT EXIST, but a checkpoint does: the slot was dropped or \
@@ -146,6 +159,9 @@ impl fmt::Display for Status {
                     .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
                 checkpoint.events
             )?,
+        }
+        if let Some(snapshot) = &self.snapshot {
+            writeln!(f, "snapshot       {snapshot}")?;
         }
         if let Some(lag) = self.lag_bytes {
             writeln!(f, "lag            {lag} bytes of WAL")?;
@@ -234,6 +250,18 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
     }
     let slot_lost =
         !poll && slot_state.is_none() && matches!(checkpoint, Some(StoredCheckpoint::Logical(_)));
+    let snapshot = match &checkpoint {
+        Some(StoredCheckpoint::Logical(checkpoint)) => match &checkpoint.snapshot {
+            Some(cursor) => {
+                let estimate = estimated_rows(&mut session, &cursor.tables)
+                    .await
+                    .context("estimating the rows of the snapshot's tables")?;
+                Some(SnapshotProgress::new(cursor, estimate, chrono::Utc::now()))
+            }
+            None => None,
+        },
+        _ => None,
+    };
     Ok(Status {
         relay: relay.name.clone(),
         mode: relay.mode.as_str(),
@@ -243,6 +271,8 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
         slot_state,
         checkpoint,
         slot_lost,
+        snapshot,
+        when_needed: relay.snapshot.mode == SnapshotMode::WhenNeeded,
         lag_bytes: position
             .filter(|_| !poll)
             .map(|p| server_lsn.0.saturating_sub(p.0)),

@@ -17,6 +17,7 @@ use crate::source::logical::SourceError;
 use super::backfill::{self, Snapshot};
 use super::failover;
 use super::routing::{Refusals, Routing};
+use super::when_needed;
 use super::{fence, pump, read_checkpoint, Failure, Fenced, RelayConfig, RelayError, Shutdown};
 
 /// The pgoutput protocol the relay speaks: version 1 has everything it needs (messages included),
@@ -91,6 +92,10 @@ pub(super) async fn attempt(
     refusals: &Refusals,
 ) -> Result<(), RelayError> {
     let started = start(config, refusals).await?;
+    if config.snapshot.mode == SnapshotMode::InitialOnly && started.resume.snapshot.is_none() {
+        pump::initial_only_done(config);
+        return Ok(());
+    }
     metrics().resumed_at(started.resume.lsn);
     metrics().set_streaming(true);
     crate::service::ready(&format!(
@@ -131,25 +136,43 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
     // Queries with values run on a plain session: a walsender speaks only the simple protocol,
     // which takes no parameters.
     let mut session = Session::connect(&config.postgres).await?;
-    let (mut resume, snapshot) = check_slot(
+    let checked = check_slot(
         &mut connection,
         &mut session,
         config,
         &system,
         checkpoint.as_ref(),
     )
-    .await?;
+    .await;
+    let (mut resume, snapshot) = match (checked, &checkpoint) {
+        (Err(RelayError::Definite(Failure::Slot(lost))), Some(checkpoint))
+            if config.snapshot.mode == SnapshotMode::WhenNeeded =>
+        {
+            let resume = when_needed::recover(
+                &mut connection,
+                &mut session,
+                config,
+                &system,
+                checkpoint,
+                lost,
+            )
+            .await?;
+            (resume, None)
+        }
+        (checked, _) => checked?,
+    };
     if checkpoint.is_none() && snapshot.is_none() {
         warn_rows_older_than_slot(&mut session, config).await?;
     }
-    if checkpoint.is_none() && config.snapshot.mode == SnapshotMode::Initial {
+    if checkpoint.is_none() && config.snapshot.mode.on_first_start() {
         let tables = super::snapshot::captured_tables(&mut session, config).await?;
-        let cursor = super::snapshot::initial(tables);
+        let cursor = super::snapshot::begin("initial", tables);
         tracing::info!(
             snapshot = %cursor.id,
             tables = %cursor.tables.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "),
-            "first start with snapshot.mode = \"initial\": snapshotting the captured tables \
-             while streaming"
+            "first start with snapshot.mode = \"{}\": snapshotting the captured tables \
+             while streaming",
+            config.snapshot.mode.as_str()
         );
         resume.set_snapshot((!cursor.is_done()).then_some(cursor));
     }
@@ -283,7 +306,8 @@ pub enum SlotError {
     #[error(
         "replication slot {slot:?} does not exist, but relay {relay:?} has a checkpoint at \
          {checkpoint}: the changes since then are gone with the slot. Recreating it would skip \
-         them; to start over on purpose, use a new relay name"
+         them; to start over on purpose, use a new relay name, or set snapshot.mode = \
+         \"when_needed\" to recreate it and snapshot the captured tables again"
     )]
     Missing {
         /// The slot.
@@ -303,7 +327,8 @@ pub enum SlotError {
          sync_replication_slots = on on the standby (`outboxd check` lists what failover \
          needs). To go on: start the relay under a new relay.name, which creates a new slot \
          (`outboxd run --publish-existing-rows` also publishes the rows still in the outbox \
-         tables)"
+         tables), or set snapshot.mode = \"when_needed\" to recreate the slot here and \
+         snapshot the captured tables again"
     )]
     LostInFailover {
         /// The slot.

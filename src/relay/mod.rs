@@ -42,6 +42,7 @@
 //! | a table to snapshot without a primary key | stop |
 //! | a publication dropped and created again behind the checkpoint (SQLSTATE 42704 naming it) | stop, with the ways out |
 //! | slot missing with a checkpoint, WAL lost, wrong plugin, ahead of the checkpoint, moved during start, another cluster | stop |
+//! | with `snapshot.mode = "when_needed"`: slot missing, lost in a failover, WAL lost, ahead of the checkpoint | recreate the slot and snapshot again (`relay::when_needed`) |
 //! | Kafka transaction abortable, producer fatal, producer in no state to abort | retry with a new producer |
 //! | a Kafka transaction call timed out (never repeated in place: [`crate::sink::kafka`]) | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
@@ -71,6 +72,7 @@ mod snapshot;
 mod stall_watch;
 pub(crate) mod standby_snapshot;
 mod wal_watch;
+mod when_needed;
 
 use std::time::{Duration, Instant};
 
@@ -92,6 +94,7 @@ use routing::{Refusals, Routing};
 pub use crate::settings::{RelayConfig, RelayMode};
 pub use logical::{missing_publication, SlotError, PUBLICATION_RECREATED_WAYS_OUT};
 pub use shutdown::{Shutdown, ShutdownTrigger};
+pub use snapshot::progress::{estimated_rows, SnapshotProgress};
 pub use snapshot::{SnapshotError, WATERMARK_PREFIX};
 pub use stall_watch::{RESUMED, STALLED};
 

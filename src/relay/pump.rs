@@ -8,7 +8,7 @@
 //! - a status update goes to the walsender every `status_interval`, also while the sink
 //!   back-pressures, so `wal_sender_timeout` never fires during a long Kafka commit.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -24,6 +24,7 @@ use crate::pg::{Lsn, PgTimestamp, RelationId};
 use crate::progress::Owed;
 use crate::route::outbox::identity::OutboxIdentities;
 use crate::route::{Record, RouteContext};
+use crate::settings::SnapshotMode;
 use crate::sink::batch::{Batcher, SinkInput, SinkThread};
 use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
 use crate::source::Change;
@@ -85,9 +86,17 @@ pub(super) async fn run(
         .snapshot
         .clone()
         .map(|cursor| Snapshotter::new(config, cursor));
+    if let Some(snapshot) = &snapshot {
+        metrics().snapshot_running.set(1);
+        metrics()
+            .snapshot_progress_rows
+            .set(i64::try_from(snapshot.rows()).unwrap_or(i64::MAX));
+    }
     let mut pump = Pump {
         config,
+        stop_after_snapshot: config.snapshot.mode == SnapshotMode::InitialOnly,
         snapshot,
+        reads_owed: VecDeque::new(),
         source: LogicalSource::new(stream, PROTOCOL_VERSION),
         sink,
         status: interval(config.status_interval),
@@ -134,11 +143,28 @@ pub(super) async fn run(
     Ok(())
 }
 
+/// Says that an `initial_only` relay stops, and what its slot then does.
+pub(super) fn initial_only_done(config: &RelayConfig) {
+    tracing::info!(
+        relay = %config.name,
+        slot = %config.slot,
+        "the snapshot is complete; stopping without streaming on (snapshot.mode = \
+         \"initial_only\"). The replication slot stays and keeps the WAL from the last \
+         checkpoint on: start the relay with another snapshot.mode to stream on from there, or \
+         drop the slot (pg_drop_replication_slot) if it will not stream"
+    );
+}
+
 /// The pump's state between events.
 struct Pump<'a> {
     config: &'a RelayConfig,
     /// The snapshot running alongside the stream, if one is.
     snapshot: Option<Snapshotter>,
+    /// `snapshot.mode = "initial_only"`: stop once the snapshot is complete.
+    stop_after_snapshot: bool,
+    /// Read events handed to the sink, counted in the metrics once a checkpoint covers them:
+    /// the boundary's position, the chunk's rows, the snapshot's rows with them.
+    reads_owed: VecDeque<(Lsn, u64, u64)>,
     source: LogicalSource,
     /// The sink thread: input out, committed checkpoints back.
     sink: SinkThread<Checkpoint>,
@@ -186,6 +212,9 @@ impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
     async fn pump(&mut self, shutdown: &Shutdown) -> Result<(), RelayError> {
         loop {
+            if self.snapshot_finished().await? {
+                return Ok(());
+            }
             tokio::select! {
                 biased;
                 () = shutdown.requested() => return Ok(()),
@@ -217,6 +246,21 @@ impl Pump<'_> {
         }
     }
 
+    /// `snapshot.mode = "initial_only"`: whether the snapshot is complete and no transaction is
+    /// open, so the pump stops. The sink then gets a checkpoint without the cursor at the last
+    /// position sent: one that completed in a read (its last table had no rows left) has not sent
+    /// one yet.
+    async fn snapshot_finished(&mut self) -> Result<bool, RelayError> {
+        if !self.stop_after_snapshot || self.snapshot.is_some() || self.open.is_some() {
+            return Ok(false);
+        }
+        let mut checkpoint = self.template.clone();
+        checkpoint.lsn = self.sent;
+        self.forward(SinkInput::Boundary(checkpoint)).await?;
+        initial_only_done(self.config);
+        Ok(true)
+    }
+
     /// Reports the sink's latest committed checkpoint to the slot.
     async fn confirm_committed(&mut self) -> Result<(), RelayError> {
         let Some(lsn) = self
@@ -229,6 +273,16 @@ impl Pump<'_> {
             return Ok(());
         };
         self.confirmed = self.confirmed.max(lsn);
+        while let Some(&(at, rows, total)) = self.reads_owed.front() {
+            if at > lsn {
+                break;
+            }
+            self.reads_owed.pop_front();
+            metrics().snapshot_rows.inc_by(rows);
+            metrics()
+                .snapshot_progress_rows
+                .set(i64::try_from(total).unwrap_or(i64::MAX));
+        }
         self.source
             .stream()
             .set_position(self.confirmed, self.confirmed);
@@ -268,7 +322,7 @@ impl Pump<'_> {
                 if let Some(snapshot) = &mut self.snapshot {
                     snapshot.committed(commit.xid);
                 }
-                if !self.skipping && !self.publish_reads().await? {
+                if !self.skipping && !self.publish_reads(commit.end_lsn).await? {
                     return Ok(false);
                 }
                 let open = self.open.take();
@@ -319,10 +373,10 @@ impl Pump<'_> {
         Ok(())
     }
 
-    /// At a commit: the read events of a window that closed in this transaction, handed to the
-    /// sink before the boundary whose checkpoint moves the cursor past them. `false` when the
-    /// sink is gone.
-    async fn publish_reads(&mut self) -> Result<bool, RelayError> {
+    /// At a commit ending at `end`: the read events of a window that closed in this transaction,
+    /// handed to the sink before the boundary whose checkpoint moves the cursor past them.
+    /// `false` when the sink is gone.
+    async fn publish_reads(&mut self, end: Lsn) -> Result<bool, RelayError> {
         let Some((reads, lsn)) = self.snapshot.as_mut().and_then(Snapshotter::close) else {
             return Ok(true);
         };
@@ -331,6 +385,8 @@ impl Pump<'_> {
                 return Ok(false);
             }
         }
+        let total = self.snapshot.as_ref().map_or(0, Snapshotter::rows);
+        self.reads_owed.push_back((end, reads.len() as u64, total));
         self.sync_snapshot();
         Ok(true)
     }
@@ -340,6 +396,7 @@ impl Pump<'_> {
         let cursor = self.snapshot.as_ref().and_then(|s| s.cursor().cloned());
         if cursor.is_none() {
             self.snapshot = None;
+            metrics().snapshot_running.set(0);
         }
         self.template.set_snapshot(cursor);
     }

@@ -8,6 +8,31 @@ pub enum SnapshotMode {
     /// On the relay's first start (no checkpoint yet), read every captured CDC table, then
     /// stream; the stream flows during the snapshot (`relay::snapshot`).
     Initial,
+    /// As `Initial`, then stop cleanly (exit status 0) once the snapshot is complete, instead of
+    /// streaming on. The changes streamed during the snapshot are published with it: the reads
+    /// they overtake rely on them.
+    InitialOnly,
+    /// As `Initial`, and again whenever the slot cannot continue the checkpoint (dropped, lost
+    /// in a failover before PostgreSQL 17, its WAL removed, or confirmed past the checkpoint):
+    /// the slot is recreated and the captured tables are read again (`relay::when_needed`).
+    WhenNeeded,
+}
+
+impl SnapshotMode {
+    /// Whether a relay's first start (no checkpoint yet) snapshots the captured tables.
+    pub fn on_first_start(self) -> bool {
+        self != Self::Never
+    }
+
+    /// The name as written in `[snapshot] mode`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::Initial => "initial",
+            Self::InitialOnly => "initial_only",
+            Self::WhenNeeded => "when_needed",
+        }
+    }
 }
 
 /// How the relay snapshots.

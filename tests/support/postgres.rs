@@ -89,6 +89,23 @@ pub async fn connect(url: &str) -> tokio_postgres::Client {
     client
 }
 
+/// Connects a SQL client, retrying every 100 ms while the server is away (restarting, failing
+/// over); `None` once `stop` is set.
+pub async fn connect_retrying(
+    url: &str,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Option<tokio_postgres::Client> {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        if let Ok((client, connection)) = tokio_postgres::connect(url, tokio_postgres::NoTls).await
+        {
+            tokio::spawn(connection);
+            return Some(client);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    None
+}
+
 /// `url` pointing at database `db` instead.
 pub fn with_database(url: &str, db: &str) -> String {
     let (base, _) = url.rsplit_once('/').expect("URL has a database path");

@@ -36,12 +36,14 @@
 //! milliseconds, and only the window's rows are held. A table needs a primary key: without one
 //! a streamed change cannot be told apart from a read row, and the snapshot stops with an error.
 
+pub mod progress;
 mod window;
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::checkpoint::snapshot::{SnapshotCursor, SnapshotKind, TableName};
+use crate::metrics::metrics;
 use crate::pg::pgoutput::{ColumnValue, Relation, RelationColumn, ReplicaIdentity, TupleData};
 use crate::pg::schema::Schema;
 use crate::pg::sql::quote_identifier;
@@ -128,6 +130,11 @@ impl Snapshotter {
         (!self.cursor.is_done()).then_some(&self.cursor)
     }
 
+    /// Read events of this snapshot handed to the sink so far.
+    pub fn rows(&self) -> u64 {
+        self.cursor.rows
+    }
+
     /// Whether the next chunk is to be read: none is waiting for its watermark, and a table is
     /// left.
     pub fn wants_chunk(&self) -> bool {
@@ -185,8 +192,15 @@ impl Snapshotter {
         let Some(name) = self.cursor.current().cloned() else {
             return Ok(());
         };
+        // Tests pace a snapshot with it, to stop the relay in the middle.
+        fail::fail_point!("before-snapshot-read");
         if self.session.is_none() {
-            self.session = Some(Session::connect(&config.postgres).await?);
+            let mut session = Session::connect(&config.postgres).await?;
+            let estimate = progress::estimated_rows(&mut session, &self.cursor.tables).await?;
+            metrics()
+                .snapshot_estimated_rows
+                .set(estimate.map_or(-1, |rows| i64::try_from(rows).unwrap_or(i64::MAX)));
+            self.session = Some(session);
         }
         let Some(session) = self.session.as_mut() else {
             return Ok(());
@@ -430,12 +444,10 @@ pub(super) async fn captured_tables(
         .collect())
 }
 
-/// A new initial snapshot of `tables`, named after the time it starts.
-pub(super) fn initial(tables: Vec<TableName>) -> SnapshotCursor {
-    let id = format!(
-        "initial-{}",
-        chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ")
-    );
+/// A new snapshot of `tables` at the start (`snapshot.mode`'s, named `mode` then the time it
+/// starts): Debezium marks its reads as an initial snapshot's, also when `when_needed` takes it.
+pub(super) fn begin(mode: &str, tables: Vec<TableName>) -> SnapshotCursor {
+    let id = format!("{mode}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
     SnapshotCursor::new(id, SnapshotKind::Initial, tables)
 }
 
