@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use outboxd::config::Settings;
 use outboxd::logging::{self, LogControl};
 use outboxd::metrics::metrics;
-use outboxd::ops::{check, migrate, status};
+use outboxd::ops::{check, migrate, snapshot, status};
 use outboxd::relay::{self, RelayConfig, RelayError, Shutdown};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use signal_hook_tokio::Signals;
@@ -60,6 +60,26 @@ enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Start an incremental snapshot of tables while the relay streams, or stop, pause or resume
+    /// it: sends a signal the running relay reads in its stream (docs/snapshots.md).
+    Snapshot {
+        /// The tables to read (`schema.table`, or a regular expression of such names); with
+        /// --stop, the tables to stop reading (none: the whole snapshot).
+        tables: Vec<String>,
+        /// Read only the rows this filter lets through, e.g. "status = 'open' AND id > 100"
+        /// (comparisons, IN, BETWEEN, LIKE, IS NULL, AND, OR, NOT; no SQL beyond these).
+        #[arg(long, conflicts_with_all = ["stop", "pause", "resume"])]
+        filter: Option<String>,
+        /// Stop the snapshot, or reading the tables named.
+        #[arg(long, conflicts_with_all = ["pause", "resume"])]
+        stop: bool,
+        /// Pause the snapshot (the stream goes on).
+        #[arg(long, conflicts_with_all = ["resume", "tables"])]
+        pause: bool,
+        /// Resume a paused snapshot.
+        #[arg(long, conflicts_with = "tables")]
+        resume: bool,
     },
 }
 
@@ -129,6 +149,25 @@ fn main() -> ExitCode {
         Command::Migrate { admin_url } => {
             let outcome = runtime.block_on(migrate::run(&relay_config, admin_url.as_deref()));
             finish_command(outcome.map(|applied| print!("{applied}")))
+        }
+        Command::Snapshot {
+            tables,
+            filter,
+            stop,
+            pause,
+            resume,
+        } => {
+            let request = if stop {
+                snapshot::Request::Stop { tables }
+            } else if pause {
+                snapshot::Request::Pause
+            } else if resume {
+                snapshot::Request::Resume
+            } else {
+                snapshot::Request::Execute { tables, filter }
+            };
+            let outcome = runtime.block_on(snapshot::send(&relay_config, request));
+            finish_command(outcome.map(|sent| println!("{sent}")))
         }
         Command::Status { json } => {
             let outcome = runtime.block_on(status::read(&relay_config));

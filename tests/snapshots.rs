@@ -15,18 +15,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::error::KafkaError;
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde_json::Value;
-
-use support::kafka::{client_config, create_topic};
+use support::kafka::create_topic;
 use support::postgres::{PrivateCluster, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
-use support::unique_name;
+use support::snapshot_topic::{spawn_writer, SnapshotTopic};
 
 /// What the log says once the snapshot is complete.
 const COMPLETE: &str = "snapshot complete; streaming goes on";
+
+/// `source.snapshot` of an initial snapshot's reads.
+const INITIAL: &[&str] = &[
+    "first",
+    "true",
+    "last",
+    "first_in_data_collection",
+    "last_in_data_collection",
+];
 
 /// A number from the environment, or `default`.
 fn env_or(name: &str, default: u64) -> u64 {
@@ -34,173 +38,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// What the topic holds per key, folded as records arrive.
-#[derive(Debug, Default)]
-struct KeyHistory {
-    /// Read events of the key.
-    reads: u32,
-    /// Whether a read came after a newer change: after a delete, or with a lower `v` than a
-    /// change before it (the writer only raises `v`, and never reuses a deleted id).
-    read_after_newer_change: bool,
-    /// Whether any change event (or tombstone) came yet.
-    changed: bool,
-    /// Whether a delete (or tombstone) came yet.
-    deleted: bool,
-    /// The highest `after.v` of the change events so far.
-    newest_change: Option<i64>,
-    /// `after.v` of the last record, `None` for a delete or tombstone.
-    last: Option<i64>,
-}
-
-/// A `read_committed` consumer of the table's topic that folds every record into [`KeyHistory`].
-struct Topic {
-    consumer: BaseConsumer,
-    topic: String,
-    /// The next offset to read of each partition.
-    next: Vec<Offset>,
-    keys: HashMap<i64, KeyHistory>,
-    /// Reads whose `source.snapshot` is not one of an initial snapshot's markers.
-    bad_marks: Vec<String>,
-    records: u64,
-}
-
-impl Topic {
-    fn new(topic: &str, partitions: i32) -> Topic {
-        let consumer: BaseConsumer = client_config()
-            .set("group.id", unique_name("snapshot_reader"))
-            .set("enable.auto.commit", "false")
-            .set("isolation.level", "read_committed")
-            .set("enable.partition.eof", "true")
-            .set("fetch.wait.max.ms", "10")
-            .create()
-            .expect("consumer");
-        Topic {
-            consumer,
-            topic: topic.to_owned(),
-            next: vec![Offset::Beginning; partitions as usize],
-            keys: HashMap::new(),
-            bad_marks: Vec::new(),
-            records: 0,
-        }
-    }
-
-    /// Reads what the topic holds now, to the end of every partition (assigned anew from where
-    /// the last call stopped: librdkafka reports a partition's end once per assignment).
-    fn catch_up(&mut self) {
-        let mut assignment = TopicPartitionList::new();
-        for (partition, offset) in (0..).zip(&self.next) {
-            assignment
-                .add_partition_offset(&self.topic, partition, *offset)
-                .expect("partition");
-        }
-        self.consumer.assign(&assignment).expect("assign");
-        let mut at_end = BTreeSet::new();
-        let deadline = Instant::now() + Duration::from_secs(300);
-        while at_end.len() < self.next.len() {
-            assert!(Instant::now() < deadline, "reading the topic to its end");
-            match self.consumer.poll(Duration::from_millis(100)) {
-                Some(Ok(message)) => {
-                    let message = message.detach();
-                    at_end.remove(&message.partition());
-                    let partition = usize::try_from(message.partition()).expect("partition");
-                    self.next[partition] = Offset::Offset(message.offset() + 1);
-                    self.fold(message.key(), message.payload());
-                }
-                Some(Err(KafkaError::PartitionEOF(partition))) => {
-                    at_end.insert(partition);
-                }
-                Some(Err(e)) => panic!("consume: {e}"),
-                None => {}
-            }
-        }
-    }
-
-    fn fold(&mut self, key: Option<&[u8]>, value: Option<&[u8]>) {
-        self.records += 1;
-        let key: Value = serde_json::from_slice(key.expect("a key")).expect("JSON key");
-        let id = key["id"].as_i64().expect("key id");
-        let history = self.keys.entry(id).or_default();
-        let Some(value) = value else {
-            (history.changed, history.deleted, history.last) = (true, true, None);
-            return;
-        };
-        let value: Value = serde_json::from_slice(value).expect("JSON value");
-        let v = value["after"]["v"].as_i64();
-        if value["op"] == "r" {
-            history.reads += 1;
-            history.read_after_newer_change |= history.deleted || history.newest_change > v;
-            let mark = value["source"]["snapshot"].as_str().unwrap_or_default();
-            if ![
-                "first",
-                "true",
-                "last",
-                "first_in_data_collection",
-                "last_in_data_collection",
-            ]
-            .contains(&mark)
-                || !value["before"].is_null()
-            {
-                self.bad_marks.push(value.to_string());
-            }
-        } else {
-            history.changed = true;
-            history.deleted |= value["op"] == "d";
-            history.newest_change = history.newest_change.max(v);
-        }
-        history.last = v;
-    }
-}
-
-/// A writer updating, deleting and inserting rows of `items` until stopped; the ids it touched.
-/// It reconnects when the server goes away (a restart): the ids of a transaction whose commit
-/// went unanswered count as touched, as it may have committed.
-fn spawn_writer(
-    url: &str,
-    rows: i64,
-    writer: i64,
-    stop: Arc<AtomicBool>,
-    touched: Arc<Mutex<BTreeSet<i64>>>,
-) -> tokio::task::JoinHandle<u64> {
-    let url = url.to_owned();
-    tokio::spawn(async move {
-        let (mut next_id, mut transactions) = (rows * (2 + writer), 0_u64);
-        while let Some(client) = support::postgres::connect_retrying(&url, &stop).await {
-            while !stop.load(Ordering::Relaxed) {
-                let mut ids = Vec::new();
-                let written = async {
-                    client.simple_query("BEGIN").await?;
-                    for _ in 0..rand::random_range(1..4) {
-                        let id = rand::random_range(1..=rows);
-                        let sql = match rand::random_range(0..10) {
-                            0..=5 => "UPDATE items SET v = v + 1 WHERE id = $1",
-                            6..=7 => "DELETE FROM items WHERE id = $1",
-                            _ => {
-                                next_id += 1;
-                                ids.push(next_id);
-                                client
-                                    .execute("INSERT INTO items VALUES ($1, 1)", &[&next_id])
-                                    .await?;
-                                continue;
-                            }
-                        };
-                        if client.execute(sql, &[&id]).await? > 0 {
-                            ids.push(id);
-                        }
-                    }
-                    touched.lock().expect("touched").extend(ids.iter().copied());
-                    client.simple_query("COMMIT").await.map(drop)
-                }
-                .await;
-                if written.is_err() {
-                    break;
-                }
-                transactions += 1;
-            }
-        }
-        transactions
-    })
 }
 
 /// The rows of `items`, `v` by `id`.
@@ -334,9 +171,9 @@ async fn scenario(
     // The final state, and the topic caught up with it.
     // A new connection: the cluster may have restarted.
     let state = items(&support::postgres::connect(url).await).await;
-    let mut topic_keys = Topic::new(&topic, 3);
+    let mut topic_keys = SnapshotTopic::new(&topic, 3, INITIAL);
     let deadline = Instant::now() + Duration::from_secs(120);
-    let mismatch = |topic: &Topic| {
+    let mismatch = |topic: &SnapshotTopic| {
         let all: BTreeSet<i64> = (1..=rows).chain(touched.iter().copied()).collect();
         all.into_iter().find(|id| {
             let last = topic.keys.get(id).and_then(|h| h.last);
@@ -489,7 +326,7 @@ async fn when_needed_snapshots_again_after_the_slot_was_dropped() {
     )
     .await;
     let client = db.client().await;
-    let mut topic_keys = Topic::new(&topic, 3);
+    let mut topic_keys = SnapshotTopic::new(&topic, 3, INITIAL);
     let mut relay = RelayProcess::start(&spec);
     support::wait::wait_until(
         Duration::from_secs(60),
@@ -635,7 +472,7 @@ async fn initial_only_snapshots_then_stops_and_status_shows_the_progress() {
     assert!(stopped.is_some_and(|s| s.success()), "{}", relay.log_text());
 
     let output = support::relay::outboxd(&spec, &["status", "--json"], &[]);
-    let status: Value = serde_json::from_slice(&output.stdout)
+    let status: serde_json::Value = serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&output.stderr)));
     let snapshot = &status["snapshot"];
     assert_eq!(snapshot["table"], "public.items", "{status}");
@@ -678,7 +515,7 @@ async fn initial_only_snapshots_then_stops_and_status_shows_the_progress() {
     );
     let stopping = "stopping without streaming on";
     assert!(relay.log_text().contains(stopping), "{}", relay.log_text());
-    let mut topic_keys = Topic::new(&topic, 3);
+    let mut topic_keys = SnapshotTopic::new(&topic, 3, INITIAL);
     topic_keys.catch_up();
     assert_eq!(topic_keys.records, rows as u64);
     assert!((1..=rows).all(|id| topic_keys.keys.get(&id).is_some_and(|h| h.reads == 1)));

@@ -28,6 +28,23 @@ pub struct SnapshotCursor {
     /// of outboxd versions before it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
+    /// Row filters of some tables (an incremental snapshot's `additional-conditions`), as the
+    /// signal gave them: parsed and checked against the catalog again before each table's read.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<TableFilter>,
+    /// Whether a `pause-snapshot` signal holds the snapshot (no chunk is read until a
+    /// `resume-snapshot`); kept across restarts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
+}
+
+/// The row filter of one table of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableFilter {
+    /// The table.
+    pub table: TableName,
+    /// The filter's text (`relay::snapshot::filter`'s grammar).
+    pub filter: String,
 }
 
 /// Why a snapshot runs.
@@ -37,6 +54,9 @@ pub enum SnapshotKind {
     /// The relay's first start (`snapshot.mode = "initial"`): Debezium marks its reads `first`,
     /// `true`, `last` (and `first_in_data_collection` / `last_in_data_collection` per table).
     Initial,
+    /// A signal (`execute-snapshot`, Debezium's incremental snapshot): Debezium marks every read
+    /// `incremental`.
+    Incremental,
 }
 
 /// A table by schema and name, as the catalog spells them (never quoted).
@@ -65,7 +85,49 @@ impl SnapshotCursor {
             after: None,
             rows: 0,
             started_at: Some(Utc::now()),
+            filters: Vec::new(),
+            paused: false,
         }
+    }
+
+    /// The row filter of `table`, if it has one.
+    pub fn filter(&self, table: &TableName) -> Option<&str> {
+        self.filters
+            .iter()
+            .find(|f| &f.table == table)
+            .map(|f| f.filter.as_str())
+    }
+
+    /// Whether `table` is still to be read (the table being read included).
+    pub fn pending(&self, table: &TableName) -> bool {
+        self.tables
+            .get(self.table..)
+            .is_some_and(|t| t.contains(table))
+    }
+
+    /// Appends `table` (with its filter) to the tables still to read.
+    pub fn append(&mut self, table: TableName, filter: Option<String>) {
+        if let Some(filter) = filter {
+            self.filters.push(TableFilter {
+                table: table.clone(),
+                filter,
+            });
+        }
+        self.tables.push(table);
+    }
+
+    /// Takes a pending `table` out of the snapshot: the next table is read instead when it was the
+    /// one being read. `false` if it was not pending.
+    pub fn remove(&mut self, table: &TableName) -> bool {
+        let Some(at) = self.tables.iter().skip(self.table).position(|t| t == table) else {
+            return false;
+        };
+        if at == 0 {
+            self.after = None;
+        }
+        self.tables.remove(self.table + at);
+        self.filters.retain(|f| &f.table != table);
+        true
     }
 
     /// The table being read, `None` once all are.
@@ -125,5 +187,33 @@ mod tests {
         assert_eq!((next.table, next.after.clone(), next.rows), (1, None, 7));
         assert!(next.on_last_table() && !next.is_done());
         assert!(next.past(None, 0, true).is_done());
+    }
+
+    #[test]
+    fn tables_are_appended_and_removed_while_pending() {
+        let table = |t: &str| TableName {
+            schema: "public".into(),
+            table: t.into(),
+        };
+        let mut cursor = SnapshotCursor::new(
+            "s".into(),
+            SnapshotKind::Incremental,
+            vec![table("a"), table("b")],
+        );
+        cursor.append(table("c"), Some("v > 1".into()));
+        assert_eq!(cursor.filter(&table("c")), Some("v > 1"));
+        cursor = cursor.past(Some(vec!["7".into()]), 5, false);
+        assert!(cursor.remove(&table("a")), "the table being read");
+        assert_eq!(
+            (cursor.current(), cursor.after.clone()),
+            (Some(&table("b")), None)
+        );
+        cursor = cursor.past(None, 0, true);
+        assert!(
+            !cursor.pending(&table("b")) && !cursor.remove(&table("b")),
+            "read already"
+        );
+        assert!(cursor.remove(&table("c")));
+        assert!(cursor.is_done() && cursor.filters.is_empty());
     }
 }

@@ -10,6 +10,7 @@ use url::Url;
 use super::kafka_security::{security_properties, Mapped};
 use super::sections::{AfterPublishName, CdcFormat, EnvelopeName, Settings, ValueConventionName};
 use super::ConfigError;
+use crate::checkpoint::snapshot::TableName;
 use crate::pg::wire::ConnectOptions;
 use crate::registry::{Registry, RegistrySettings};
 use crate::route::avro::tables::AvroSchemas;
@@ -134,9 +135,35 @@ impl Settings {
                 ));
             }
         }
+        let signal_table = match snapshot.signal_table.as_str() {
+            "" => None,
+            name => {
+                let Some((schema, table)) = name
+                    .split_once('.')
+                    .filter(|(s, t)| !s.is_empty() && !t.is_empty())
+                else {
+                    return Err(invalid(
+                        "snapshot.signal_table",
+                        "must be schema.table (e.g. public.debezium_signal), or empty for none",
+                    ));
+                };
+                if self.relay.mode != RelayMode::Logical {
+                    return Err(invalid(
+                        "snapshot.signal_table",
+                        "needs relay.mode = \"logical\": signals arrive in the replication stream",
+                    ));
+                }
+                Some(TableName {
+                    schema: schema.to_owned(),
+                    table: table.to_owned(),
+                })
+            }
+        };
         Ok(SnapshotSettings {
             mode: snapshot.mode,
             chunk_size: snapshot.chunk_size,
+            signal_table,
+            signal_messages: snapshot.signal_messages,
         })
     }
 

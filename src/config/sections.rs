@@ -422,6 +422,10 @@ pub struct SnapshotSection {
     pub mode: SnapshotMode,
     /// Rows read at a time.
     pub chunk_size: usize,
+    /// Debezium's `signal.data.collection`, `schema.table`; empty: none.
+    pub signal_table: String,
+    /// Whether `outboxd.signal` logical messages are snapshot signals.
+    pub signal_messages: bool,
 }
 
 impl Default for SnapshotSection {
@@ -430,6 +434,8 @@ impl Default for SnapshotSection {
         Self {
             mode: settings.mode,
             chunk_size: settings.chunk_size,
+            signal_table: String::new(),
+            signal_messages: settings.signal_messages,
         }
     }
 }

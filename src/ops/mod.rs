@@ -1,8 +1,9 @@
-//! The one-shot commands beside `run`: `check` (preflight), `migrate` (database objects) and
-//! `status` (where the relay stands).
+//! The one-shot commands beside `run`: `check` (preflight), `migrate` (database objects),
+//! `status` (where the relay stands) and `snapshot` (a signal to the running relay).
 
 pub mod check;
 pub mod migrate;
+pub mod snapshot;
 pub mod status;
 
 use std::time::Duration;

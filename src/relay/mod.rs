@@ -95,6 +95,8 @@ pub use crate::settings::{RelayConfig, RelayMode};
 pub use logical::{missing_publication, SlotError, PUBLICATION_RECREATED_WAYS_OUT};
 pub use shutdown::{Shutdown, ShutdownTrigger};
 pub use snapshot::progress::{estimated_rows, SnapshotProgress};
+pub use snapshot::request::{plan, Planned};
+pub use snapshot::signal::{Condition, Signal, SignalError, SIGNAL_PREFIX};
 pub use snapshot::{SnapshotError, WATERMARK_PREFIX};
 pub use stall_watch::{RESUMED, STALLED};
 

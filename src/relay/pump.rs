@@ -32,7 +32,8 @@ use crate::source::Change;
 use super::backfill;
 use super::logical::{publication_recreated, Replication, Started, PROTOCOL_VERSION};
 use super::routing::Routing;
-use super::snapshot::{Snapshotter, WATERMARK_PREFIX};
+use super::snapshot::signal::{is_signal_table, Received, SIGNAL_PREFIX};
+use super::snapshot::{request, RecentCommits, Snapshotter, WATERMARK_PREFIX};
 use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
@@ -97,6 +98,7 @@ pub(super) async fn run(
         stop_after_snapshot: config.snapshot.mode == SnapshotMode::InitialOnly,
         snapshot,
         reads_owed: VecDeque::new(),
+        recent: RecentCommits::default(),
         source: LogicalSource::new(stream, PROTOCOL_VERSION),
         sink,
         status: interval(config.status_interval),
@@ -165,6 +167,8 @@ struct Pump<'a> {
     /// Read events handed to the sink, counted in the metrics once a checkpoint covers them:
     /// the boundary's position, the chunk's rows, the snapshot's rows with them.
     reads_owed: VecDeque<(Lsn, u64, u64)>,
+    /// The stream's latest commits, for the snapshot's race guard.
+    recent: RecentCommits,
     source: LogicalSource,
     /// The sink thread: input out, committed checkpoints back.
     sink: SinkThread<Checkpoint>,
@@ -228,8 +232,10 @@ impl Pump<'_> {
                     self.routing.flush_due();
                     self.source.stream().send_status(false).await?;
                 }
-                // Between two stream events: the window's low watermark (relay::snapshot).
-                () = std::future::ready(()), if self.snapshot.as_ref().is_some_and(Snapshotter::wants_chunk) => {
+                // Between two transactions of the stream: the window's low watermark
+                // (relay::snapshot). Never inside one: the read's snapshot would not see the
+                // changes of it the stream already carried (a signal can arrive mid-transaction).
+                () = std::future::ready(()), if self.open.is_none() && self.snapshot.as_ref().is_some_and(Snapshotter::wants_chunk) => {
                     self.read_chunk().await?;
                 }
                 event = self.source.next() => match event.map_err(|error| {
@@ -312,16 +318,23 @@ impl Pump<'_> {
                         }
                         return Ok(true);
                     }
+                    if prefix == SIGNAL_PREFIX {
+                        self.signal_message(content).await?;
+                        return Ok(true);
+                    }
                 }
                 if let Some(snapshot) = &mut self.snapshot {
                     snapshot.saw(&change);
                 }
+                if let Change::Insert { relation, new } = &change {
+                    if is_signal_table(self.config.snapshot.signal_table.as_ref(), relation) {
+                        self.signal(Received::from_row(relation, new)).await?;
+                    }
+                }
                 self.route(&change, lsn).await
             }
             SourceEvent::Commit(commit) => {
-                if let Some(snapshot) = &mut self.snapshot {
-                    snapshot.committed(commit.xid);
-                }
+                self.recent.push(commit.xid);
                 if !self.skipping && !self.publish_reads(commit.end_lsn).await? {
                     return Ok(false);
                 }
@@ -347,13 +360,17 @@ impl Pump<'_> {
                 }
                 // Debezium commits a non-transactional message's position before writing it.
                 self.last_commit = Some(lsn);
-                let change = Change::Message {
-                    prefix,
-                    content,
-                    lsn,
-                };
-                if !self.route(&change, lsn).await? {
-                    return Ok(false);
+                if prefix == SIGNAL_PREFIX {
+                    self.signal_message(&content).await?;
+                } else {
+                    let change = Change::Message {
+                        prefix,
+                        content,
+                        lsn,
+                    };
+                    if !self.route(&change, lsn).await? {
+                        return Ok(false);
+                    }
                 }
                 let mut checkpoint = self.template.clone();
                 checkpoint.lsn = lsn;
@@ -367,8 +384,29 @@ impl Pump<'_> {
     /// Reads the snapshot's next chunk (or moves past a table with nothing left to read).
     async fn read_chunk(&mut self) -> Result<(), RelayError> {
         if let Some(snapshot) = &mut self.snapshot {
-            snapshot.read_chunk(self.config, &mut self.schema).await?;
+            snapshot
+                .read_chunk(self.config, &mut self.schema, &mut self.recent)
+                .await?;
         }
+        self.sync_snapshot();
+        Ok(())
+    }
+
+    /// A logical message with the signal prefix (never published).
+    async fn signal_message(&mut self, content: &[u8]) -> Result<(), RelayError> {
+        if !self.config.snapshot.signal_messages {
+            tracing::warn!(
+                "a snapshot signal message arrived, but snapshot.signal_messages = false: ignored"
+            );
+            return Ok(());
+        }
+        self.signal(Received::from_message(content)).await
+    }
+
+    /// Acts on a snapshot signal at its place in the stream: the checkpoints from here on carry
+    /// its effect.
+    async fn signal(&mut self, received: Received) -> Result<(), RelayError> {
+        request::apply(&mut self.snapshot, self.config, received).await?;
         self.sync_snapshot();
         Ok(())
     }
@@ -394,9 +432,12 @@ impl Pump<'_> {
     /// Every checkpoint from now on carries the snapshot's cursor (none once it is complete).
     fn sync_snapshot(&mut self) {
         let cursor = self.snapshot.as_ref().and_then(|s| s.cursor().cloned());
+        // A signal may have started one, or the last chunk ended it.
+        metrics()
+            .snapshot_running
+            .set(i64::from(cursor.is_some()));
         if cursor.is_none() {
             self.snapshot = None;
-            metrics().snapshot_running.set(0);
         }
         self.template.set_snapshot(cursor);
     }

@@ -1,5 +1,7 @@
 //! `[snapshot]` as values: whether and how the relay snapshots the captured tables.
 
+use crate::checkpoint::snapshot::TableName;
+
 /// `snapshot.mode`, named as Debezium's `snapshot.mode` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SnapshotMode {
@@ -36,12 +38,18 @@ impl SnapshotMode {
 }
 
 /// How the relay snapshots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotSettings {
     /// When a snapshot runs.
     pub mode: SnapshotMode,
     /// Rows read at a time: the memory a snapshot holds, and how long a chunk's window lasts.
     pub chunk_size: usize,
+    /// Debezium's signal table (`signal.data.collection`): a row inserted into it is a snapshot
+    /// signal (`relay::snapshot::signal`). `None`: no signal table.
+    pub signal_table: Option<TableName>,
+    /// Whether logical messages with the prefix `outboxd.signal` (what `outboxd snapshot` sends)
+    /// are snapshot signals.
+    pub signal_messages: bool,
 }
 
 impl SnapshotSettings {
@@ -54,6 +62,8 @@ impl Default for SnapshotSettings {
         Self {
             mode: SnapshotMode::Never,
             chunk_size: 2048,
+            signal_table: None,
+            signal_messages: true,
         }
     }
 }

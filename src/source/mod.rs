@@ -80,6 +80,8 @@ pub enum SnapshotMark {
     LastInDataCollection,
     /// The snapshot's last row.
     Last,
+    /// Any row of an incremental snapshot (one a signal started).
+    Incremental,
 }
 
 impl SnapshotMark {
@@ -91,6 +93,7 @@ impl SnapshotMark {
             Self::True => "true",
             Self::LastInDataCollection => "last_in_data_collection",
             Self::Last => "last",
+            Self::Incremental => "incremental",
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod registry;
 pub mod relay;
 pub mod secure_kafka;
 pub mod seen;
+pub mod snapshot_topic;
 pub mod wait;
 
 use std::path::{Path, PathBuf};

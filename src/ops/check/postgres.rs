@@ -6,6 +6,7 @@ mod facts;
 mod failover;
 mod poll;
 mod standby_snapshot;
+mod signal;
 
 use super::report::Report;
 use super::SlotVerdict;
@@ -87,6 +88,7 @@ async fn catalog_checks(
                 }
             }
             replica_identities(session, config, report).await?;
+            signal::signal_table(session, config, &names, report).await?;
             replication_connection(config, &names, report).await;
         }
     }

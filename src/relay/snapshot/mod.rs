@@ -1,7 +1,9 @@
 //! Snapshots while streaming, exactly once (`snapshot.mode = "initial"`): the rows of the captured
 //! CDC tables read in primary-key chunks interleaved with the stream, as DBLog (Netflix, 2020) and
 //! Debezium's incremental snapshots do, each chunk's reads committed in the Kafka transaction of
-//! the checkpoint that moves the snapshot's cursor past it.
+//! the checkpoint that moves the snapshot's cursor past it. The same runs on demand for chosen
+//! tables (an incremental snapshot), started, paused, resumed or stopped by a signal in the
+//! stream ([`signal`], checked and applied by [`request`]; row filters in [`filter`]).
 //!
 //! # One chunk
 //! ```text
@@ -37,9 +39,12 @@
 //! a streamed change cannot be told apart from a read row, and the snapshot stops with an error.
 
 pub mod progress;
+mod filter;
+mod recent;
+pub(super) mod request;
+pub(super) mod signal;
 mod window;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::checkpoint::snapshot::{SnapshotCursor, SnapshotKind, TableName};
@@ -53,6 +58,8 @@ use crate::pg::{Lsn, RelationId, Xid};
 use crate::source::Change;
 
 use super::{RelayConfig, RelayError};
+use filter::Filter;
+pub(super) use recent::RecentCommits;
 use window::Window;
 
 /// The prefix of the watermarks' logical messages: the pump takes them, they are never published.
@@ -73,6 +80,9 @@ pub enum SnapshotError {
     },
 }
 
+/// Why [`TableReader::load`] finds a table without a primary key unreadable.
+const NO_PRIMARY_KEY: &str = "it has no primary key";
+
 /// The snapshot a pump runs: its cursor, the open window, the session it reads on.
 #[derive(Debug)]
 pub(super) struct Snapshotter {
@@ -84,8 +94,6 @@ pub(super) struct Snapshotter {
     session: Option<Session>,
     /// The chunk waiting for its high watermark.
     window: Option<Window>,
-    /// Transactions the stream committed since the last read (see the module's doc).
-    recent: HashSet<Xid>,
     /// Unique per attempt: watermarks written by an earlier attempt are not ours.
     attempt: String,
     /// Watermarks written in this attempt.
@@ -105,6 +113,8 @@ struct TableReader {
     next: String,
     /// The primary key's columns.
     key: Vec<String>,
+    /// The values of the row filter's parameters, which follow the key's.
+    filter_params: Vec<String>,
 }
 
 impl Snapshotter {
@@ -118,7 +128,6 @@ impl Snapshotter {
             chunk_size: config.snapshot.chunk_size,
             session: None,
             window: None,
-            recent: HashSet::new(),
             attempt: format!("{}.{nanos}", std::process::id()),
             written: 0,
             table: None,
@@ -135,17 +144,10 @@ impl Snapshotter {
         self.cursor.rows
     }
 
-    /// Whether the next chunk is to be read: none is waiting for its watermark, and a table is
-    /// left.
+    /// Whether the next chunk is to be read: none is waiting for its watermark, a table is left,
+    /// and no signal paused the snapshot.
     pub fn wants_chunk(&self) -> bool {
-        self.window.is_none() && !self.cursor.is_done()
-    }
-
-    /// A transaction the stream committed (read again if it meets the next read's snapshot).
-    pub fn committed(&mut self, xid: Xid) {
-        if !self.cursor.is_done() {
-            self.recent.insert(xid);
-        }
+        self.window.is_none() && !self.cursor.is_done() && !self.cursor.paused
     }
 
     /// A change the stream carries: it leaves the open window.
@@ -170,7 +172,13 @@ impl Snapshotter {
     pub fn close(&mut self) -> Option<(Vec<Change>, Lsn)> {
         let lsn = self.window.as_ref()?.closed_at?;
         let closed = self.window.take()?.close(&self.cursor);
-        self.cursor = closed.cursor;
+        self.move_to(closed.cursor);
+        Some((closed.reads, lsn))
+    }
+
+    /// Moves the cursor, saying so when the snapshot is complete.
+    fn move_to(&mut self, cursor: SnapshotCursor) {
+        self.cursor = cursor;
         if self.cursor.is_done() {
             tracing::info!(
                 snapshot = %self.cursor.id,
@@ -179,7 +187,6 @@ impl Snapshotter {
                 "snapshot complete; streaming goes on"
             );
         }
-        Some((closed.reads, lsn))
     }
 
     /// Reads the next chunk and writes its high watermark, or moves past a table with no rows
@@ -188,6 +195,7 @@ impl Snapshotter {
         &mut self,
         config: &RelayConfig,
         schema: &mut Schema,
+        recent: &mut RecentCommits,
     ) -> Result<(), RelayError> {
         let Some(name) = self.cursor.current().cloned() else {
             return Ok(());
@@ -206,11 +214,17 @@ impl Snapshotter {
             return Ok(());
         };
         if self.table.as_ref().is_none_or(|t| t.name != name) {
-            match TableReader::load(session, schema, &name).await? {
-                Some(reader) => self.table = Some(reader),
-                None => {
-                    tracing::warn!(table = %name, "snapshot: the table no longer exists; skipped");
-                    self.cursor = self.cursor.past(None, 0, true);
+            let filter = self.cursor.filter(&name);
+            match TableReader::load(session, schema, &name, filter).await? {
+                Ok(reader) => self.table = Some(reader),
+                // The initial snapshot promised every captured table: it stops. A signal's
+                // table lost its key after the signal was checked: it is skipped.
+                Err(why) if why == NO_PRIMARY_KEY && self.cursor.kind == SnapshotKind::Initial => {
+                    return Err(SnapshotError::NoPrimaryKey { table: name }.into());
+                }
+                Err(skipped) => {
+                    tracing::warn!(table = %name, "snapshot: {skipped}; the table is skipped");
+                    self.move_to(self.cursor.past(None, 0, true));
                     return Ok(());
                 }
             }
@@ -222,15 +236,15 @@ impl Snapshotter {
         // Anything the stream committed before this read that the read's snapshot does not see
         // would precede an older read: read again. The ids are kept until a read sees them all
         // committed (then every later snapshot does too): the next read may come too soon again.
-        let racing = read.in_progress.iter().any(|xid| self.recent.contains(xid));
+        let racing = read.in_progress.iter().any(|xid| recent.contains(*xid));
         if racing {
             tracing::debug!(table = %name, "snapshot: a transaction the stream passed was not yet visible to the read; reading the chunk again");
             return Ok(());
         }
-        self.recent.clear();
+        recent.clear();
         let Some(relation) = read.relation else {
             // No row past the cursor: the table is done, with no watermark needed.
-            self.cursor = self.cursor.past(None, 0, true);
+            self.move_to(self.cursor.past(None, 0, true));
             return Ok(());
         };
         let key_columns = reader
@@ -265,13 +279,15 @@ struct Read {
 }
 
 impl TableReader {
-    /// The reader of `name`, its identifiers quoted as the catalog spells them; `None` if the
-    /// table is gone.
+    /// The reader of `name` (of the rows `filter` lets through), its identifiers quoted as the
+    /// catalog spells them; `Err` with the reason to skip it if the table is gone, has no primary
+    /// key ([`NO_PRIMARY_KEY`]) or the filter no longer fits its columns.
     async fn load(
         session: &mut Session,
         schema: &mut Schema,
         name: &TableName,
-    ) -> Result<Option<Self>, RelayError> {
+        filter: Option<&str>,
+    ) -> Result<Result<Self, String>, RelayError> {
         let rows = session
             .query_params_text(
                 "SELECT c.oid::text FROM pg_catalog.pg_class c \
@@ -285,14 +301,11 @@ impl TableReader {
             .and_then(|row| row.first()?.as_deref()?.parse().ok())
             .map(RelationId)
         else {
-            return Ok(None);
+            return Ok(Err("the table no longer exists".into()));
         };
         schema.load_table(session, oid).await?;
         let Some(key) = schema.primary_key(oid).map(<[String]>::to_vec) else {
-            return Err(SnapshotError::NoPrimaryKey {
-                table: name.clone(),
-            }
-            .into());
+            return Ok(Err(NO_PRIMARY_KEY.into()));
         };
         let table = format!(
             "{}.{}",
@@ -302,14 +315,38 @@ impl TableReader {
         let columns: Vec<String> = key.iter().map(|k| quote_identifier(k)).collect();
         let order = columns.join(", ");
         let params: Vec<String> = (2..columns.len() + 2).map(|i| format!("${i}")).collect();
-        Ok(Some(Self {
+        let after = format!("({order}) > ({})", params.join(", "));
+        let (first, next, filter_params) = match filter {
+            None => (String::new(), format!("WHERE {after}"), Vec::new()),
+            Some(filter) => {
+                let known = request::table_columns(session, name)
+                    .await?
+                    .map(|(columns, _)| columns)
+                    .unwrap_or_default();
+                // The filter's parameters follow the limit, and the key's after a key.
+                let parsed = Filter::parse(filter).and_then(|f| {
+                    let (first, values) = f.to_sql(&name.to_string(), &known, 2)?;
+                    let (next, _) = f.to_sql(&name.to_string(), &known, columns.len() + 2)?;
+                    Ok((
+                        format!("WHERE {first}"),
+                        format!("WHERE {after} AND {next}"),
+                        values,
+                    ))
+                });
+                match parsed {
+                    Ok(parsed) => parsed,
+                    Err(refused) => {
+                        return Ok(Err(format!("its row filter {filter:?}: {refused}")))
+                    }
+                }
+            }
+        };
+        Ok(Ok(Self {
             name: name.clone(),
-            first: format!("SELECT * FROM {table} ORDER BY {order} LIMIT $1"),
-            next: format!(
-                "SELECT * FROM {table} WHERE ({order}) > ({}) ORDER BY {order} LIMIT $1",
-                params.join(", ")
-            ),
+            first: format!("SELECT * FROM {table} {first} ORDER BY {order} LIMIT $1"),
+            next: format!("SELECT * FROM {table} {next} ORDER BY {order} LIMIT $1"),
             key,
+            filter_params,
         }))
     }
 
@@ -356,6 +393,7 @@ impl TableReader {
             }
             None => &self.first,
         };
+        params.extend(self.filter_params.iter().map(String::as_str));
         let result = session.query_params(sql, &params).await?;
         let ended = result.rows.len() <= chunk;
         // Described anew each read: a column added meanwhile is in the rows.
@@ -447,8 +485,12 @@ pub(super) async fn captured_tables(
 /// A new snapshot of `tables` at the start (`snapshot.mode`'s, named `mode` then the time it
 /// starts): Debezium marks its reads as an initial snapshot's, also when `when_needed` takes it.
 pub(super) fn begin(mode: &str, tables: Vec<TableName>) -> SnapshotCursor {
-    let id = format!("{mode}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"));
-    SnapshotCursor::new(id, SnapshotKind::Initial, tables)
+    SnapshotCursor::new(snapshot_id(mode), SnapshotKind::Initial, tables)
+}
+
+/// A snapshot's id: its kind and the time it starts.
+fn snapshot_id(kind: &str) -> String {
+    format!("{kind}-{}", chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ"))
 }
 
 #[cfg(test)]

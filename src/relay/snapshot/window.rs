@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::checkpoint::snapshot::SnapshotCursor;
+use crate::checkpoint::snapshot::{SnapshotCursor, SnapshotKind};
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
 use crate::pg::{Lsn, RelationId};
 use crate::source::{Change, SnapshotMark};
@@ -129,8 +129,8 @@ impl Window {
     }
 
     /// The window reached its high watermark and the transaction holding it committed: the rows
-    /// left become read events, marked as Debezium marks an initial snapshot's rows, and the
-    /// cursor moves past the chunk.
+    /// left become read events, marked as Debezium marks an initial (or an incremental)
+    /// snapshot's rows, and the cursor moves past the chunk.
     pub fn close(self, cursor: &SnapshotCursor) -> Closed {
         let survivors: Vec<TupleData> = self.rows.into_iter().flatten().collect();
         let count = survivors.len();
@@ -138,7 +138,9 @@ impl Window {
             .into_iter()
             .enumerate()
             .map(|(i, row)| {
-                let mark = if self.ended && i + 1 == count {
+                let mark = if cursor.kind == SnapshotKind::Incremental {
+                    SnapshotMark::Incremental
+                } else if self.ended && i + 1 == count {
                     if cursor.on_last_table() {
                         SnapshotMark::Last
                     } else {
@@ -179,7 +181,7 @@ fn key_of(positions: &[usize], tuple: &TupleData) -> Option<Key> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checkpoint::snapshot::{SnapshotKind, TableName};
+    use crate::checkpoint::snapshot::TableName;
     use crate::pg::pgoutput::{RelationColumn, ReplicaIdentity};
     use crate::pg::TypeOid;
 
@@ -300,6 +302,13 @@ mod tests {
             restart_identity: false,
         });
         assert!(window.close(&cursor(1)).reads.is_empty());
+
+        let mut incremental = cursor(1);
+        incremental.kind = SnapshotKind::Incremental;
+        let closed = four_rows(true).close(&incremental);
+        assert!(read_keys(&closed)
+            .iter()
+            .all(|(_, mark)| *mark == "incremental"));
     }
 
     #[test]

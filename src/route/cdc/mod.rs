@@ -341,6 +341,11 @@ impl CdcRouter {
         let mut source = self.source(&relation.namespace, &relation.name, context);
         if let Op::Read(mark) = op {
             source["snapshot"] = mark.as_str().into();
+            if mark == SnapshotMark::Incremental {
+                // Debezium's Postgres source block leaves an incremental read's txId and lsn out.
+                source["txId"] = Value::Null;
+                source["lsn"] = Value::Null;
+            }
         }
         let value = self.envelope(body, source, true);
         let value = match (&self.schemas, self.avro_table(relation, context)?) {
