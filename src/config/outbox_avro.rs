@@ -62,16 +62,7 @@ impl Settings {
                  schemas = false (the schema is the registry's)",
             ));
         }
-        let placements = std::iter::once(&outbox.additional_placement).chain(
-            outbox
-                .overrides
-                .iter()
-                .filter_map(|o| o.additional_placement.as_ref()),
-        );
-        if placements
-            .flatten()
-            .any(|p| p.split(':').nth(1).map(str::trim) == Some("envelope"))
-        {
+        if self.places_in_envelope() {
             return Err(invalid(
                 "\"avro\" cannot place additional fields in the envelope (the value is the \
                  payload in its registered schema); place them as headers",

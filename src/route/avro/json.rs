@@ -35,6 +35,8 @@ use base64::Engine;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, NaiveTime, Timelike};
 use serde_json::Value;
 
+use super::datum::float;
+
 /// A parsed Avro schema with its named types, ready to convert payloads.
 #[derive(Debug)]
 pub struct JsonSchema {
@@ -127,13 +129,7 @@ impl JsonSchema {
             (Schema::Int, Value::Number(n)) => Avro::Int(int(n).ok_or_else(mismatch)?),
             (Schema::Long, Value::Number(n)) => Avro::Long(n.as_i64().ok_or_else(mismatch)?),
             (Schema::Float | Schema::Double, json) => {
-                let float = match json {
-                    Value::Number(n) => n.as_f64().ok_or_else(mismatch)?,
-                    Value::String(s) if s == "NaN" => f64::NAN,
-                    Value::String(s) if s == "Infinity" => f64::INFINITY,
-                    Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
-                    _ => return Err(mismatch()),
-                };
+                let float = float(json).ok_or_else(mismatch)?;
                 if matches!(schema, Schema::Float) {
                     #[allow(clippy::cast_possible_truncation)] // a float's value, as Avro's
                     Avro::Float(float as f32)
@@ -677,7 +673,7 @@ mod tests {
             Err(e) => Err(e),
         };
         let d = decimal(5, 2);
-        assert_eq!(unscaled(&d, json!("1.5")), Ok(vec![150]));
+        assert_eq!(unscaled(&d, json!("1.5")), Ok(vec![0x00, 0x96]));
         assert_eq!(unscaled(&d, json!("-0.01")), Ok(vec![0xff]));
         assert_eq!(unscaled(&d, json!(1e2)), Ok(vec![0x27, 0x10]));
         assert_eq!(unscaled(&d, json!("123.450")), Ok(vec![0x30, 0x39]));
