@@ -392,8 +392,12 @@ impl Settings {
                 "must be at least 1024 (the broker default is 1048588)".into(),
             ));
         }
+        let mut outbox_router = OutboxRouter::new(tables, message, envelope);
+        if let Some(avro) = self.outbox_avro()? {
+            outbox_router = outbox_router.with_avro(avro);
+        }
         Ok(Router::new(
-            OutboxRouter::new(tables, message, envelope),
+            outbox_router,
             cdc_router,
             DeadLetters::new(self.dead_letter.topic.clone(), self.kafka.max_record_bytes),
         ))

@@ -12,12 +12,14 @@
 mod build;
 mod choice;
 mod kafka_security;
+mod outbox_avro;
 mod sections;
 mod topic_creation;
 mod validate;
 
 use std::path::{Path, PathBuf};
 
+pub use outbox_avro::{AvroSchemaSource, OutboxFormat};
 pub use sections::*;
 pub use topic_creation::TopicCreationSection;
 

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use super::choice::choice;
 pub use super::kafka_security::{KafkaSaslSection, KafkaTlsSection, SaslMechanism};
+use super::outbox_avro::{AvroSchemaSource, OutboxFormat};
 use crate::logging::LogFormat;
 use crate::route::avro::SubjectStrategy;
 use crate::route::cdc::values::{BinaryMode, DecimalMode, TimePrecisionMode};
@@ -289,6 +290,17 @@ pub struct OutboxSection {
     pub cloudevents: CloudEventsSection,
     /// `[[outbox.overrides]]`: per-table topic, placement and columns.
     pub overrides: Vec<OutboxOverride>,
+    /// `json`, or `avro`: the payload in Avro with the schema registered for the event in
+    /// `[schema_registry]` (Confluent's wire format).
+    #[serde(deserialize_with = "choice")]
+    pub format: OutboxFormat,
+    /// With `format = "avro"`, where the schema comes from: `registered` (by its owners).
+    #[serde(deserialize_with = "choice")]
+    pub avro_schema: AvroSchemaSource,
+    /// With `format = "avro"`, how long the latest version of a subject is used for events
+    /// without a schema version before the registry is asked again.
+    #[serde(with = "humantime_serde")]
+    pub avro_latest_ttl: Duration,
 }
 
 impl Default for OutboxSection {
@@ -307,6 +319,9 @@ impl Default for OutboxSection {
             columns: ColumnsSection::default(),
             cloudevents: CloudEventsSection::default(),
             overrides: Vec::new(),
+            format: OutboxFormat::Json,
+            avro_schema: AvroSchemaSource::Registered,
+            avro_latest_ttl: Duration::from_secs(60),
         }
     }
 }

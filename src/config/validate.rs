@@ -36,16 +36,7 @@ impl Settings {
                  Connect schemas), or be false",
             ));
         }
-        let placements = std::iter::once(&self.outbox.additional_placement).chain(
-            self.outbox
-                .overrides
-                .iter()
-                .filter_map(|o| o.additional_placement.as_ref()),
-        );
-        if placements
-            .flatten()
-            .any(|p| p.split(':').nth(1).map(str::trim) == Some("envelope"))
-        {
+        if self.places_in_envelope() {
             return Err(invalid(
                 "outbox.schemas",
                 "must be false when an additional field is placed in the envelope (its value's \
@@ -53,6 +44,19 @@ impl Settings {
             ));
         }
         Ok(())
+    }
+
+    /// Whether `[outbox]` or an override places an additional field in the envelope.
+    pub(super) fn places_in_envelope(&self) -> bool {
+        let placements = std::iter::once(&self.outbox.additional_placement).chain(
+            self.outbox
+                .overrides
+                .iter()
+                .filter_map(|o| o.additional_placement.as_ref()),
+        );
+        placements
+            .flatten()
+            .any(|p| p.split(':').nth(1).map(str::trim) == Some("envelope"))
     }
 
     /// Checks every value the sections alone decide.

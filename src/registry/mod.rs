@@ -34,6 +34,10 @@ use url::Url;
 
 use crate::route::avro::AvroSchema;
 
+mod lookup;
+
+pub use lookup::{Registered, Version};
+
 /// The media type of the registry's API.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
@@ -124,6 +128,20 @@ pub enum RegistryError {
         /// The registry's message.
         message: String,
     },
+    /// The subject, or the version of it asked for, is not registered (yet). An outage of
+    /// sorts: what it depends on is the registry's content, not the event, and registering the
+    /// schema ends it; see [`lookup`].
+    #[error(
+        "the schema registry has no {version} of subject {subject}; register the event's schema \
+         under that subject (outboxd asks again from its checkpoint until it is there, publishing \
+         nothing after this event meanwhile)"
+    )]
+    NotFound {
+        /// The subject.
+        subject: String,
+        /// The version asked for.
+        version: Version,
+    },
     /// The TLS settings cannot be used.
     #[error("schema_registry.ca_file: {0}")]
     Tls(String),
@@ -133,7 +151,7 @@ impl RegistryError {
     /// Whether a new attempt can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Unreachable { .. } | Self::Unavailable { .. } => true,
+            Self::Unreachable { .. } | Self::Unavailable { .. } | Self::NotFound { .. } => true,
             Self::Incompatible { .. }
             | Self::Unauthorized { .. }
             | Self::Refused { .. }
@@ -195,32 +213,17 @@ impl Registry {
             schema.registered(id);
             return Ok(());
         }
-        let message = answer
-            .get("message")
-            .and_then(Value::as_str)
-            .map_or_else(|| answer.to_string(), str::to_owned);
-        Err(match status.as_u16() {
-            // Matched on the status: Apicurio's 409 carries `error_code` 0.
-            409 => RegistryError::Incompatible {
+        let message = message_of(&answer);
+        // Matched on the status: Apicurio's 409 carries `error_code` 0.
+        if status == StatusCode::CONFLICT {
+            return Err(RegistryError::Incompatible {
                 subject: subject.to_owned(),
                 versions: self.versions(subject).await,
                 compatibility: self.compatibility(subject).await,
                 reason: message,
-            },
-            401 | 403 => RegistryError::Unauthorized {
-                status: status.as_u16(),
-            },
-            408 | 429 | 500..=599 => RegistryError::Unavailable {
-                subject: subject.to_owned(),
-                status: status.as_u16(),
-                message,
-            },
-            _ => RegistryError::Refused {
-                subject: subject.to_owned(),
-                status: status.as_u16(),
-                message,
-            },
-        })
+            });
+        }
+        Err(refusal(status, subject, message))
     }
 
     /// The subject's registered versions, for an error message (empty if they cannot be read).
@@ -317,6 +320,34 @@ impl Registry {
             serde_json::from_slice(&answer).unwrap_or(Value::Null),
         ))
     }
+}
+
+/// The error of an answer with `status` about `subject`, other than the answers a request
+/// handles itself.
+fn refusal(status: StatusCode, subject: &str, message: String) -> RegistryError {
+    match status.as_u16() {
+        401 | 403 => RegistryError::Unauthorized {
+            status: status.as_u16(),
+        },
+        408 | 429 | 500..=599 => RegistryError::Unavailable {
+            subject: subject.to_owned(),
+            status: status.as_u16(),
+            message,
+        },
+        _ => RegistryError::Refused {
+            subject: subject.to_owned(),
+            status: status.as_u16(),
+            message,
+        },
+    }
+}
+
+/// The registry's message in an answer: its `message`, else the whole answer.
+fn message_of(answer: &Value) -> String {
+    answer
+        .get("message")
+        .and_then(Value::as_str)
+        .map_or_else(|| answer.to_string(), str::to_owned)
 }
 
 /// Sends `request` on a new HTTP/1.1 connection over `io`.

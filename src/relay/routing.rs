@@ -119,8 +119,8 @@ impl Routing {
     /// topic (when the policy says so) or of a poison change as a dead letter; returns how many
     /// dead letters. Fails when a topic is missing and the policy is to stop, when the
     /// dead-letter topic itself is missing, or when the broker does not answer. The Avro schemas
-    /// the records need are registered first: a registry that cannot register one fails the
-    /// attempt before any record of the change exists.
+    /// the records need are registered (CDC) or fetched (outbox events) first: a registry that
+    /// cannot serve one fails the attempt before any record of the change exists.
     pub(super) async fn route(
         &mut self,
         router: &Router,
@@ -131,6 +131,10 @@ impl Routing {
         if let Some(registry) = &self.registry {
             for schema in router.unregistered(change, context) {
                 registry.register(&schema).await?;
+            }
+            if let Some(wanted) = router.outbox().unfetched(change, context) {
+                let registered = registry.schema(&wanted.subject, wanted.version).await?;
+                router.outbox().fetched(wanted, &registered);
             }
         }
         let first = out.len();

@@ -1,8 +1,9 @@
 """Decodes Confluent wire-format Avro records with the Apache Avro Python library, independently of
 outboxd's encoder: each record's schema is fetched by its id from the registry, and the decoded
 value is written back in Kafka Connect JsonConverter's JSON (bytes and decimals in base64, dates as
-days, times and timestamps in milliseconds, NaN and the infinities as strings), so that it can be
-compared with the JSON events of the same changes.
+days, times and timestamps in milliseconds (timestamp-micros in microseconds), maps as objects,
+NaN and the infinities as strings), so that it can be compared with the JSON events of the same
+changes.
 
     python3 avro_decode.py REGISTRY_URL < records.json > decoded.json
 
@@ -49,6 +50,8 @@ def to_json(schema, value):
         return {f.name: to_json(f.type, value.get(f.name)) for f in schema.fields}
     if kind == "array":
         return [to_json(schema.items, v) for v in value]
+    if kind == "map":
+        return {k: to_json(schema.values, v) for k, v in value.items()}
     if kind == "bytes":
         if logical == "decimal":
             unscaled = int(value.scaleb(schema.get_prop("scale")))
@@ -63,6 +66,9 @@ def to_json(schema, value):
     if logical == "timestamp-millis":
         delta = value - EPOCH
         return delta.days * 86_400_000 + delta.seconds * 1000 + delta.microseconds // 1000
+    if logical == "timestamp-micros":
+        delta = value - EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
     if kind in ("float", "double"):
         if math.isnan(value):
             return "NaN"

@@ -113,11 +113,19 @@ pub struct PrivateRegistry {
     dir: tempfile::TempDir,
     /// The API's base URL.
     pub url: String,
+    /// `scripts/dev-env` settings it was started with.
+    vars: Vec<(String, String)>,
 }
 
 impl PrivateRegistry {
     /// Starts one with `scripts/dev-env up registry` in a directory of its own.
     pub fn start() -> PrivateRegistry {
+        Self::start_with_env(&[])
+    }
+
+    /// [`PrivateRegistry::start`] with more `scripts/dev-env` settings
+    /// (`OUTBOXD_DEV_REGISTRY_JAVA_OPTS`).
+    pub fn start_with_env(vars: &[(&str, &str)]) -> PrivateRegistry {
         let dir = tempfile::Builder::new()
             .prefix("outboxd-registry-")
             .tempdir()
@@ -125,6 +133,10 @@ impl PrivateRegistry {
         let mut registry = PrivateRegistry {
             url: String::new(),
             dir,
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
         };
         registry.dev_env(&["up", "registry"]);
         let exports = registry.dev_env(&["env", "registry"]);
@@ -150,6 +162,7 @@ impl PrivateRegistry {
         let out = Command::new(repo_root().join("scripts/dev-env"))
             .args(args)
             .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"))
+            .envs(self.vars.iter().map(|(k, v)| (k, v)))
             .stderr(Stdio::inherit())
             .output()
             .expect("run scripts/dev-env");
@@ -165,4 +178,21 @@ impl Drop for PrivateRegistry {
             .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"))
             .status();
     }
+}
+
+/// Registers the Avro schema `schema` (JSON text) under `subject` at `url`; its id.
+pub fn register(url: &str, subject: &str, schema: &str) -> u64 {
+    let body = serde_json::json!({ "schema": schema }).to_string();
+    let out = Command::new("curl")
+        .args(["-sS", "-X", "POST", "-H"])
+        .arg("Content-Type: application/vnd.schemaregistry.v1+json")
+        .arg("--data-binary")
+        .arg(&body)
+        .arg(format!("{url}/subjects/{subject}/versions"))
+        .output()
+        .expect("run curl");
+    let answer: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    answer["id"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("register {subject}: {answer}"))
 }

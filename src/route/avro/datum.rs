@@ -47,13 +47,7 @@ fn base(schema: &ConnectSchema, json: &Value) -> Result<Avro, String> {
             }
         }
         (Kind::Float32 | Kind::Float64, json) => {
-            let float = match json {
-                Value::Number(n) => n.as_f64().ok_or_else(mismatch)?,
-                Value::String(s) if s == "NaN" => f64::NAN,
-                Value::String(s) if s == "Infinity" => f64::INFINITY,
-                Value::String(s) if s == "-Infinity" => f64::NEG_INFINITY,
-                _ => return Err(mismatch()),
-            };
+            let float = float(json).ok_or_else(mismatch)?;
             if schema.kind == Kind::Float32 {
                 #[allow(clippy::cast_possible_truncation)] // a float4's value, read as a double
                 Avro::Float(float as f32)
@@ -90,6 +84,17 @@ fn base(schema: &ConnectSchema, json: &Value) -> Result<Avro, String> {
         ),
         _ => return Err(mismatch()),
     })
+}
+
+/// A JSON number as a double, or NaN and the infinities as JsonConverter writes them (strings).
+pub(super) fn float(json: &Value) -> Option<f64> {
+    match json {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) if s == "NaN" => Some(f64::NAN),
+        Value::String(s) if s == "Infinity" => Some(f64::INFINITY),
+        Value::String(s) if s == "-Infinity" => Some(f64::NEG_INFINITY),
+        _ => None,
+    }
 }
 
 /// The Avro type of `schema`, with its Connect name: what a value failed to fit.

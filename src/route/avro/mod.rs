@@ -4,7 +4,9 @@
 //!
 //! - [`schema`]: a Connect schema as Avro, as `AvroData` converts it;
 //! - [`datum`]: a JSON payload as the Avro value of that schema;
-//! - [`tables`]: each table's Avro key and value schemas, derived once per Relation message.
+//! - [`tables`]: each table's Avro key and value schemas, derived once per Relation message;
+//! - [`outbox`] and [`json`]: outbox events' JSON payloads encoded with the schemas registered
+//!   for them (`[outbox] format = "avro"`).
 //!
 //! A record is Confluent's wire format: magic byte 0, the schema's registry id (4 bytes, big
 //! endian), the Avro binary datum. The id comes from registering the schema under its subject
@@ -13,6 +15,8 @@
 //! `crate::registry`), and each [`AvroSchema`] keeps its id from then on.
 
 pub mod datum;
+pub mod json;
+pub mod outbox;
 pub mod schema;
 pub mod tables;
 

@@ -194,7 +194,7 @@ impl Envelope {
 }
 
 /// The topic of `event` from the spec's template, refused unless Kafka would accept its name.
-fn topic_of(event: &OutboxEvent, spec: &OutboxSpec) -> RouteResult<String> {
+pub(super) fn topic_of(event: &OutboxEvent, spec: &OutboxSpec) -> RouteResult<String> {
     let (schema, table) = (&event.origin.0, &event.origin.1);
     let topic = spec
         .topic

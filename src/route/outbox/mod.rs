@@ -18,9 +18,12 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 
 use crate::pg::pgoutput::{Relation, TupleData};
+use crate::registry::Registered;
+use crate::route::avro::outbox::{OutboxAvro, SchemaRef};
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::template::Template;
 use crate::route::{qualified, Record, RouteContext, RouteResult};
+use crate::source::Change;
 
 pub use envelope::{CloudEventsMode, Envelope, KeyFormat};
 use fields::{Field, Fields};
@@ -198,6 +201,9 @@ pub struct OutboxRouter {
     /// events.
     message: Option<(String, OutboxSpec)>,
     envelope: Envelope,
+    /// Values in Avro with registered schemas (`format = "avro"`); `None`: as the envelope
+    /// writes them.
+    avro: Option<OutboxAvro>,
 }
 
 impl OutboxRouter {
@@ -211,7 +217,15 @@ impl OutboxRouter {
             tables,
             message,
             envelope,
+            avro: None,
         }
+    }
+
+    /// The router with values encoded by `avro` ([`crate::route::avro::outbox`]).
+    #[must_use]
+    pub fn with_avro(mut self, avro: OutboxAvro) -> Self {
+        self.avro = Some(avro);
+        self
     }
 
     /// The outbox tables.
@@ -247,6 +261,25 @@ impl OutboxRouter {
         row: &TupleData,
         context: &RouteContext<'_>,
     ) -> RouteResult<Record> {
+        let (table, event) = self.row_event(relation, row, context)?;
+        let columns = schemas::Columns {
+            relation,
+            row,
+            schema: context.schema,
+        };
+        let record = self
+            .envelope
+            .render(&event, &table.spec, context, Some(&columns))?;
+        self.encoded(&event, record)
+    }
+
+    /// The event of an inserted outbox row, and its table.
+    fn row_event(
+        &self,
+        relation: &Relation,
+        row: &TupleData,
+        context: &RouteContext<'_>,
+    ) -> RouteResult<(&OutboxTable, OutboxEvent)> {
         let Some(table) = self.table(relation) else {
             return Err(Failure::new(
                 Reason::InvalidValue,
@@ -256,13 +289,7 @@ impl OutboxRouter {
         let fields = Fields::Row { relation, row };
         let origin = (relation.namespace.clone(), relation.name.clone());
         let event = extract(&fields, &table.spec, context, origin, &qualified(relation))?;
-        let columns = schemas::Columns {
-            relation,
-            row,
-            schema: context.schema,
-        };
-        self.envelope
-            .render(&event, &table.spec, context, Some(&columns))
+        Ok((table, event))
     }
 
     /// The record of an outbox logical message, whose content is a JSON object with the outbox
@@ -273,6 +300,18 @@ impl OutboxRouter {
         content: &[u8],
         context: &RouteContext<'_>,
     ) -> RouteResult<Record> {
+        let (spec, event) = self.message_event(prefix, content, context)?;
+        let record = self.envelope.render(&event, spec, context, None)?;
+        self.encoded(&event, record)
+    }
+
+    /// The event of an outbox logical message, and how messages are read.
+    fn message_event(
+        &self,
+        prefix: &str,
+        content: &[u8],
+        context: &RouteContext<'_>,
+    ) -> RouteResult<(&OutboxSpec, OutboxEvent)> {
         let Some((_, spec)) = self.message.as_ref().filter(|(p, _)| p == prefix) else {
             return Err(Failure::new(
                 Reason::InvalidValue,
@@ -290,7 +329,42 @@ impl OutboxRouter {
         let fields = Fields::Message(&object);
         let origin = ("pg_logical_emit_message".to_owned(), prefix.to_owned());
         let event = extract(&fields, spec, context, origin, &source)?;
-        self.envelope.render(&event, spec, context, None)
+        Ok((spec, event))
+    }
+
+    /// `record` with its value in Avro when events are Avro.
+    fn encoded(&self, event: &OutboxEvent, mut record: Record) -> RouteResult<Record> {
+        if let Some(avro) = &self.avro {
+            avro.encode(event, &mut record)?;
+        }
+        Ok(record)
+    }
+
+    /// The registered schema `change`'s event needs and the router has not fetched yet: the
+    /// relay fetches it before [`crate::route::Router::route`]. `None` for a change that is no
+    /// outbox event, or whose event fails before it needs a schema (it becomes a dead letter).
+    pub fn unfetched(&self, change: &Change, context: &RouteContext<'_>) -> Option<SchemaRef> {
+        let avro = self.avro.as_ref()?;
+        let (spec, event) = match change {
+            Change::Insert { relation, new } if self.is_outbox(relation) => self
+                .row_event(relation, new, context)
+                .map(|(table, event)| (&table.spec, event)),
+            Change::Message {
+                prefix, content, ..
+            } if self.is_outbox_message(prefix) => self.message_event(prefix, content, context),
+            _ => return None,
+        }
+        .ok()?;
+        let topic = envelope::topic_of(&event, spec).ok()?;
+        let wanted = avro.schema_ref(&event, &topic).ok()?;
+        avro.unfetched(&wanted).then_some(wanted)
+    }
+
+    /// Keeps `registered`, fetched as `wanted` (from [`Self::unfetched`]).
+    pub fn fetched(&self, wanted: SchemaRef, registered: &Registered) {
+        if let Some(avro) = &self.avro {
+            avro.fetched(wanted, registered);
+        }
     }
 }
 
