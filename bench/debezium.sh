@@ -48,3 +48,18 @@ debezium_home() {
   fi
   printf '%s\n' "$home"
 }
+
+# The Apache Avro library its Avro format needs and the distribution does not ship: the bundled
+# Apicurio converter (3.x) is built against this version. Resolved from Maven Central into the
+# cache; prints the jar's path.
+DEBEZIUM_AVRO_VERSION=1.12.1
+debezium_avro_jar() {
+  local dir="$OUTBOXD_CACHE_DIR/debezium-avro-$DEBEZIUM_AVRO_VERSION"
+  local jar="$dir/avro-$DEBEZIUM_AVRO_VERSION.jar"
+  if [ ! -f "$jar" ]; then
+    log "resolving org.apache.avro:avro:$DEBEZIUM_AVRO_VERSION from Maven Central into $dir"
+    mvn -q -B dependency:copy -Dartifact="org.apache.avro:avro:$DEBEZIUM_AVRO_VERSION" \
+      -DoutputDirectory="$dir" >&2
+  fi
+  printf '%s\n' "$jar"
+}

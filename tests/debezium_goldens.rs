@@ -16,46 +16,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
-use support::kafka::{client_config, create_topic, read_to_end};
+use support::goldens::{
+    check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise,
+    recorded_properties, run_workload, topics_of, wait_done, Difference, PLACEHOLDER,
+};
+use support::kafka::read_to_end;
 use support::postgres::{create_pgoutput_slot, TestDb};
 use support::relay::{RelayProcess, RelaySpec};
-use support::repo_root;
 use support::seen::Seen;
-
-/// The Debezium Server release the goldens come from (`bench/debezium.sh`).
-const DEBEZIUM_VERSION: &str = "3.6.0.Final";
-
-const SCHEMA: &str = include_str!("goldens/fixture/schema.sql");
-const WORKLOAD: &str = include_str!("goldens/fixture/workload.sql");
-
-/// What a run's database name, which is also its topic prefix, `source.name` and `source.db`,
-/// reads as in the goldens.
-const PLACEHOLDER: &str = "fixture";
-
-/// The topics (after the prefix) created before the workload with [`PARTITIONS`] partitions, so
-/// that the partition a key lands on is compared.
-const TOPICS: &[&str] = &[
-    "public.value_types",
-    "public.composite",
-    "public.keyless",
-    "public.toast_default",
-    "public.toast_full",
-    "public.outbox",
-    "public.outbox_expanded",
-    "public.done",
-    "public.defaults",
-    "message",
-    "outbox.event.order",
-    "outbox.event.customer",
-    "outbox.expanded.order",
-    "outbox.expanded.customer",
-];
-const PARTITIONS: i32 = 3;
 
 /// Debezium Server's converter settings, one golden directory each.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,19 +49,12 @@ impl Converter {
     }
 
     fn dir(self) -> PathBuf {
-        repo_root()
-            .join(format!("tests/goldens/debezium-{DEBEZIUM_VERSION}"))
-            .join(self.name())
+        golden_dir(self.name())
     }
 
-    /// Debezium Server's `application.properties` for a run over `db`: the Postgres connector on
-    /// pgoutput with the fixture's slot and publication, no snapshot, truncates not skipped, the
-    /// outbox event router with its defaults on `public.outbox` and with
-    /// `table.expand.json.payload=true` on `public.outbox_expanded` (each picked by a predicate on
-    /// the topic, so other tables stay change events), the Kafka sink. `\\${` keeps Quarkus from
-    /// expanding the router's `${routedByValue}` itself.
+    /// Debezium Server's `application.properties` for a run over `db` from `slot`
+    /// ([`debezium_properties`]) with this converter: JsonConverter, with or without schemas.
     fn properties(self, db: &TestDb, slot: &str) -> String {
-        let url = url::Url::parse(&db.url).expect("database URL");
         let schemas = match self {
             Converter::JsonSchemas => "",
             Converter::Json => {
@@ -99,50 +64,7 @@ debezium.format.header.schemas.enable=false
 "
             }
         };
-        format!(
-            "debezium.sink.type=kafka
-debezium.sink.kafka.producer.bootstrap.servers={bootstrap}
-debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer
-debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer
-{schemas}debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector
-debezium.source.offset.storage.file.filename={offsets}
-debezium.source.offset.flush.interval.ms=0
-debezium.source.database.hostname={host}
-debezium.source.database.port={port}
-debezium.source.database.user={user}
-debezium.source.database.password=unused
-debezium.source.database.dbname={db}
-debezium.source.topic.prefix={db}
-debezium.source.plugin.name=pgoutput
-debezium.source.slot.name={slot}
-debezium.source.publication.name={publication}
-debezium.source.publication.autocreate.mode=disabled
-debezium.source.snapshot.mode=no_data
-debezium.source.skipped.operations=none
-debezium.transforms=outbox,expanded
-debezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
-debezium.transforms.outbox.predicate=isOutbox
-debezium.transforms.outbox.route.topic.replacement={db}.outbox.event.\\\\${{routedByValue}}
-debezium.transforms.expanded.type=io.debezium.transforms.outbox.EventRouter
-debezium.transforms.expanded.predicate=isExpanded
-debezium.transforms.expanded.table.expand.json.payload=true
-debezium.transforms.expanded.route.topic.replacement={db}.outbox.expanded.\\\\${{routedByValue}}
-debezium.predicates=isOutbox,isExpanded
-debezium.predicates.isOutbox.type=org.apache.kafka.connect.transforms.predicates.TopicNameMatches
-debezium.predicates.isOutbox.pattern={db}[.]public[.]outbox
-debezium.predicates.isExpanded.type=org.apache.kafka.connect.transforms.predicates.TopicNameMatches
-debezium.predicates.isExpanded.pattern={db}[.]public[.]outbox_expanded
-quarkus.http.port=0
-quarkus.log.console.json=false
-",
-            bootstrap = support::dev_env().kafka_bootstrap,
-            offsets = support::debezium::DebeziumServer::OFFSETS,
-            host = url.host_str().expect("host"),
-            port = url.port().unwrap_or(5432),
-            user = url.username(),
-            db = db.name,
-            publication = db.publication,
-        )
+        debezium_properties(db, slot, "StringSerializer", schemas)
     }
 }
 
@@ -152,71 +74,19 @@ type Golden = Seen;
 /// Records per topic (the name after the prefix), each topic's in partition and offset order.
 type Topics = BTreeMap<String, Vec<Golden>>;
 
-/// A database with the fixture's schema, a publication of every table (`db.publication`), one of
-/// all but `outbox_expanded` (`<publication>_main`) and one of it (`<publication>_expanded`), and
-/// the [`TOPICS`] under its name.
-async fn fixture_db(prefix: &str) -> TestDb {
-    let db = TestDb::create(prefix).await;
-    let client = db.client().await;
-    client.batch_execute(SCHEMA).await.expect("fixture schema");
-    client
-        .batch_execute(&format!(
-            "CREATE PUBLICATION {p} FOR ALL TABLES;
-             CREATE PUBLICATION {p}_main FOR TABLE value_types, composite, keyless, toast_default,
-               toast_full, outbox, done, defaults;
-             CREATE PUBLICATION {p}_expanded FOR TABLE outbox_expanded;",
-            p = db.publication
-        ))
-        .await
-        .expect("publications");
-    for topic in TOPICS {
-        create_topic(&format!("{}.{topic}", db.name), PARTITIONS).await;
-    }
-    db
-}
-
-async fn run_workload(db: &TestDb) {
-    db.client()
-        .await
-        .batch_execute(WORKLOAD)
-        .await
-        .expect("fixture workload");
-}
-
 /// The topics under `<name>.` with their records, `name` replaced by [`PLACEHOLDER`]; empty
 /// topics are left out.
 fn read_prefix(name: &str) -> Topics {
-    let consumer: BaseConsumer = client_config().create().expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(None, Duration::from_secs(10))
-        .expect("metadata");
-    let prefix = format!("{name}.");
-    metadata
-        .topics()
-        .iter()
-        .filter_map(|t| t.name().strip_prefix(&prefix))
+    topics_of(name)
+        .into_iter()
         .filter_map(|topic| {
-            let records: Vec<Golden> = read_to_end(&format!("{prefix}{topic}"))
+            let records: Vec<Golden> = read_to_end(&format!("{name}.{topic}"))
                 .iter()
                 .map(|m| Seen::replacing(m, name, PLACEHOLDER))
                 .collect();
-            (!records.is_empty()).then(|| (topic.to_owned(), records))
+            (!records.is_empty()).then_some((topic, records))
         })
         .collect()
-}
-
-/// Waits until `<name>.public.done` has its record: the workload's last change, so every change
-/// before it has been written.
-fn wait_done(name: &str, timeout: Duration, log: impl Fn() -> String) {
-    let deadline = Instant::now() + timeout;
-    while read_to_end(&format!("{name}.public.done")).is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "the workload's last change did not arrive:\n{}",
-            log()
-        );
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }
 
 fn write_goldens(converter: Converter, topics: &Topics, properties: &str) {
@@ -280,18 +150,7 @@ async fn record_debezium_goldens() {
         std::thread::sleep(Duration::from_secs(3));
         drop(server);
         let topics = read_prefix(&db.name);
-        let url = url::Url::parse(&db.url).expect("URL");
-        let properties = properties
-            .replace(&db.name, PLACEHOLDER)
-            .replace(&support::dev_env().kafka_bootstrap, "KAFKA:9092")
-            .replace(
-                &format!("={}\n", url.host_str().expect("host")),
-                "=POSTGRES_HOST\n",
-            )
-            .replace(
-                &format!("={}\n", url.port().unwrap_or(5432)),
-                "=POSTGRES_PORT\n",
-            );
+        let properties = recorded_properties(&db, &properties);
         write_goldens(converter, &topics, &properties);
         eprintln!(
             "{}: {} records in {} topics",
@@ -348,94 +207,6 @@ fn schema_tree(schema: &Value) -> Value {
 /// A text as JSON when it is JSON (keys, values, header values), else as a JSON string.
 fn parsed(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
-}
-
-/// What may differ between two runs, and why, replaced by a marker of its JSON type (so a null
-/// where a number belongs is still a difference):
-/// - `source.version`: the product and its version (`3.6.0.Final`, `outboxd-0.1.0`);
-/// - `ts_ms`, `ts_us`, `ts_ns` at the top and in `source`: processing and commit times;
-/// - `source.txId`, `source.lsn`, `source.xmin`: transaction ids and WAL positions of the run;
-/// - `source.sequence`: the WAL positions in it (its shape is kept: `[last commit or null, lsn]`,
-///   and which of its positions are `source.lsn`: a non-transactional message is its own last
-///   commit).
-///
-/// Not compared: the record timestamp, which Debezium Server's Kafka sink leaves to the producer's
-/// clock (outboxd sets the commit or event time, as Kafka Connect does).
-///
-/// Besides, every record's text had its run's database name (topic prefix, `source.name`,
-/// `source.db`) replaced by [`PLACEHOLDER`] ([`Seen::replacing`]), and records are compared under
-/// their canonical key in topic order ([`compare`]).
-fn normalise(value: &mut Value) {
-    fn mark(value: &mut Value) {
-        if !value.is_null() {
-            *value = json!(format!("<{}>", kind(value)));
-        }
-    }
-    let Some(object) = value.as_object_mut() else {
-        return;
-    };
-    for field in ["ts_ms", "ts_us", "ts_ns"] {
-        if let Some(v) = object.get_mut(field) {
-            mark(v);
-        }
-    }
-    let Some(source) = object.get_mut("source").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let lsn = source.get("lsn").cloned();
-    if let Some(sequence) = source.get_mut("sequence") {
-        let positions: Option<Vec<Option<String>>> =
-            sequence.as_str().and_then(|s| serde_json::from_str(s).ok());
-        if let Some(positions) = positions {
-            let lsn = lsn.as_ref().and_then(Value::as_u64).map(|l| l.to_string());
-            let shape: Vec<String> = positions
-                .iter()
-                .map(|p| match p {
-                    None => "null".to_owned(),
-                    Some(p) if lsn.as_deref() == Some(p) => "lsn".to_owned(),
-                    Some(_) => "<lsn>".to_owned(),
-                })
-                .collect();
-            *sequence = json!(shape.join(","));
-        }
-    }
-    for field in ["version", "ts_ms", "ts_us", "ts_ns", "txId", "lsn", "xmin"] {
-        if let Some(v) = source.get_mut(field) {
-            mark(v);
-        }
-    }
-}
-
-fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "bool",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    }
-}
-
-/// One difference between a golden and outboxd's records: where (`<converter>/<topic>`, or
-/// `<converter>/*` for all of a converter's topics), what (`key`, `value.after.m`, ...), and the
-/// two values.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct Difference {
-    file: String,
-    what: String,
-    golden: String,
-    outboxd: String,
-}
-
-impl Difference {
-    /// As a row of [`KNOWN_DIFFERENCES`].
-    fn row(&self) -> String {
-        format!(
-            "    ({:?}, {:?}, {:?}, {:?}, \"?\"),\n",
-            self.file, self.what, self.golden, self.outboxd
-        )
-    }
 }
 
 /// A record's parts as compared.
@@ -499,26 +270,6 @@ fn compared(record: &Golden) -> Compared {
         schemas,
         context_headers,
         tombstone: record.value.is_none(),
-    }
-}
-
-/// Paths and values where `golden` and `outboxd` differ, into `out`.
-fn diff_values(path: &str, golden: &Value, outboxd: &Value, out: &mut Vec<(String, Value, Value)>) {
-    match (golden, outboxd) {
-        (Value::Object(g), Value::Object(o)) => {
-            let names: BTreeSet<&String> = g.keys().chain(o.keys()).collect();
-            for name in names {
-                let absent = json!("<absent>");
-                diff_values(
-                    &format!("{path}.{name}"),
-                    g.get(name).unwrap_or(&absent),
-                    o.get(name).unwrap_or(&absent),
-                    out,
-                );
-            }
-        }
-        (g, o) if g != o => out.push((path.to_owned(), g.clone(), o.clone())),
-        _ => {}
     }
 }
 
@@ -803,22 +554,5 @@ async fn outboxd_matches_debeziums_goldens() {
         let outboxd = outboxd_run(converter, &golden).await;
         found.extend(compare(converter, &golden, &outboxd));
     }
-    let known: BTreeSet<Difference> = KNOWN_DIFFERENCES
-        .iter()
-        .map(|(file, what, golden, outboxd, _)| Difference {
-            file: (*file).into(),
-            what: (*what).into(),
-            golden: (*golden).into(),
-            outboxd: (*outboxd).into(),
-        })
-        .collect();
-    let new: Vec<_> = found.difference(&known).collect();
-    let gone: Vec<_> = known.difference(&found).collect();
-    assert!(
-        new.is_empty() && gone.is_empty(),
-        "differences from Debezium not in KNOWN_DIFFERENCES:\n{}\nknown differences no longer seen \
-         (remove them from the list):\n{}",
-        new.iter().map(|d| d.row()).collect::<String>(),
-        gone.iter().map(|d| d.row()).collect::<String>(),
-    );
+    check_known(&found, KNOWN_DIFFERENCES);
 }

@@ -3,7 +3,7 @@
 //! is part of CI: both scripts resolve Debezium Server and a Java 21+ runtime first
 //! (`bench/debezium.sh`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -20,11 +20,22 @@ impl DebeziumServer {
     /// `application.properties`, on the Java runtime at `java_home` (else `run.sh`'s choice).
     /// `properties` may name [`DebeziumServer::OFFSETS`], which becomes a file in its directory.
     pub fn start(home: &Path, java_home: Option<&Path>, properties: &str) -> DebeziumServer {
+        Self::start_with_jars(home, java_home, properties, &[])
+    }
+
+    /// [`DebeziumServer::start`] with `jars` added to its `lib/` (what the distribution lacks for
+    /// a converter: Avro's library).
+    pub fn start_with_jars(
+        home: &Path,
+        java_home: Option<&Path>,
+        properties: &str,
+        jars: &[PathBuf],
+    ) -> DebeziumServer {
         let dir = tempfile::Builder::new()
             .prefix("outboxd-debezium-")
             .tempdir()
             .expect("temp dir");
-        link_distribution(home, dir.path());
+        link_distribution(home, dir.path(), jars);
         let offsets = dir.path().join("offsets.dat");
         std::fs::write(
             dir.path().join("config/application.properties"),
@@ -79,12 +90,29 @@ impl Drop for DebeziumServer {
 }
 
 /// Links every entry of the distribution into `dir`, except `config/`, which gets its own
-/// directory with the distribution's `config/lib` linked in (`run.sh` puts it on the classpath).
-fn link_distribution(home: &Path, dir: &Path) {
+/// directory with the distribution's `config/lib` linked in (`run.sh` puts it on the classpath),
+/// and, with `jars`, `lib/`, which gets the distribution's jars and `jars` linked in.
+fn link_distribution(home: &Path, dir: &Path, jars: &[PathBuf]) {
+    let link = |from: &Path, to: &Path| std::os::unix::fs::symlink(from, to).expect("link");
     for entry in std::fs::read_dir(home).expect("Debezium Server distribution") {
         let entry = entry.expect("directory entry");
-        if entry.file_name() != "config" {
-            std::os::unix::fs::symlink(entry.path(), dir.join(entry.file_name())).expect("link");
+        let name = entry.file_name();
+        if name == "lib" && !jars.is_empty() {
+            std::fs::create_dir(dir.join("lib")).expect("lib dir");
+            for jar in std::fs::read_dir(entry.path())
+                .expect("lib")
+                .map(|e| e.expect("jar"))
+            {
+                link(&jar.path(), &dir.join("lib").join(jar.file_name()));
+            }
+            for jar in jars {
+                link(
+                    jar,
+                    &dir.join("lib").join(jar.file_name().expect("a jar's name")),
+                );
+            }
+        } else if name != "config" {
+            link(&entry.path(), &dir.join(name));
         }
     }
     std::fs::create_dir(dir.join("config")).expect("config dir");

@@ -11,6 +11,7 @@
 pub mod all_types;
 pub mod common_sh;
 pub mod debezium;
+pub mod goldens;
 pub mod http;
 pub mod idp;
 pub mod kafka;
