@@ -162,7 +162,7 @@ async fn the_standby_takes_over_when_the_active_is_killed() {
         "takeover p50 {p50:?}: {takeovers:?}"
     );
     assert!(
-        active.wait_exit(Duration::ZERO).is_none(),
+        active.wait_exit(Duration::from_millis(100)).is_none(),
         "the active kept running"
     );
 }
@@ -219,7 +219,7 @@ async fn an_active_cut_off_from_postgres_stops_before_the_standby_starts() {
     db.assert_delivered(&support::dev_env().kafka_bootstrap)
         .await;
     assert!(
-        standby.wait_exit(Duration::ZERO).is_none(),
+        standby.wait_exit(Duration::from_millis(100)).is_none(),
         "the new active was not fenced back:\n{}",
         standby.log_text()
     );

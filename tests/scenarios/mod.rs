@@ -106,7 +106,8 @@ pub async fn an_explicit_takeover_fences_the_first(db: &ModeDb) {
     let mut first = RelayProcess::start(&db.spec);
     first.wait_for_commits_past(0).await;
     let second = RelayProcess::start_with_env(&db.spec, &[("OUTBOXD_TAKE_OVER", "true")]);
-    let stopped = |first: &mut RelayProcess| match first.wait_exit(Duration::ZERO) {
+    // wait_exit(ZERO) would not look at all: its loop ends before the first try.
+    let stopped = |first: &mut RelayProcess| match first.wait_exit(Duration::from_millis(50)) {
         Some(status) => {
             assert_eq!(status.code(), Some(3), "exit status of a fenced relay");
             assert!(first.log_text().contains("fenced"), "{}", first.log_text());
@@ -121,7 +122,6 @@ pub async fn an_explicit_takeover_fences_the_first(db: &ModeDb) {
             "the first relay went on:\n{}",
             first.log_text()
         );
-        tokio::time::sleep(Duration::from_millis(50)).await;
     }
     second.wait_streaming(Duration::from_secs(60));
     // The writer goes on until the second relay publishes too.
