@@ -155,34 +155,44 @@ fn documented_acls(spec: &RelaySpec, event_topic: &str, dead_letter_topic: &str)
 /// principals, operations and pattern type share one run.
 #[derive(Debug, Default)]
 struct Grants<'a> {
-    /// Principals, operations, prefixed, resource options.
-    runs: Vec<(Vec<&'a str>, Vec<&'static str>, bool, Vec<&'a str>)>,
+    runs: Vec<GrantRun<'a>>,
+}
+
+/// One AclCommand run: `operations` for each of `principals` on every resource `resources` name.
+#[derive(Debug)]
+struct GrantRun<'a> {
+    principals: Vec<&'a str>,
+    operations: Vec<&'static str>,
+    prefixed: bool,
+    resources: Vec<&'a str>,
 }
 
 impl<'a> Grants<'a> {
     fn add(&mut self, principals: &[&'a str], operations: Vec<&'static str>, acl: &'a Acl) {
         let resource = acl.resource.iter().map(String::as_str);
-        let run = self
-            .runs
-            .iter_mut()
-            .find(|(p, o, x, _)| p == principals && *o == operations && *x == acl.prefixed);
+        let run = self.runs.iter_mut().find(|run| {
+            run.principals == principals
+                && run.operations == operations
+                && run.prefixed == acl.prefixed
+        });
         match run {
-            Some((_, _, _, resources)) => resources.extend(resource),
-            None => self.runs.push((
-                principals.to_vec(),
+            Some(run) => run.resources.extend(resource),
+            None => self.runs.push(GrantRun {
+                principals: principals.to_vec(),
                 operations,
-                acl.prefixed,
-                resource.collect(),
-            )),
+                prefixed: acl.prefixed,
+                resources: resource.collect(),
+            }),
         }
     }
 
     fn run(self, kafka: &SecureKafka) {
-        for (principals, operations, prefixed, mut resources) in self.runs {
-            if prefixed {
-                resources.extend(["--resource-pattern-type", "prefixed"]);
+        for mut run in self.runs {
+            if run.prefixed {
+                run.resources
+                    .extend(["--resource-pattern-type", "prefixed"]);
             }
-            kafka.grant(&principals, &operations, &resources);
+            kafka.grant(&run.principals, &run.operations, &run.resources);
         }
     }
 }
