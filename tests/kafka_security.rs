@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::idp::Idp;
-use support::kafka::create_topic_at;
+use support::kafka::{create_topic_at, create_topic_with_at};
 use support::outbox::{
     assert_exactly_once_in_order, publish_outbox, read_all_at, spawn_writer, Outbox,
 };
@@ -78,54 +78,143 @@ impl SecuredRelay {
         }
     }
 
-    /// The ACLs README lists, for this relay's principal and names.
+    /// The ACLs README lists, for this relay's names (its event topic is chosen per event, so
+    /// `check` does not know it; the relay needs its Write all the same).
+    fn documented_acls(&self) -> Vec<Acl> {
+        documented_acls(&self.spec, &self.outbox.topic(), &self.dead_letter_topic)
+    }
+
+    /// Grants `principal` the ACLs README lists.
     fn grant_documented_acls(&self, kafka: &SecureKafka, principal: &str) {
-        self.grant_transactional_id(kafka, principal);
-        self.grant_documented_acls_but_the_transactional_id(kafka, principal);
+        grant_all(kafka, &[principal], &self.documented_acls());
+    }
+}
+
+/// One ACL README's "Kafka security" section lists: its operations and AclCommand's options naming
+/// its resource, in the order of the `kafka-acls` command `check` prints to grant it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Acl {
+    operations: &'static [&'static str],
+    resource: Vec<String>,
+    /// `--resource-pattern-type prefixed`: the resource names a prefix.
+    prefixed: bool,
+}
+
+impl Acl {
+    fn new(operations: &'static [&'static str], resource: [&str; 2]) -> Acl {
+        Acl {
+            operations,
+            resource: resource.map(str::to_owned).to_vec(),
+            prefixed: false,
+        }
     }
 
-    /// Write on the relay's transactional id, a prefix (`check` initializes
-    /// `outboxd-<name>.check`, so as not to fence a running relay).
-    fn grant_transactional_id(&self, kafka: &SecureKafka, principal: &str) {
-        kafka.grant(
-            principal,
-            &["Write"],
-            &[
-                "--transactional-id",
-                &format!("outboxd-{}", self.spec.name),
-                "--resource-pattern-type",
-                "prefixed",
-            ],
-        );
+    /// The fix `check` prints for this ACL missing, as `principal` dialling `bootstrap`.
+    fn fix(&self, bootstrap: &str, principal: &str) -> String {
+        let operations: String = self
+            .operations
+            .iter()
+            .map(|o| format!(" --operation {o}"))
+            .collect();
+        let pattern = if self.prefixed {
+            " --resource-pattern-type prefixed"
+        } else {
+            ""
+        };
+        format!(
+            "fix: kafka-acls.sh --bootstrap-server {bootstrap} --command-config admin.properties \
+             --add --allow-principal {principal}{operations} {}{pattern}",
+            self.resource.join(" ")
+        )
+    }
+}
+
+/// README's list for a relay with `spec`'s name and offsets topic, writing `event_topic` and
+/// dead-letter topic `dead_letter_topic`.
+fn documented_acls(spec: &RelaySpec, event_topic: &str, dead_letter_topic: &str) -> Vec<Acl> {
+    let write = &["Write", "Describe"];
+    let offsets = ["--topic", spec.offsets_topic.as_str()];
+    let transactional_id = format!("outboxd-{}", spec.name);
+    vec![
+        // A prefix: `check` initializes `outboxd-<name>.check`, so as not to fence a running relay.
+        Acl {
+            prefixed: true,
+            ..Acl::new(write, ["--transactional-id", &transactional_id])
+        },
+        Acl::new(write, ["--topic", event_topic]),
+        Acl::new(write, offsets),
+        Acl::new(write, ["--topic", dead_letter_topic]),
+        Acl::new(&["Read"], offsets),
+        Acl::new(&["Create"], offsets),
+        Acl::new(&["DescribeConfigs"], offsets),
+        Acl::new(&["Describe"], ["--group", "outboxd-checkpoint-reader"]),
+    ]
+}
+
+/// AclCommand runs to make. Each starts a JVM (seconds on a busy machine), so grants of the same
+/// principals, operations and pattern type share one run.
+#[derive(Debug, Default)]
+struct Grants<'a> {
+    runs: Vec<GrantRun<'a>>,
+}
+
+/// One AclCommand run: `operations` for each of `principals` on every resource `resources` name.
+#[derive(Debug)]
+struct GrantRun<'a> {
+    principals: Vec<&'a str>,
+    operations: Vec<&'static str>,
+    prefixed: bool,
+    resources: Vec<&'a str>,
+}
+
+impl<'a> Grants<'a> {
+    fn add(&mut self, principals: &[&'a str], operations: Vec<&'static str>, acl: &'a Acl) {
+        let resource = acl.resource.iter().map(String::as_str);
+        let run = self.runs.iter_mut().find(|run| {
+            run.principals == principals
+                && run.operations == operations
+                && run.prefixed == acl.prefixed
+        });
+        match run {
+            Some(run) => run.resources.extend(resource),
+            None => self.runs.push(GrantRun {
+                principals: principals.to_vec(),
+                operations,
+                prefixed: acl.prefixed,
+                resources: resource.collect(),
+            }),
+        }
     }
 
-    fn grant_documented_acls_but_the_transactional_id(&self, kafka: &SecureKafka, principal: &str) {
-        kafka.grant(
-            principal,
-            &["Write"],
-            &[
-                "--topic",
-                &self.outbox.topic(),
-                "--topic",
-                &self.spec.offsets_topic,
-                "--topic",
-                &self.dead_letter_topic,
-            ],
-        );
-        // DescribeConfigs: the relay verifies that the offsets topic is compacted.
-        kafka.grant(
-            principal,
-            &["Read", "Create", "DescribeConfigs"],
-            &["--topic", &self.spec.offsets_topic],
-        );
-        // The checkpoint reader has a group id (never committed to), so librdkafka looks up its
-        // coordinator: FindCoordinator wants Describe on the group.
-        kafka.grant(
-            principal,
-            &["Describe"],
-            &["--group", "outboxd-checkpoint-reader"],
-        );
+    fn run(self, kafka: &SecureKafka) {
+        for mut run in self.runs {
+            if run.prefixed {
+                run.resources
+                    .extend(["--resource-pattern-type", "prefixed"]);
+            }
+            kafka.grant(&run.principals, &run.operations, &run.resources);
+        }
     }
+}
+
+/// Grants `principals` every ACL of `acls`: the operations on one resource together, then resources
+/// with the same operations together (four runs for README's list).
+fn grant_all(kafka: &SecureKafka, principals: &[&str], acls: &[Acl]) {
+    let mut by_resource: Vec<(&Acl, Vec<&'static str>)> = Vec::new();
+    for acl in acls {
+        match by_resource
+            .iter_mut()
+            .find(|(a, _)| a.resource == acl.resource)
+        {
+            Some((_, operations)) => operations.extend(acl.operations),
+            None => by_resource.push((acl, acl.operations.to_vec())),
+        }
+    }
+    let mut grants = Grants::default();
+    for (acl, operations) in by_resource {
+        grants.add(principals, operations, acl);
+    }
+    grants.run(kafka);
 }
 
 /// Writers commit for a few seconds while the relay streams, is killed and started again (which
@@ -282,61 +371,48 @@ fn assert_no_secret(output: &str, secrets: &[String]) {
 }
 
 /// `outboxd check` against the secured broker fails on each security mistake with the broker's or
-/// librdkafka's reason (which reaches only the client's error callback) and its fix: an unknown
-/// CA, a hostname the broker's certificate does not name, a wrong password, a mechanism the
-/// listener does not enable, and a missing ACL, with the `kafka-acls` command that grants it (and
-/// which, run, makes the check pass).
+/// librdkafka's reason and its fix: TLS and SASL mistakes ([`tls_and_sasl_mistakes`]), and each
+/// ACL README lists, missing alone ([`each_missing_acl`]). One broker for both.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn check_names_tls_sasl_and_acl_failures_with_their_fix() {
+async fn check_names_each_security_mistake_with_its_fix() {
+    let started = Instant::now();
     let kafka = tokio::task::block_in_place(SecureKafka::start);
     let listener = Listener::ScramSsl;
     let relay = SecuredRelay::create(&kafka, listener, kafka.password_file(listener)).await;
-    let principal = kafka.principal(listener);
-    tokio::task::block_in_place(|| {
-        relay.grant_documented_acls_but_the_transactional_id(&kafka, &principal);
-    });
-    let check = |spec: &RelaySpec| {
-        let output = outboxd(spec, &["check"], &[]);
-        assert!(!output.status.success(), "check passed with a mistake");
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    };
+    eprintln!("broker and database in {:?}", started.elapsed());
+    tls_and_sasl_mistakes(&kafka, &relay);
+    each_missing_acl(&kafka, &relay).await;
+    eprintln!("all in {:?}", started.elapsed());
+}
+
+/// The report of `outboxd check` with `spec`, which must fail.
+fn failed_check(spec: &RelaySpec) -> String {
+    let output = outboxd(spec, &["check"], &[]);
+    let report = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert_eq!(
+        output.status.code(),
+        Some(1),
+        "check did not fail:\n{report}"
+    );
+    report
+}
+
+/// `report`'s FAIL lines.
+fn fails(report: &str) -> Vec<&str> {
+    report.lines().filter(|l| l.starts_with("FAIL")).collect()
+}
+
+/// An unknown CA, a hostname the broker's certificate does not name, a wrong password and a
+/// mechanism the listener does not enable, each in a copy of `relay`'s right settings: a FAIL with
+/// librdkafka's reason, which reaches only the client's error callback.
+fn tls_and_sasl_mistakes(kafka: &SecureKafka, relay: &SecuredRelay) {
+    let listener = Listener::ScramSsl;
     let failure = |report: &str, expected: &[&str]| {
-        let failed = report
-            .lines()
-            .any(|l| l.starts_with("FAIL") && expected.iter().all(|e| l.contains(e)));
+        let failed = fails(report)
+            .iter()
+            .any(|l| expected.iter().all(|e| l.contains(e)));
         assert!(failed, "no FAIL with {expected:?} in:\n{report}");
     };
-
-    // The missing ACL, then its fix run as printed.
-    let report = tokio::task::block_in_place(|| check(&relay.spec));
-    let transactional_id = format!("outboxd-{}", relay.spec.name);
-    let fix = format!(
-        "fix: kafka-acls.sh --bootstrap-server {} --command-config admin.properties --add \
-         --allow-principal {principal} --operation Write --operation Describe --transactional-id \
-         {transactional_id} --resource-pattern-type prefixed",
-        relay.spec.bootstrap
-    );
-    failure(&report, &["Transactional Id authorization failed"]);
-    assert!(
-        report.lines().any(|l| l.trim() == fix),
-        "no {fix:?} in:\n{report}"
-    );
-    tokio::task::block_in_place(|| {
-        kafka.grant(
-            &principal,
-            &["Write", "Describe"],
-            &[
-                "--transactional-id",
-                &transactional_id,
-                "--resource-pattern-type",
-                "prefixed",
-            ],
-        );
-    });
-    let output = tokio::task::block_in_place(|| outboxd(&relay.spec, &["check"], &[]));
-    let report = String::from_utf8_lossy(&output.stdout);
-    assert!(report.contains("transactions work"), "{report}");
-
     // TLS and SASL mistakes, each in a copy of the right settings.
     let dir = tempfile::tempdir().expect("temp dir");
     let wrong_file = dir.path().join("wrong-password");
@@ -376,9 +452,149 @@ async fn check_names_tls_sasl_and_acl_failures_with_their_fix() {
         spec.bootstrap = spec.bootstrap.replace(right, wrong);
         spec.extra = spec.extra.replace(right, wrong);
         let started = Instant::now();
-        let report = tokio::task::block_in_place(|| check(&spec));
+        let report = tokio::task::block_in_place(|| failed_check(&spec));
         failure(&report, expected);
         eprintln!("{mistake}: FAIL in {:?}", started.elapsed());
+    }
+}
+
+/// The table of README's ACLs: for each, a relay whose principal holds all the others fails
+/// `check` with exactly one FAIL, naming what it may not do and followed by the `kafka-acls`
+/// command that grants that ACL; a relay holding them all passes. With `[kafka.topic_creation]`
+/// on and its event topic missing, a relay holding them all and Create on that topic passes, and
+/// one without that Create fails with it.
+///
+/// One principal (SCRAM) for every case but the checkpoint reader's group, whose name is the same
+/// for every relay: that case runs as the PLAIN listener's principal, holding the rest. Each case
+/// has its relay name (transactional id), offsets, dead-letter and event topics (a fixed one, so
+/// that `check` knows it), made by the administrator; all grants take six AclCommand runs.
+async fn each_missing_acl(kafka: &SecureKafka, base: &SecuredRelay) {
+    struct Case {
+        spec: RelaySpec,
+        principal: String,
+        /// The ACL withheld.
+        missing: Option<Acl>,
+    }
+    let started = Instant::now();
+    let acl_count = documented_acls(&base.spec, "e", "d").len();
+    let group = acl_count - 1;
+    let scram = kafka.principal(Listener::ScramSsl);
+    let plain = kafka.principal(Listener::PlainSasl);
+    let (both, scram_only) = ([scram.as_str(), plain.as_str()], [scram.as_str()]);
+    let mut cases = Vec::new();
+    let mut held = Vec::new();
+    // Case i < acl_count lacks ACL i; then one lacking none; then the two with topic creation.
+    for i in 0..acl_count + 3 {
+        let creation = i > acl_count;
+        let listener = if i == group {
+            Listener::PlainSasl
+        } else {
+            Listener::ScramSsl
+        };
+        let mut spec = base.spec.clone();
+        spec.name = format!("{}_c{i}", base.spec.name);
+        spec.offsets_topic = format!("{}.c{i}", base.spec.offsets_topic);
+        spec.bootstrap = kafka.bootstrap(listener).to_owned();
+        let event_topic = format!("{}.c{i}", base.outbox.topic());
+        let dead_letter_topic = format!("{}.c{i}", base.dead_letter_topic);
+        spec.extra = format!(
+            "[outbox]\ntopic = {event_topic:?}\n\n[dead_letter]\ntopic = {dead_letter_topic:?}\n\n\
+             [kafka.topic_creation]\nenabled = {creation}\n\n{}",
+            kafka.relay_toml(listener, kafka.password_file(listener))
+        );
+        let admin = kafka.admin_bootstrap();
+        if !creation {
+            create_topic_at(admin, &event_topic, 1).await;
+        }
+        create_topic_at(admin, &dead_letter_topic, 1).await;
+        create_topic_with_at(
+            admin,
+            &spec.offsets_topic,
+            1,
+            &[("cleanup.policy", "compact")],
+        )
+        .await;
+        let mut acls = documented_acls(&spec, &event_topic, &dead_letter_topic);
+        if creation {
+            acls.push(Acl::new(&["Create"], ["--topic", &event_topic]));
+        }
+        let missing = match i {
+            _ if i < acl_count => Some(acls.remove(i)),
+            _ if i == acl_count + 2 => acls.pop(),
+            _ => None,
+        };
+        // The group is every case's: granted once (in case 0).
+        held.extend(
+            acls.into_iter()
+                .filter(|acl| i == 0 || acl.resource[0] != "--group"),
+        );
+        cases.push(Case {
+            spec,
+            principal: kafka.principal(listener),
+            missing,
+        });
+    }
+    let mut grants = Grants::default();
+    for acl in &held {
+        let principals: &[&str] = if acl.resource[0] == "--group" {
+            &scram_only
+        } else {
+            &both
+        };
+        grants.add(principals, acl.operations.to_vec(), acl);
+    }
+    tokio::task::block_in_place(|| grants.run(kafka));
+    eprintln!(
+        "{} cases made and granted in {:?}",
+        cases.len(),
+        started.elapsed()
+    );
+
+    let started = Instant::now();
+    // Three at a time: more keep a busy machine's broker from answering within check's 15 s.
+    let outputs: Vec<_> = tokio::task::block_in_place(|| {
+        cases
+            .chunks(3)
+            .flat_map(|chunk| {
+                std::thread::scope(|scope| {
+                    let runs: Vec<_> = chunk
+                        .iter()
+                        .map(|case| scope.spawn(|| outboxd(&case.spec, &["check"], &[])))
+                        .collect();
+                    runs.into_iter()
+                        .map(|run| run.join().expect("check thread"))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
+    });
+    eprintln!("{} checks in {:?}", outputs.len(), started.elapsed());
+    for (case, output) in cases.iter().zip(&outputs) {
+        let report = String::from_utf8_lossy(&output.stdout);
+        let Some(missing) = &case.missing else {
+            assert!(
+                output.status.success(),
+                "{} failed:\n{report}",
+                case.spec.name
+            );
+            continue;
+        };
+        assert_eq!(
+            output.status.code(),
+            Some(1),
+            "{missing:?} missing passed:\n{report}"
+        );
+        let fix = missing.fix(&case.spec.bootstrap, &case.principal);
+        let lines: Vec<&str> = report.lines().collect();
+        let failed = fails(&report);
+        let named = lines
+            .windows(2)
+            .any(|w| w[0].starts_with("FAIL") && w[1].trim() == fix);
+        assert!(
+            failed.len() == 1 && named,
+            "{missing:?} missing: not one FAIL followed by {fix:?} in:\n{report}"
+        );
+        eprintln!("{}: {}", missing.resource.join(" "), failed[0]);
     }
 }
 

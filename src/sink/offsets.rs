@@ -31,6 +31,10 @@ pub fn checkpoint_record(topic: &str, relay_name: &str, checkpoint: &impl Serial
     }
 }
 
+/// The group id of the checkpoint reader's consumer. It never commits, but librdkafka looks up
+/// the group's coordinator all the same: the principal needs Describe on the group.
+pub const READER_GROUP: &str = "outboxd-checkpoint-reader";
+
 /// Failure to create, check or read the offsets topic.
 #[derive(Debug, thiserror::Error)]
 pub enum OffsetsError {
@@ -246,7 +250,7 @@ impl OffsetsTopic {
         let consumer: BaseConsumer<EndIsNoError> = self
             .settings
             .client_config(&[
-                ("group.id", "outboxd-checkpoint-reader"),
+                ("group.id", READER_GROUP),
                 ("enable.auto.commit", "false"),
                 ("enable.auto.offset.store", "false"),
                 ("enable.partition.eof", "true"),

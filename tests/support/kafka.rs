@@ -48,11 +48,26 @@ pub async fn create_topic(topic: &str, partitions: i32) {
 
 /// Creates `topic` on the broker at `bootstrap`.
 pub async fn create_topic_at(bootstrap: &str, topic: &str, partitions: i32) {
+    create_topic_with_at(bootstrap, topic, partitions, &[]).await;
+}
+
+/// Creates `topic` on the broker at `bootstrap` with topic configurations `configs`
+/// (`cleanup.policy=compact`).
+pub async fn create_topic_with_at(
+    bootstrap: &str,
+    topic: &str,
+    partitions: i32,
+    configs: &[(&str, &str)],
+) {
     let admin: AdminClient<DefaultClientContext> =
         client_config_at(bootstrap).create().expect("admin client");
+    let mut new_topic = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for (key, value) in configs {
+        new_topic = new_topic.set(key, value);
+    }
     let results = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[new_topic],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
         )
         .await

@@ -122,10 +122,13 @@ impl SecureKafka {
         }
     }
 
-    /// Grants `principal` the operations `operations` on every resource `resources` names
-    /// (AclCommand's `--topic T`, `--transactional-id ID`, `--cluster`).
-    pub fn grant(&self, principal: &str, operations: &[&str], resources: &[&str]) {
-        let mut args = vec!["kafka-acls", "--add", "--allow-principal", principal];
+    /// Grants each of `principals` the operations `operations` on every resource `resources`
+    /// names (AclCommand's `--topic T`, `--transactional-id ID`, `--cluster`): one AclCommand run.
+    pub fn grant(&self, principals: &[&str], operations: &[&str], resources: &[&str]) {
+        let mut args = vec!["kafka-acls", "--add"];
+        for principal in principals {
+            args.extend(["--allow-principal", principal]);
+        }
         for operation in operations {
             args.extend(["--operation", operation]);
         }

@@ -1,18 +1,17 @@
 //! `check`'s Kafka side: a broker answers, transactions work, the offsets topic exists in a usable
-//! shape or can be created, the topics the relay needs exist or will be ([`super::topics`]), and
-//! where the relay's checkpoint stands.
+//! shape or can be created, the topics the relay needs exist or will be ([`super::topics`]), the
+//! principal holds the ACLs the relay needs ([`super::acls`]), and where the relay's checkpoint
+//! stands.
 //!
-//! Nothing is created: topics are looked up in the metadata of all topics (a metadata request
-//! naming a missing topic would make a broker with `auto.create.topics.enable` create it with
-//! its defaults — not compacted, `num.partitions` partitions — which `run` then refuses), and
-//! their creation is only validated (`validate_only`).
+//! Nothing is created or written: topics are looked up in the metadata of all topics (a metadata
+//! request naming a missing topic would make a broker with `auto.create.topics.enable` create it
+//! with its defaults — not compacted, `num.partitions` partitions — which `run` then refuses;
+//! only a topic that list leaves out is asked for by name, with `allow.auto.create.topics=false`),
+//! their creation is only validated (`validate_only`), and the ACL probes write nothing
+//! ([`super::probes`]).
 
 use std::collections::HashMap;
 use std::time::Duration;
-
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::error::RDKafkaErrorCode;
 
 use super::report::Report;
 use super::{acls, connect};
@@ -21,6 +20,7 @@ use crate::ops::{admin_client, read_checkpoint};
 use crate::relay::RelayConfig;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
 use crate::sink::limits::{BrokerLimits, TopicLimits, BROKER_GRANT};
+use crate::sink::offsets::READER_GROUP;
 
 const AREA: &str = "kafka";
 
@@ -81,19 +81,24 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
     if !timeout_too_long {
         transactions(config, timeout, &mut report);
     }
-    topic_check(
-        &admin,
-        &config.offsets_topic,
-        topics.get(&config.offsets_topic).copied(),
-        "offsets",
-        timeout,
-        &mut report,
-    );
+    let needed = super::topics::needed(config, dead_letter_topic);
+    let mut written = needed.clone();
+    written.insert(config.offsets_topic.clone());
+    let hidden = acls::topics(config, &written, &topics, timeout, &mut report);
+    if !hidden.contains(&config.offsets_topic) {
+        let partitions = topics.get(&config.offsets_topic).copied();
+        offsets_topic_shape(&config.offsets_topic, partitions, &mut report);
+        acls::offsets_topic(config, &admin, partitions.is_some(), timeout, &mut report);
+    }
+    // A topic hidden from the principal has its FAIL already, and is not known to be missing.
+    let visible = needed.difference(&hidden).cloned().collect();
     super::topics::missing(
         config,
-        dead_letter_topic,
+        &admin,
+        &visible,
         &topics,
         broker.auto_create_topics,
+        timeout,
         &mut report,
     );
     let checkpoint = match read_checkpoint(config, timeout) {
@@ -121,8 +126,10 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
                     "cannot read the checkpoint of relay {:?}: {error:#}",
                     config.name
                 ),
-                "the principal needs READ on the offsets topic and on group \
-                 outboxd-checkpoint-reader",
+                format!(
+                    "the principal needs Read on the offsets topic and Describe on group \
+                     {READER_GROUP} (see the ACL checks above)"
+                ),
             );
             None
         }
@@ -251,63 +258,22 @@ fn transactions(config: &RelayConfig, timeout: Duration, report: &mut Report) {
     }
 }
 
-/// The topic exists in a usable shape (`partitions`, from the metadata), or can be created.
-fn topic_check(
-    admin: &AdminClient<DefaultClientContext>,
-    topic: &str,
-    partitions: Option<usize>,
-    role: &str,
-    timeout: Duration,
-    report: &mut Report,
-) {
-    let create = format!(
-        "create {topic} (offsets: 1 partition, cleanup.policy=compact) or allow CREATE on it"
-    );
+/// The offsets topic has one partition (`partitions`, from the metadata), or does not exist yet
+/// (the relay creates it; [`acls::offsets_topic`] probes that it may).
+fn offsets_topic_shape(topic: &str, partitions: Option<usize>, report: &mut Report) {
     match partitions {
-        Some(1) => report.ok(AREA, format!("{role} topic {topic:?} exists")),
-        Some(n) if role == "offsets" => report.fail(
+        Some(1) => report.ok(AREA, format!("offsets topic {topic:?} exists")),
+        Some(n) => report.fail(
             AREA,
             format!("offsets topic {topic:?} has {n} partitions; it must have exactly 1"),
             "delete it or name another with kafka.offsets_topic",
         ),
-        Some(n) => report.ok(
+        None => report.info(
             AREA,
-            format!("{role} topic {topic:?} exists ({n} partitions)"),
+            format!(
+                "offsets topic {topic:?} does not exist yet; the relay creates it (1 partition, \
+                 cleanup.policy=compact)"
+            ),
         ),
-        None => {
-            let new_topic = NewTopic::new(topic, 1, TopicReplication::Fixed(-1));
-            let options = AdminOptions::new()
-                .validate_only(true)
-                .request_timeout(Some(timeout));
-            // On a blocking thread of the runtime (see `run`), which may wait on a future.
-            let created = tokio::runtime::Handle::current()
-                .block_on(admin.create_topics([&new_topic], &options));
-            match created.as_deref() {
-                Ok([Ok(_)] | [Err((_, RDKafkaErrorCode::TopicAlreadyExists))]) => report.ok(
-                    AREA,
-                    format!("{role} topic {topic:?} does not exist yet; it can be created"),
-                ),
-                Ok(results) => {
-                    let reason = results
-                        .iter()
-                        .find_map(|r| r.as_ref().err().map(|(_, code)| code.to_string()))
-                        .unwrap_or_default();
-                    report.fail(
-                        AREA,
-                        format!(
-                            "{role} topic {topic:?} does not exist and cannot be created: {reason}"
-                        ),
-                        create,
-                    );
-                }
-                Err(error) => report.fail(
-                    AREA,
-                    format!(
-                        "{role} topic {topic:?} does not exist and creating it failed: {error}"
-                    ),
-                    create,
-                ),
-            }
-        }
     }
 }

@@ -9,6 +9,7 @@ mod acls;
 mod connect;
 mod kafka;
 mod postgres;
+mod probes;
 mod recreated;
 mod report;
 mod topics;

@@ -8,6 +8,10 @@
 //! The offsets topic is not listed: the relay creates it itself ([`super::kafka`] checks it).
 
 use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use rdkafka::admin::AdminClient;
+use rdkafka::client::DefaultClientContext;
 
 use super::report::Report;
 use crate::pg::wire::extended::array_literal;
@@ -17,16 +21,9 @@ use crate::sink::topics::MissingTopic;
 
 const AREA: &str = "kafka";
 
-/// Reports the topics the relay will need that `existing` lacks; `auto_create` is the broker's
-/// `auto.create.topics.enable`, when it could be read. Blocking (reads the publication's tables);
-/// on a blocking thread of the runtime.
-pub(super) fn missing(
-    config: &RelayConfig,
-    dead_letter_topic: &str,
-    existing: &HashMap<String, usize>,
-    auto_create: Option<bool>,
-    report: &mut Report,
-) {
+/// The topics the relay will produce to that are known before the events come (the offsets topic
+/// aside). Blocking (reads the publication's tables); on a blocking thread of the runtime.
+pub(super) fn needed(config: &RelayConfig, dead_letter_topic: &str) -> BTreeSet<String> {
     let mut needed = BTreeSet::from([dead_letter_topic.to_owned()]);
     for table in config.router.outbox().tables() {
         if let Some(fixed) = table.spec.topic.render(|_| None) {
@@ -34,6 +31,24 @@ pub(super) fn missing(
         }
     }
     needed.extend(cdc_topics(config));
+    needed
+}
+
+/// Reports the topics of `needed` that `existing` lacks; `auto_create` is the broker's
+/// `auto.create.topics.enable`, when it could be read. With topic creation on, the creation of
+/// each missing topic is probed (Create, and the configured settings).
+pub(super) fn missing(
+    config: &RelayConfig,
+    admin: &AdminClient<DefaultClientContext>,
+    needed: &BTreeSet<String>,
+    existing: &HashMap<String, usize>,
+    auto_create: Option<bool>,
+    timeout: Duration,
+    report: &mut Report,
+) {
+    if needed.is_empty() {
+        return;
+    }
     let missing: Vec<&String> = needed
         .iter()
         .filter(|topic| !existing.contains_key(*topic))
@@ -55,6 +70,13 @@ pub(super) fn missing(
         .join(", ");
     let creation = &config.topic_creation;
     if creation.enabled {
+        let creatable = missing
+            .iter()
+            .filter(|topic| super::acls::create_topic(config, admin, topic, timeout, report))
+            .count();
+        if creatable < missing.len() {
+            return;
+        }
         report.ok(
             AREA,
             format!(
