@@ -74,7 +74,7 @@ impl AvroSchema {
     /// The Avro schema of `connect`, registered under `subject`.
     pub fn new(connect: ConnectSchema, subject: String) -> Result<Self, String> {
         let json = schema::avro_json(&connect);
-        let parsed = apache_avro::Schema::parse_str(&json)
+        let parsed = apache_avro::Schema::parse_str(&schema::avro_json_to_encode(&connect))
             .map_err(|e| format!("the Avro schema of subject {subject} is invalid: {e}"))?;
         Ok(Self {
             subject,

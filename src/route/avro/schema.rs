@@ -13,7 +13,11 @@
 //!   `timestamp-millis`; Debezium's own (`io.debezium.time.Date`, ...) stay plain with their name;
 //! - an optional schema is a union with `null`, `null` first unless the schema has a default
 //!   (a struct: always first); a field's default is its schema's, else `null` when optional;
-//! - a named record met a second time is referred to by its full name, as Avro requires.
+//! - a named record met a second time is referred to by its name, as Avro requires;
+//! - names are written as Java's Avro library writes them (`Schema.toString`, what the converter
+//!   registers): a record's `namespace` only where it differs from the enclosing record's (`""`
+//!   for none inside one), a reference by its short name within its own namespace, so that a
+//!   schema's text, and with it its registry entry, is the converter's.
 //!
 //! Names are made valid Avro names as Debezium's `schema.name.adjustment.mode = avro` does: every
 //! character other than a letter, digit or `_` becomes `_`, and so does a leading digit.
@@ -38,6 +42,17 @@ const DEFAULT_PRECISION: &str = "64";
 /// The Avro schema (JSON text) of `schema`.
 pub fn avro_json(schema: &ConnectSchema) -> String {
     let mut writer = Writer::default();
+    writer.schema(schema);
+    writer.out
+}
+
+/// [`avro_json`] without the fields' defaults: what `apache_avro` parses to encode with (it
+/// refuses some valid defaults, a `decimal`'s bytes as a string; encoding never reads them).
+pub(super) fn avro_json_to_encode(schema: &ConnectSchema) -> String {
+    let mut writer = Writer {
+        without_defaults: true,
+        ..Writer::default()
+    };
     writer.schema(schema);
     writer.out
 }
@@ -98,6 +113,10 @@ struct Writer {
     defined: HashSet<String>,
     /// Unnamed structs so far.
     unnamed: usize,
+    /// The namespace of the record being written (Java's `Names.space`).
+    space: Option<String>,
+    /// Leave the fields' defaults out.
+    without_defaults: bool,
 }
 
 impl Writer {
@@ -213,18 +232,26 @@ impl Writer {
                 }
             }
         };
-        if !self.defined.insert(full.clone()) {
-            let _ = write!(self.out, "{}", Value::from(full));
-            return;
-        }
         let (namespace, name) = match full.rsplit_once('.') {
             Some((namespace, name)) => (Some(namespace), name),
             None => (None, full.as_str()),
         };
-        let _ = write!(self.out, "{{\"type\":\"record\",\"name\":\"{name}\"");
-        if let Some(namespace) = namespace {
-            let _ = write!(self.out, ",\"namespace\":\"{namespace}\"");
+        let same_space = namespace == self.space.as_deref();
+        if self.defined.contains(&full) {
+            let reference = if same_space { name } else { full.as_str() };
+            let _ = write!(self.out, "{}", Value::from(reference));
+            return;
         }
+        self.defined.insert(full.clone());
+        let _ = write!(self.out, "{{\"type\":\"record\",\"name\":\"{name}\"");
+        if !same_space {
+            let _ = write!(
+                self.out,
+                ",\"namespace\":\"{}\"",
+                namespace.unwrap_or_default()
+            );
+        }
+        let enclosing = std::mem::replace(&mut self.space, namespace.map(str::to_owned));
         self.out.push_str(",\"fields\":[");
         for (i, field) in fields.iter().enumerate() {
             if i > 0 {
@@ -240,12 +267,13 @@ impl Writer {
                 Some(default) => Some(avro_default(&field.schema, default)),
                 None => field.schema.optional.then_some(Value::Null),
             };
-            if let Some(default) = default {
+            if let Some(default) = default.filter(|_| !self.without_defaults) {
                 let _ = write!(self.out, ",\"default\":{default}");
             }
             self.out.push('}');
         }
         self.out.push(']');
+        self.space = enclosing;
         self.props(schema, true);
     }
 }
@@ -354,8 +382,8 @@ mod tests {
             json,
             concat!(
                 r#"{"type":"record","name":"Envelope","namespace":"t","fields":["#,
-                r#"{"name":"before","type":["null",{"type":"record","name":"Value","namespace":"t","fields":[{"name":"id","type":"int"}],"connect.name":"t.Value"}],"default":null},"#,
-                r#"{"name":"after","type":["null","t.Value"],"default":null},"#,
+                r#"{"name":"before","type":["null",{"type":"record","name":"Value","fields":[{"name":"id","type":"int"}],"connect.name":"t.Value"}],"default":null},"#,
+                r#"{"name":"after","type":["null","Value"],"default":null},"#,
                 r#"{"name":"x","type":{"type":"record","name":"ConnectDefault","namespace":"io.confluent.connect.avro","fields":[]}}"#,
                 r#"],"connect.version":2,"connect.name":"t.Envelope"}"#
             )
