@@ -433,9 +433,7 @@ impl Pump<'_> {
     fn sync_snapshot(&mut self) {
         let cursor = self.snapshot.as_ref().and_then(|s| s.cursor().cloned());
         // A signal may have started one, or the last chunk ended it.
-        metrics()
-            .snapshot_running
-            .set(i64::from(cursor.is_some()));
+        metrics().snapshot_running.set(i64::from(cursor.is_some()));
         if cursor.is_none() {
             self.snapshot = None;
         }

@@ -172,7 +172,10 @@ pub fn spawn_writer(
                                 next_id += 1;
                                 ids.push(next_id);
                                 client
-                                    .execute("INSERT INTO items (id, v) VALUES ($1, 1)", &[&next_id])
+                                    .execute(
+                                        "INSERT INTO items (id, v) VALUES ($1, 1)",
+                                        &[&next_id],
+                                    )
                                     .await?;
                                 continue;
                             }

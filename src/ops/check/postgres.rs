@@ -5,8 +5,8 @@
 mod facts;
 mod failover;
 mod poll;
-mod standby_snapshot;
 mod signal;
+mod standby_snapshot;
 
 use super::report::Report;
 use super::SlotVerdict;

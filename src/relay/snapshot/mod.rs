@@ -38,8 +38,8 @@
 //! milliseconds, and only the window's rows are held. A table needs a primary key: without one
 //! a streamed change cannot be told apart from a read row, and the snapshot stops with an error.
 
-pub mod progress;
 mod filter;
+pub mod progress;
 mod recent;
 pub(super) mod request;
 pub(super) mod signal;
