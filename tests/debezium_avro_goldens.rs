@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 use support::goldens::{
-    check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise,
+    self, check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise, paired,
     recorded_properties, run_workload, topics_of, wait_done, Difference, PLACEHOLDER,
 };
 use support::kafka::read_to_end;
@@ -199,45 +199,21 @@ debezium.format.{part}.apicurio.registry.dereference-schema=true
     debezium_properties(db, &db.slot, "ByteArraySerializer", &format)
 }
 
+/// Writes the goldens ([`goldens::write_goldens`]) and `subjects.json`.
 fn write_goldens(topics: &Topics, subjects: &Subjects, properties: &str) {
     let dir = golden_dir(CONVERTER);
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("remove old goldens");
-    }
-    std::fs::create_dir_all(&dir).expect("golden dir");
-    std::fs::write(dir.join("application.properties"), properties).expect("properties");
+    goldens::write_goldens(&dir, topics, properties);
     let pretty = serde_json::to_string_pretty(subjects).expect("JSON") + "\n";
     std::fs::write(dir.join("subjects.json"), pretty).expect("subjects");
-    for (topic, records) in topics {
-        let lines: String = records
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("JSON") + "\n")
-            .collect();
-        std::fs::write(dir.join(format!("{topic}.jsonl")), lines).expect("golden file");
-    }
 }
 
 fn read_goldens() -> (Topics, Subjects) {
     let dir = golden_dir(CONVERTER);
-    let mut topics = Topics::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("entry").path();
-        let Some(topic) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".jsonl"))
-        else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path).expect("golden file");
-        let records = text
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("golden line"))
-            .collect();
-        topics.insert(topic.to_owned(), records);
-    }
     let subjects = std::fs::read_to_string(dir.join("subjects.json")).expect("subjects.json");
-    (topics, serde_json::from_str(&subjects).expect("subjects"))
+    (
+        goldens::read_goldens(&dir),
+        serde_json::from_str(&subjects).expect("subjects"),
+    )
 }
 
 /// Records the goldens: a fresh fixture database, a slot, the workload, then Debezium Server from
@@ -414,20 +390,9 @@ fn compare_topic(
             outboxd: o,
         });
     };
-    let keys: BTreeSet<&String> = golden.keys().chain(outboxd.keys()).collect();
     let mut schemas = BTreeSet::new();
-    for key in keys {
-        let (g, o) = (
-            golden.get(key).map_or(&[][..], Vec::as_slice),
-            outboxd.get(key).map_or(&[][..], Vec::as_slice),
-        );
-        if g.len() != o.len() {
-            push(
-                format!("records with key {key}"),
-                g.len().to_string(),
-                o.len().to_string(),
-            );
-        }
+    let mut counts = BTreeSet::new();
+    for (_, g, o) in paired(&file, &golden, &outboxd, &mut counts) {
         for ((g, g_value), (o, o_value)) in g.iter().zip(o) {
             for (part, gp, op) in [("key", &g.key, &o.key), ("value", &g.value, &o.value)] {
                 match (gp, op) {
@@ -470,6 +435,7 @@ fn compare_topic(
         }
     }
     out.extend(schemas);
+    out.extend(counts);
 }
 
 /// A difference from Debezium Server's Avro output not fixed: `(file, what, golden, outboxd,

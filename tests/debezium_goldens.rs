@@ -21,8 +21,9 @@ use serde_json::value::RawValue;
 use serde_json::{json, Value};
 
 use support::goldens::{
-    check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise,
-    recorded_properties, run_workload, topics_of, wait_done, Difference, PLACEHOLDER,
+    check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise, paired,
+    read_goldens, recorded_properties, run_workload, topics_of, wait_done, write_goldens,
+    Difference, PLACEHOLDER,
 };
 use support::kafka::read_to_end;
 use support::postgres::{create_pgoutput_slot, TestDb};
@@ -89,44 +90,6 @@ fn read_prefix(name: &str) -> Topics {
         .collect()
 }
 
-fn write_goldens(converter: Converter, topics: &Topics, properties: &str) {
-    let dir = converter.dir();
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir).expect("remove old goldens");
-    }
-    std::fs::create_dir_all(&dir).expect("golden dir");
-    std::fs::write(dir.join("application.properties"), properties).expect("properties");
-    for (topic, records) in topics {
-        let lines: String = records
-            .iter()
-            .map(|r| serde_json::to_string(r).expect("JSON") + "\n")
-            .collect();
-        std::fs::write(dir.join(format!("{topic}.jsonl")), lines).expect("golden file");
-    }
-}
-
-fn read_goldens(converter: Converter) -> Topics {
-    let dir = converter.dir();
-    let mut topics = Topics::new();
-    for entry in std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
-        let path = entry.expect("entry").path();
-        let Some(topic) = path
-            .file_name()
-            .and_then(|n| n.to_str())
-            .and_then(|n| n.strip_suffix(".jsonl"))
-        else {
-            continue;
-        };
-        let text = std::fs::read_to_string(&path).expect("golden file");
-        let records = text
-            .lines()
-            .map(|line| serde_json::from_str(line).expect("golden line"))
-            .collect();
-        topics.insert(topic.to_owned(), records);
-    }
-    topics
-}
-
 /// Records the goldens: for each converter a fresh fixture database, a slot, the workload, then
 /// Debezium Server from the slot until the workload's last change is in Kafka. Run by
 /// `bench/goldens`, which resolves Debezium Server and Java into `OUTBOXD_DEBEZIUM_HOME` and
@@ -151,7 +114,7 @@ async fn record_debezium_goldens() {
         drop(server);
         let topics = read_prefix(&db.name);
         let properties = recorded_properties(&db, &properties);
-        write_goldens(converter, &topics, &properties);
+        write_goldens(&converter.dir(), &topics, &properties);
         eprintln!(
             "{}: {} records in {} topics",
             converter.name(),
@@ -305,19 +268,8 @@ fn compare_topic(
             outboxd: o,
         });
     };
-    let keys: BTreeSet<&String> = golden.keys().chain(outboxd.keys()).collect();
-    for key in keys {
-        let (g, o) = (
-            golden.get(key).map_or(&[][..], Vec::as_slice),
-            outboxd.get(key).map_or(&[][..], Vec::as_slice),
-        );
-        if g.len() != o.len() {
-            push(
-                format!("records with key {key}"),
-                g.len().to_string(),
-                o.len().to_string(),
-            );
-        }
+    let mut counts = BTreeSet::new();
+    for (key, g, o) in paired(file, &golden, &outboxd, &mut counts) {
         for (g, o) in g.iter().zip(o) {
             *context_headers |= g.context_headers;
             if g.key_text != o.key_text {
@@ -399,6 +351,7 @@ fn compare_topic(
             }
         }
     }
+    out.extend(counts);
 }
 
 /// Every difference between a converter's goldens and outboxd's records.
@@ -550,7 +503,7 @@ async fn outboxd_run(converter: Converter, golden: &Topics) -> Topics {
 async fn outboxd_matches_debeziums_goldens() {
     let mut found = BTreeSet::new();
     for converter in Converter::ALL {
-        let golden = read_goldens(converter);
+        let golden: Topics = read_goldens(&converter.dir());
         let outboxd = outboxd_run(converter, &golden).await;
         found.extend(compare(converter, &golden, &outboxd));
     }

@@ -47,6 +47,21 @@ impl Default for TopicCreation {
     }
 }
 
+impl TopicCreation {
+    /// The creation request of `topic` with these settings.
+    pub fn new_topic<'a>(&'a self, topic: &'a str) -> NewTopic<'a> {
+        let mut new_topic = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        for (key, value) in &self.configs {
+            new_topic = new_topic.set(key, value);
+        }
+        new_topic
+    }
+}
+
 /// `kafka.topic_creation.missing_topic` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MissingTopic {
@@ -142,14 +157,7 @@ impl Topics {
             return Ok(());
         }
         let creation = &self.creation;
-        let mut new_topic = NewTopic::new(
-            topic,
-            creation.partitions,
-            TopicReplication::Fixed(creation.replication_factor),
-        );
-        for (key, value) in &creation.configs {
-            new_topic = new_topic.set(key, value);
-        }
+        let new_topic = creation.new_topic(topic);
         let options = AdminOptions::new()
             .request_timeout(Some(self.timeout))
             .operation_timeout(Some(self.timeout));

@@ -3,10 +3,12 @@
 //! Server's settings for it, what may differ between two runs ([`normalise`]) and how
 //! differences are found and checked against the known ones ([`check_known`]).
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use super::kafka::{create_topic, read_to_end};
@@ -167,6 +169,49 @@ pub fn recorded_properties(db: &TestDb, properties: &str) -> String {
         )
 }
 
+/// Replaces the goldens in `dir`: `application.properties` and one `<topic>.jsonl` per topic, a
+/// record a line.
+pub fn write_goldens<T: Serialize>(
+    dir: &Path,
+    topics: &BTreeMap<String, Vec<T>>,
+    properties: &str,
+) {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir).expect("remove old goldens");
+    }
+    std::fs::create_dir_all(dir).expect("golden dir");
+    std::fs::write(dir.join("application.properties"), properties).expect("properties");
+    for (topic, records) in topics {
+        let lines: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).expect("JSON") + "\n")
+            .collect();
+        std::fs::write(dir.join(format!("{topic}.jsonl")), lines).expect("golden file");
+    }
+}
+
+/// The records of each `<topic>.jsonl` in `dir`, by topic.
+pub fn read_goldens<T: DeserializeOwned>(dir: &Path) -> BTreeMap<String, Vec<T>> {
+    let mut topics = BTreeMap::new();
+    for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+        let path = entry.expect("entry").path();
+        let Some(topic) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_suffix(".jsonl"))
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(&path).expect("golden file");
+        let records = text
+            .lines()
+            .map(|line| serde_json::from_str(line).expect("golden line"))
+            .collect();
+        topics.insert(topic.to_owned(), records);
+    }
+    topics
+}
+
 /// The topics under `<name>.` (after the prefix) that have records, from the broker's metadata.
 pub fn topics_of(name: &str) -> Vec<String> {
     use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -293,6 +338,34 @@ pub fn diff_values(
         (g, o) if g != o => out.push((path.to_owned(), g.clone(), o.clone())),
         _ => {}
     }
+}
+
+/// The records of `golden` and `outboxd` grouped alike (by key), paired group by group: each key
+/// with its golden and outboxd records; a key whose counts differ is a difference of `file`.
+pub fn paired<'a, T>(
+    file: &str,
+    golden: &'a BTreeMap<String, Vec<T>>,
+    outboxd: &'a BTreeMap<String, Vec<T>>,
+    out: &mut BTreeSet<Difference>,
+) -> Vec<(&'a str, &'a [T], &'a [T])> {
+    let keys: BTreeSet<&String> = golden.keys().chain(outboxd.keys()).collect();
+    keys.into_iter()
+        .map(|key| {
+            let (g, o) = (
+                golden.get(key).map_or(&[][..], Vec::as_slice),
+                outboxd.get(key).map_or(&[][..], Vec::as_slice),
+            );
+            if g.len() != o.len() {
+                out.insert(Difference {
+                    file: file.to_owned(),
+                    what: format!("records with key {key}"),
+                    golden: g.len().to_string(),
+                    outboxd: o.len().to_string(),
+                });
+            }
+            (key.as_str(), g, o)
+        })
+        .collect()
 }
 
 /// Checks `found` against `known` (`(file, what, golden, outboxd, why)` rows): every difference

@@ -184,15 +184,7 @@ pub(super) fn create_topic(
     timeout: Duration,
     report: &mut Report,
 ) -> bool {
-    let creation = &config.topic_creation;
-    let mut new_topic = NewTopic::new(
-        topic,
-        creation.partitions,
-        TopicReplication::Fixed(creation.replication_factor),
-    );
-    for (key, value) in &creation.configs {
-        new_topic = new_topic.set(key, value);
-    }
+    let new_topic = config.topic_creation.new_topic(topic);
     match probes::create_topic(admin, &new_topic, timeout) {
         Ok(()) => true,
         Err(refused) => {
