@@ -450,9 +450,8 @@ fn in_progress(snapshot: &str) -> Vec<Xid> {
         .collect()
 }
 
-/// The tables an initial snapshot reads: those of the relay's publications that are not outbox
-/// tables, in name order.
-pub(super) async fn captured_tables(
+/// Every table of the relay's publications (outbox tables included), in name order.
+pub(super) async fn published_tables(
     session: &mut Session,
     config: &RelayConfig,
 ) -> Result<Vec<TableName>, WireError> {
@@ -463,7 +462,6 @@ pub(super) async fn captured_tables(
             &[&array_literal(&config.publications)],
         )
         .await?;
-    let outbox = config.router.outbox();
     Ok(rows
         .into_iter()
         .filter_map(|row| {
@@ -473,6 +471,19 @@ pub(super) async fn captured_tables(
                 table: values.next()?,
             })
         })
+        .collect())
+}
+
+/// The tables an initial snapshot reads: those of the relay's publications that are not outbox
+/// tables, in name order.
+pub(super) async fn captured_tables(
+    session: &mut Session,
+    config: &RelayConfig,
+) -> Result<Vec<TableName>, WireError> {
+    let outbox = config.router.outbox();
+    Ok(published_tables(session, config)
+        .await?
+        .into_iter()
         .filter(|name| {
             !outbox
                 .tables()

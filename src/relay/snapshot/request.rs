@@ -10,12 +10,11 @@ use regex_lite::{Regex, RegexBuilder};
 
 use crate::checkpoint::snapshot::{SnapshotCursor, SnapshotKind, TableName};
 use crate::pg::sql::quote_identifier;
-use crate::pg::wire::extended::array_literal;
 use crate::pg::wire::{Session, WireError};
 
 use super::filter::Filter;
 use super::signal::{Condition, Received, Signal, SignalError};
-use super::{snapshot_id, Snapshotter};
+use super::{published_tables, snapshot_id, Snapshotter};
 use crate::relay::{RelayConfig, RelayError};
 
 /// A table an `execute-snapshot` signal reads, with its row filter.
@@ -196,30 +195,6 @@ pub(super) async fn table_columns(
         .filter_map(|row| row.into_iter().next().flatten())
         .collect();
     Ok((!columns.is_empty()).then_some((columns, has_key)))
-}
-
-/// Every table of the relay's publications (outbox tables included), in name order.
-async fn published_tables(
-    session: &mut Session,
-    config: &RelayConfig,
-) -> Result<Vec<TableName>, WireError> {
-    let rows = session
-        .query_params_text(
-            "SELECT DISTINCT schemaname::text, tablename::text FROM pg_catalog.pg_publication_tables \
-             WHERE pubname = ANY($1::name[]) ORDER BY 1, 2",
-            &[&array_literal(&config.publications)],
-        )
-        .await?;
-    Ok(rows
-        .into_iter()
-        .filter_map(|row| {
-            let mut values = row.into_iter().flatten();
-            Some(TableName {
-                schema: values.next()?,
-                table: values.next()?,
-            })
-        })
-        .collect())
 }
 
 /// Acts on a signal that arrived in the stream: starts, extends, stops, pauses or resumes the
