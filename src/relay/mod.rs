@@ -74,6 +74,7 @@ pub(crate) mod standby_snapshot;
 mod wal_watch;
 mod when_needed;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::checkpoint::{CheckpointError, StoredCheckpoint};
@@ -345,9 +346,22 @@ pub async fn run(config: RelayConfig, shutdown: Shutdown) -> Result<(), RelayErr
         let Some(lease) = acquired else {
             return Ok(());
         };
+        // The lease is proven from a task of its own: polled beside the relay in one task, a
+        // busy stream (a million-row transaction on a loaded machine) starved it past the
+        // server's idle_session_timeout, and the active instance lost its own lease.
+        let lease = Arc::new(lease);
+        let mut holder = tokio::spawn({
+            let lease = Arc::clone(&lease);
+            async move { lease.hold().await }
+        });
         tokio::select! {
-            result = run_active(&config, &shutdown, &lease) => return result,
-            reason = lease.hold() => {
+            result = run_active(&config, &shutdown, &lease) => {
+                holder.abort();
+                return result;
+            }
+            reason = &mut holder => {
+                let reason = reason
+                    .unwrap_or_else(|error| format!("the lease's keepalive task failed: {error}"));
                 metrics().set_streaming(false);
                 tracing::warn!(reason = %reason, "{}", lease::LOST);
             }
