@@ -36,6 +36,7 @@ const GAUGES: &[&str] = &[
     "outboxd_snapshot_running",
     "outboxd_snapshot_progress_rows",
     "outboxd_snapshot_estimated_rows",
+    "outboxd_role",
 ];
 /// Histograms, queried through their `_bucket`, `_sum` and `_count` series.
 const HISTOGRAMS: &[&str] = &["outboxd_batch_events", "outboxd_end_to_end_latency_seconds"];
