@@ -45,6 +45,7 @@
 //! | with `snapshot.mode = "when_needed"`: slot missing, lost in a failover, WAL lost, ahead of the checkpoint | recreate the slot and snapshot again (`relay::when_needed`) |
 //! | Kafka transaction abortable, producer fatal, producer in no state to abort | retry with a new producer |
 //! | a Kafka transaction call timed out (never repeated in place: [`crate::sink::kafka`]) | retry with a new producer |
+//! | a Kafka transaction the broker aborted for being open longer than `kafka.transaction_timeout` | retry with a new producer |
 //! | fenced by a newer instance | stop, exit 3 |
 //! | `kafka.transaction_timeout` above the broker's `transaction.max.timeout.ms` | stop |
 //! | broker's configuration unreadable (no answer) | retry |
