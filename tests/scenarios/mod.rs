@@ -106,7 +106,6 @@ pub async fn an_explicit_takeover_fences_the_first(db: &ModeDb) {
     let mut first = RelayProcess::start(&db.spec);
     first.wait_for_commits_past(0).await;
     let second = RelayProcess::start_with_env(&db.spec, &[("OUTBOXD_TAKE_OVER", "true")]);
-    // wait_exit(ZERO) would not look at all: its loop ends before the first try.
     let stopped = |first: &mut RelayProcess| match first.wait_exit(Duration::from_millis(50)) {
         Some(status) => {
             assert_eq!(status.code(), Some(3), "exit status of a fenced relay");

@@ -158,16 +158,20 @@ impl ModeDb {
     }
 
     /// Whether the relay holds a connection now: its walsender holds the slot (logical), or its
-    /// role has a session (poll). A restart of Postgres then cuts a live connection.
+    /// poll session holds the relay's poll lock (poll). A restart of Postgres then cuts a live
+    /// connection.
     pub async fn relay_connected(&self) -> bool {
         let (query, name) = match self.mode {
             Mode::Logical => (
                 "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
                 self.spec.slot.clone(),
             ),
+            // The poll session's own lock, not any session of the poller's role: the standby
+            // lease's session connects first, well before the relay polls.
             Mode::Poll => (
-                "SELECT 1 FROM pg_stat_activity WHERE usename = $1 LIMIT 1",
-                Self::poller(&self.spec),
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted \
+                 AND ((classid::bigint << 32) | objid::bigint) = hashtextextended($1, 0)",
+                format!("outboxd poll {}", self.spec.name),
             ),
         };
         self.client()

@@ -270,13 +270,16 @@ impl RelayProcess {
     /// Waits up to `timeout` for the process to exit by itself.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
+        loop {
+            // Looks at least once: `wait_exit(Duration::ZERO)` asks whether it has exited now.
             if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return Some(status);
             }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
-        None
     }
 
     /// Its log so far.
