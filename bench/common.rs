@@ -18,6 +18,9 @@ use super::support::postgres::connect;
 use super::support::relay::{RelayProcess, RelaySpec};
 use super::support::{self, dev_env, postgres::TestDb};
 
+#[path = "stages.rs"]
+mod stages;
+
 /// `DRAIN_TRANSACTIONS`, or 200,000.
 pub fn transactions() -> usize {
     std::env::var("DRAIN_TRANSACTIONS")
@@ -360,7 +363,8 @@ const WRITERS: usize = 4;
 
 /// Runs `steady` on the outbox of `db` ([`outbox_db`], events of aggregate type `aggregate`) while
 /// a relay, process `pid`, publishes them to `topic`: each event's latency from its commit to its
-/// receipt by a `read_committed` consumer, and the relay's memory meanwhile.
+/// receipt by a `read_committed` consumer, and the relay's memory meanwhile; given the relay's
+/// metrics address, where the time goes ([`stages`]).
 ///
 /// The commit time is when the writer's `COMMIT` returned (on loopback, within a fraction of a
 /// millisecond after Postgres' own commit timestamp, which would need `track_commit_timestamp` and
@@ -373,6 +377,7 @@ pub async fn steady_latency(
     aggregate: &str,
     topic: &str,
     pid: u32,
+    metrics: Option<&str>,
 ) -> Value {
     let warm_up = steady.rate * usize::try_from(WARM_UP.as_secs()).expect("seconds");
     let measured = steady.rate * usize::try_from(steady.seconds).expect("seconds");
@@ -399,12 +404,14 @@ pub async fn steady_latency(
     write(&writers, aggregate, steady.rate, 1, warm_up).await;
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_rss(pid, sampling.clone()));
+    let before = metrics.map(stages::Scrape::take);
     let started = Instant::now();
     let commits = write(&writers, aggregate, steady.rate, 1 + warm_up, measured).await;
     let wrote_for = started.elapsed();
     sampling.store(false, Ordering::Relaxed);
     let rss = sampler.await.expect("sampler");
     let receipts = consumer.await.expect("consumer");
+    let after = metrics.map(stages::Scrape::take);
     let peak_rss = memory_mib(pid, "VmHWM");
 
     let first = 1 + warm_up;
@@ -432,6 +439,7 @@ pub async fn steady_latency(
             "median": median(rss),
         },
         "peak_rss_mib": peak_rss,
+        "stages_ms": before.zip(after).map(|(b, a)| stages::stage_table(&b, &a)),
     })
 }
 

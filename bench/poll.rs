@@ -161,7 +161,9 @@ async fn latency(steady: Steady) -> Value {
         let topic = topic("poll", &aggregate);
         create_topic(&topic, 3).await;
         let mut relay = relay(&db, "poll", &format!("[poll]\nnotify = {notify}\n"));
-        let figures = common::steady_latency(steady, &db, &aggregate, &topic, relay.pid()).await;
+        // No stage table: poll mode knows no Postgres commit times.
+        let figures =
+            common::steady_latency(steady, &db, &aggregate, &topic, relay.pid(), None).await;
         let listening = listens(&relay);
         relay.signal_and_wait("TERM", Duration::from_secs(30));
         assert_eq!(listening, Some(notify), "{name}: whether the relay LISTENs");

@@ -86,6 +86,35 @@ def latency_table(w3):
     return rows
 
 
+def stage_table(w3):
+    """Where outboxd's W3 latency goes: its own histograms, each counted from the Postgres commit
+    timestamp, then the bench's commit-to-receipt figure (the consumer's read_committed fetch)."""
+    stages = w3.get("outboxd", {}).get("stages_ms")
+    if not stages:
+        return []
+    rows = [
+        "| outboxd W3, from the Postgres commit to … | p50 ms | p95 ms | p99 ms | samples |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    labels = {
+        "decoded": "its Commit decoded (walsender + our decoder)",
+        "produced": "its last record handed to the producer",
+        "kafka_committed": "the Kafka commit returned",
+    }
+    for point, label in labels.items():
+        s = stages[point]
+        rows.append(
+            f"| {label} | {fmt(s['p50'], 1)} | {fmt(s['p95'], 1)} | {fmt(s['p99'], 1)} "
+            f"| {fmt(s['samples'])} |"
+        )
+    lat = w3["outboxd"]["latency_ms"]
+    rows.append(
+        f"| received by a read_committed consumer (the bench's clock) | {fmt(lat['p50'], 1)} "
+        f"| {fmt(lat['p95'], 1)} | {fmt(lat['p99'], 1)} | {fmt(w3['outboxd']['received'])} |"
+    )
+    return rows
+
+
 def targets(workloads):
     checks = []
     if "w1" in workloads:
@@ -175,6 +204,7 @@ def main():
     lines += drain_table(workloads) + [""]
     if "w3" in workloads:
         lines += latency_table(workloads["w3"]) + [""]
+        lines += stage_table(workloads["w3"]) + [""]
     lines += targets(workloads) + [""]
     lines += [
         f"Raw figures: `results/{path.name}`. Chart: `results/{png.name}`.",

@@ -11,9 +11,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
+use chrono::{DateTime, Utc};
 use prometheus::{
-    exponential_buckets, Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::pg::Lsn;
@@ -44,6 +45,9 @@ pub struct Metrics {
     pub batch_events: Histogram,
     /// Postgres commit timestamp to Kafka commit, per Postgres transaction with records.
     pub end_to_end_latency: Histogram,
+    /// Postgres commit timestamp to an earlier point of the path, per Postgres transaction with
+    /// records, by `reached` ([`Reached`]): with [`Self::end_to_end_latency`], where the time goes.
+    pub latency_since_commit: HistogramVec,
     /// The server's current WAL position minus the last committed checkpoint.
     pub replication_lag_bytes: IntGauge,
     /// WAL the slot keeps on the server (current position minus the slot's `restart_lsn`).
@@ -105,6 +109,32 @@ impl Role {
     }
 }
 
+/// A point a Postgres transaction reaches on its way to Kafka, for
+/// [`Metrics::latency_since_commit`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reached {
+    /// Its Commit message was read from the slot: the walsender decoded it and we received it.
+    Decoded,
+    /// Its last record was handed to the Kafka producer (the sink thread took it off the queue).
+    Produced,
+}
+
+impl Reached {
+    /// The `reached` label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reached::Decoded => "decoded",
+            Reached::Produced => "produced",
+        }
+    }
+}
+
+/// Buckets of the latency histograms: 0.5 ms to ~40 s, 25 % apart, so that a quantile read from
+/// them (Prometheus' `histogram_quantile`, the bench's stage table) is within a few percent.
+fn latency_buckets() -> Vec<f64> {
+    exponential_buckets(0.0005, 1.25, 51).expect("valid buckets")
+}
+
 /// The process-wide metrics.
 pub fn metrics() -> &'static Metrics {
     static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -150,6 +180,19 @@ impl Metrics {
         .expect("valid metric");
         register(Box::new(info.clone()));
         info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        let latency_since_commit = HistogramVec::new(
+            HistogramOpts::new(
+                "outboxd_latency_since_commit_seconds",
+                "Postgres commit timestamp to the point `reached` (decoded: its Commit message \
+                 read from the slot; produced: its last record handed to the Kafka producer), per \
+                 Postgres transaction with records. The Kafka commit is \
+                 outboxd_end_to_end_latency_seconds.",
+            )
+            .buckets(latency_buckets()),
+            &["reached"],
+        )
+        .expect("valid metric");
+        register(Box::new(latency_since_commit.clone()));
         let reconnects = IntCounter::new(
             "outboxd_reconnects_total",
             "Relay attempts restarted from the checkpoint after a transient failure.",
@@ -212,8 +255,9 @@ impl Metrics {
             end_to_end_latency: histogram(
                 "outboxd_end_to_end_latency_seconds",
                 "Postgres commit timestamp to Kafka commit, per Postgres transaction with records.",
-                exponential_buckets(0.001, 2.0, 18).expect("valid buckets"),
+                latency_buckets(),
             ),
+            latency_since_commit,
             replication_lag_bytes: gauge(
                 "outboxd_replication_lag_bytes",
                 "The server's current WAL position minus the last committed checkpoint.",
@@ -324,6 +368,14 @@ impl Metrics {
                 .with_label_values(&[each.as_str()])
                 .set(i64::from(each == role));
         }
+    }
+
+    /// A Postgres transaction committed at `committed` (Postgres' clock) reached `point` now.
+    pub fn reached(&self, point: Reached, committed: DateTime<Utc>) {
+        let elapsed = (Utc::now() - committed).to_std().unwrap_or_default();
+        self.latency_since_commit
+            .with_label_values(&[point.as_str()])
+            .observe(elapsed.as_secs_f64());
     }
 
     /// Whether a standby's last wait for the lease got an answer from Postgres.

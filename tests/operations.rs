@@ -207,6 +207,15 @@ async fn metrics_count_what_consumers_receive_and_readyz_follows_postgres() {
         "{exposition}"
     );
     assert!(sample(&exposition, "outboxd_end_to_end_latency_seconds_count") >= Some(1.0));
+    // Every transaction that reached the Kafka commit passed the earlier points first.
+    for reached in ["decoded", "produced"] {
+        let series = format!("outboxd_latency_since_commit_seconds_count{{reached=\"{reached}\"}}");
+        assert!(
+            sample(&exposition, &series)
+                >= sample(&exposition, "outboxd_end_to_end_latency_seconds_count"),
+            "{series}: {exposition}"
+        );
+    }
     assert_eq!(sample(&exposition, "outboxd_up"), Some(1.0));
     assert_eq!(sample(&exposition, "outboxd_ready"), Some(1.0));
 

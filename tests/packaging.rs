@@ -39,7 +39,11 @@ const GAUGES: &[&str] = &[
     "outboxd_role",
 ];
 /// Histograms, queried through their `_bucket`, `_sum` and `_count` series.
-const HISTOGRAMS: &[&str] = &["outboxd_batch_events", "outboxd_end_to_end_latency_seconds"];
+const HISTOGRAMS: &[&str] = &[
+    "outboxd_batch_events",
+    "outboxd_end_to_end_latency_seconds",
+    "outboxd_latency_since_commit_seconds",
+];
 
 /// Where the configuration lives in the image, the unit and the chart alike.
 const CONFIG_PATH: &str = "/etc/outboxd/outboxd.toml";

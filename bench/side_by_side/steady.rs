@@ -26,7 +26,16 @@ async fn measure(steady: Steady, kind: Kind) -> Value {
     kind.create_topic(&aggregate).await;
     let relay = kind.start(&db);
     let topic = kind.topic(&aggregate);
-    let figures = common::steady_latency(steady, &db, &aggregate, &topic, relay.pid()).await;
+    let metrics = relay.metrics_address();
+    let figures = common::steady_latency(
+        steady,
+        &db,
+        &aggregate,
+        &topic,
+        relay.pid(),
+        metrics.as_deref(),
+    )
+    .await;
     relay.stop();
     figures
 }

@@ -98,6 +98,14 @@ impl Relay {
         }
     }
 
+    /// Where outboxd serves `/metrics` (Debezium Server exports no comparable histograms).
+    pub fn metrics_address(&self) -> Option<String> {
+        match self {
+            Relay::Outboxd(process) => Some(process.metrics_address(Duration::from_secs(30))),
+            Relay::Debezium(_) => None,
+        }
+    }
+
     /// SIGTERM and wait for the exit (the events are in Kafka by then, so this is not timed).
     pub fn stop(self) {
         match self {

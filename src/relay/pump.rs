@@ -16,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
 use crate::checkpoint::Checkpoint;
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Reached};
 use crate::pg::pgoutput::Relation;
 use crate::pg::schema::Schema;
 use crate::pg::wire::Session;
@@ -114,6 +114,7 @@ pub(super) async fn run(
         confirmed: Lsn::ZERO,
         skipping: false,
         open: None,
+        open_routed: false,
         last_idle_confirm: Instant::now(),
     };
     pump.status
@@ -199,6 +200,8 @@ struct Pump<'a> {
     skipping: bool,
     /// The open transaction.
     open: Option<TxnBegin>,
+    /// Whether the open transaction routed records (its commit is then a latency sample).
+    open_routed: bool,
     /// When the slot was last confirmed at a keepalive's WAL end.
     last_idle_confirm: Instant,
 }
@@ -302,6 +305,7 @@ impl Pump<'_> {
             SourceEvent::Begin(begin) => {
                 self.skipping = begin.final_lsn < self.resume_after;
                 self.open = Some(begin);
+                self.open_routed = false;
                 Ok(true)
             }
             SourceEvent::Change { lsn, change } => {
@@ -347,6 +351,9 @@ impl Pump<'_> {
                 checkpoint.lsn = commit.end_lsn;
                 checkpoint.xid = Some(commit.xid);
                 checkpoint.commit_ts = open.and_then(|b| b.commit_ts.to_utc());
+                if let Some(committed) = checkpoint.commit_ts.filter(|_| self.open_routed) {
+                    metrics().reached(Reached::Decoded, committed);
+                }
                 self.sent = commit.end_lsn;
                 self.forward(SinkInput::Boundary(checkpoint)).await
             }
@@ -472,6 +479,7 @@ impl Pump<'_> {
             // Owed from now until a committed checkpoint covers it: before the hand-over, which
             // waits while a stuck sink back-pressures.
             metrics().owe(Owed::Wal { through: lsn });
+            self.open_routed = true;
         }
         let mut open = true;
         for record in routed.drain(..) {

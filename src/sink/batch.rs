@@ -26,7 +26,7 @@ use tokio::runtime::Handle;
 use tokio::sync::{mpsc, watch};
 
 use crate::checkpoint::{Checkpoint, PollCheckpoint};
-use crate::metrics::metrics;
+use crate::metrics::{metrics, Reached};
 use crate::pg::Lsn;
 use crate::route::Record;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
@@ -256,6 +256,7 @@ impl<S: TransactionSink, C: BatchCheckpoint> Batcher<S, C> {
                 let limits = self.limits;
                 let batch = self.ensure_open()?;
                 if let Some(committed) = checkpoint.commit_time().filter(|_| had_records) {
+                    metrics().reached(Reached::Produced, committed);
                     batch.commit_times.push(committed);
                 }
                 let full = batch.events >= limits.max_events
