@@ -82,11 +82,18 @@ pub async fn sigkill_rounds(db: &ModeDb, rounds: usize) -> Vec<String> {
     let failpoints = [("FAILPOINTS", "after-kafka-commit=sleep(300)")];
     let writer = Writer::start(db);
     let mut logs = Vec::new();
-    for _ in 0..rounds {
+    for round in 0..rounds {
         let mut relay = RelayProcess::start_with_env(&db.spec, &failpoints);
-        // The scenario: a kill at a random moment of the relay's life. Startup takes about a
-        // second; most kills land while it streams.
-        logs.push(relay.kill_at_random(1000..3500).await);
+        // The scenario: a kill at a random moment of the relay's life. Every fourth lands during
+        // startup; the others once it streams, so that most land while it publishes: its startup
+        // (the lease, the producer fencing its predecessor) takes from one second to several on
+        // a loaded machine, and kills timed from the process start then all landed in it.
+        if round % 4 == 3 {
+            logs.push(relay.kill_at_random(0..1500).await);
+        } else {
+            relay.wait_streaming(Duration::from_secs(120));
+            logs.push(relay.kill_at_random(0..2500).await);
+        }
     }
     let transactions = writer.stop().await;
     assert!(transactions > 300, "the writer made a large transaction");
