@@ -15,8 +15,8 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::client::WebPkiServerVerifier;
+use tokio_rustls::rustls::crypto::ring;
 use tokio_rustls::rustls::crypto::CryptoProvider;
-use tokio_rustls::rustls::crypto::{ring, verify_tls12_signature, verify_tls13_signature};
 use tokio_rustls::rustls::{
     CertificateError, ClientConfig, ClientConnection, DigitallySignedStruct, Error as RustlsError,
     RootCertStore, SignatureScheme,
@@ -88,6 +88,11 @@ fn date(time: &UnixTime) -> String {
         )
 }
 
+/// The error that ends the handshake once the dates are read.
+fn ended() -> RustlsError {
+    RustlsError::General("only the certificate's dates were wanted".into())
+}
+
 /// A verifier that notes what is wrong with the certificate's dates and ends the handshake.
 #[derive(Debug)]
 struct DatesOnly {
@@ -117,37 +122,26 @@ impl ServerCertVerifier for DatesOnly {
         if let Err(RustlsError::InvalidCertificate(error)) = verdict {
             *self.found.lock().unwrap_or_else(PoisonError::into_inner) = dated(&error);
         }
-        Err(RustlsError::General(
-            "only the certificate's dates were wanted".into(),
-        ))
+        Err(ended())
     }
 
+    // The handshake ends at the certificate, before any signature is checked.
     fn verify_tls12_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Err(ended())
     }
 
     fn verify_tls13_signature(
         &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
+        _: &[u8],
+        _: &CertificateDer<'_>,
+        _: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, RustlsError> {
-        verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        Err(ended())
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
