@@ -1,7 +1,9 @@
 //! The relay against a secured broker, as managed Kafka runs it: exactly once, in order, over
 //! SASL_SSL with SCRAM-SHA-512, over mTLS and over SASL_PLAINTEXT with PLAIN, each as a principal
-//! holding only the ACLs README's "Kafka security" section tells operators to grant; a wrong password
-//! named in the log; no password or key password in any output.
+//! holding only the ACLs README's "Kafka security" section tells operators to grant (and as a relay
+//! creating its topics, with the Create that adds); `check` naming each security mistake (an expired
+//! broker certificate included) and each missing ACL with its fix; a wrong password named in the
+//! log; no password or key password in any output.
 
 mod support;
 
@@ -10,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::idp::Idp;
-use support::kafka::{create_topic_at, create_topic_with_at};
+use support::kafka::{create_topic_at, create_topic_with_at, topic_settings_at};
 use support::outbox::{
     assert_exactly_once_in_order, publish_outbox, read_all_at, spawn_writer, Outbox,
 };
@@ -48,13 +50,31 @@ struct SecuredRelay {
     outbox: Outbox,
     /// The dead-letter topic, its own (the relay writes it only for changes it cannot route).
     dead_letter_topic: String,
+    /// `[kafka.topic_creation]` is on: the relay creates its event and dead-letter topics.
+    relay_creates_topics: bool,
     _db: TestDb,
 }
 
+/// `[kafka.topic_creation]` of a relay that creates its topics, with settings other than the
+/// broker's defaults (one partition, a week's retention): a topic with them is the relay's.
+const TOPIC_CREATION: &str = "[kafka.topic_creation]\nenabled = true\npartitions = 2\n\
+                              replication_factor = 1\nconfigs = { \"retention.ms\" = \"3600000\" }\n";
+
 impl SecuredRelay {
-    /// The database with its outbox, publication and slot, and the event and offsets topics made by
-    /// the administrator (the secured broker creates no topic by itself).
+    /// The database with its outbox, publication and slot, and the event topic made by the
+    /// administrator (the secured broker creates no topic by itself).
     async fn create(kafka: &SecureKafka, listener: Listener, password_file: &str) -> Self {
+        Self::create_with(kafka, listener, password_file, false).await
+    }
+
+    /// [`SecuredRelay::create`], or, with `relay_creates_topics`, a relay with [`TOPIC_CREATION`]
+    /// whose event topic is left for it to create.
+    async fn create_with(
+        kafka: &SecureKafka,
+        listener: Listener,
+        password_file: &str,
+        relay_creates_topics: bool,
+    ) -> Self {
         let db = TestDb::create("kafka_sec").await;
         let outbox = Outbox {
             url: db.url.clone(),
@@ -69,19 +89,32 @@ impl SecuredRelay {
             "[dead_letter]\ntopic = {dead_letter_topic:?}\n\n{}",
             kafka.relay_toml(listener, password_file)
         );
-        create_topic_at(kafka.admin_bootstrap(), &outbox.topic(), 3).await;
+        if relay_creates_topics {
+            spec.extra.push_str(TOPIC_CREATION);
+        } else {
+            create_topic_at(kafka.admin_bootstrap(), &outbox.topic(), 3).await;
+        }
         SecuredRelay {
             spec,
             outbox,
             dead_letter_topic,
+            relay_creates_topics,
             _db: db,
         }
     }
 
     /// The ACLs README lists, for this relay's names (its event topic is chosen per event, so
-    /// `check` does not know it; the relay needs its Write all the same).
+    /// `check` does not know it; the relay needs its Write all the same), with Create on the
+    /// topics it creates.
     fn documented_acls(&self) -> Vec<Acl> {
-        documented_acls(&self.spec, &self.outbox.topic(), &self.dead_letter_topic)
+        let (event_topic, dead_letter_topic) = (self.outbox.topic(), &self.dead_letter_topic);
+        let mut acls = documented_acls(&self.spec, &event_topic, dead_letter_topic);
+        if self.relay_creates_topics {
+            for topic in [&event_topic, dead_letter_topic] {
+                acls.push(Acl::new(&["Create"], ["--topic", topic]));
+            }
+        }
+        acls
     }
 
     /// Grants `principal` the ACLs README lists.
@@ -107,6 +140,15 @@ impl Acl {
             resource: resource.map(str::to_owned).to_vec(),
             prefixed: false,
         }
+    }
+
+    /// AclCommand's options naming its resource and pattern type.
+    fn resource_options(&self) -> Vec<&str> {
+        let mut options: Vec<&str> = self.resource.iter().map(String::as_str).collect();
+        if self.prefixed {
+            options.extend(["--resource-pattern-type", "prefixed"]);
+        }
+        options
     }
 
     /// The fix `check` prints for this ACL missing, as `principal` dialling `bootstrap`.
@@ -151,70 +193,11 @@ fn documented_acls(spec: &RelaySpec, event_topic: &str, dead_letter_topic: &str)
     ]
 }
 
-/// AclCommand runs to make. Each starts a JVM (seconds on a busy machine), so grants of the same
-/// principals, operations and pattern type share one run.
-#[derive(Debug, Default)]
-struct Grants<'a> {
-    runs: Vec<GrantRun<'a>>,
-}
-
-/// One AclCommand run: `operations` for each of `principals` on every resource `resources` name.
-#[derive(Debug)]
-struct GrantRun<'a> {
-    principals: Vec<&'a str>,
-    operations: Vec<&'static str>,
-    prefixed: bool,
-    resources: Vec<&'a str>,
-}
-
-impl<'a> Grants<'a> {
-    fn add(&mut self, principals: &[&'a str], operations: Vec<&'static str>, acl: &'a Acl) {
-        let resource = acl.resource.iter().map(String::as_str);
-        let run = self.runs.iter_mut().find(|run| {
-            run.principals == principals
-                && run.operations == operations
-                && run.prefixed == acl.prefixed
-        });
-        match run {
-            Some(run) => run.resources.extend(resource),
-            None => self.runs.push(GrantRun {
-                principals: principals.to_vec(),
-                operations,
-                prefixed: acl.prefixed,
-                resources: resource.collect(),
-            }),
-        }
-    }
-
-    fn run(self, kafka: &SecureKafka) {
-        for mut run in self.runs {
-            if run.prefixed {
-                run.resources
-                    .extend(["--resource-pattern-type", "prefixed"]);
-            }
-            kafka.grant(&run.principals, &run.operations, &run.resources);
-        }
-    }
-}
-
-/// Grants `principals` every ACL of `acls`: the operations on one resource together, then resources
-/// with the same operations together (four runs for README's list).
+/// Grants `principals` every ACL of `acls`.
 fn grant_all(kafka: &SecureKafka, principals: &[&str], acls: &[Acl]) {
-    let mut by_resource: Vec<(&Acl, Vec<&'static str>)> = Vec::new();
     for acl in acls {
-        match by_resource
-            .iter_mut()
-            .find(|(a, _)| a.resource == acl.resource)
-        {
-            Some((_, operations)) => operations.extend(acl.operations),
-            None => by_resource.push((acl, acl.operations.to_vec())),
-        }
+        kafka.grant(principals, acl.operations, &acl.resource_options());
     }
-    let mut grants = Grants::default();
-    for (acl, operations) in by_resource {
-        grants.add(principals, operations, acl);
-    }
-    grants.run(kafka);
 }
 
 /// Writers commit for a few seconds while the relay streams, is killed and started again (which
@@ -261,12 +244,27 @@ async fn exactly_once(kafka: &SecureKafka, relay: &SecuredRelay, principal: &str
     );
 }
 
+/// The exactly-once workload over each listener, then over SCRAM by a relay that creates its
+/// event topic (absent at start, and the broker creates none): it appears with the configured
+/// settings, and the events flow exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn exactly_once_over_scram_tls_mtls_and_plain_with_only_the_documented_acls() {
     let kafka = tokio::task::block_in_place(SecureKafka::start);
     for listener in [Listener::ScramSsl, Listener::Mtls, Listener::PlainSasl] {
         exactly_once_through(&kafka, listener).await;
     }
+    let listener = Listener::ScramSsl;
+    let relay =
+        SecuredRelay::create_with(&kafka, listener, kafka.password_file(listener), true).await;
+    let principal = kafka.principal(listener);
+    exactly_once(&kafka, &relay, &principal, "creating its topics").await;
+    let topic = relay.outbox.topic();
+    let settings = topic_settings_at(kafka.admin_bootstrap(), &topic, "retention.ms").await;
+    assert_eq!(
+        (settings.0, settings.1.as_deref()),
+        (2, Some("3600000")),
+        "{topic}'s partitions and retention"
+    );
 }
 
 /// OAUTHBEARER with OIDC client credentials: librdkafka fetches the tokens itself from the token
@@ -371,8 +369,9 @@ fn assert_no_secret(output: &str, secrets: &[String]) {
 }
 
 /// `outboxd check` against the secured broker fails on each security mistake with the broker's or
-/// librdkafka's reason and its fix: TLS and SASL mistakes ([`tls_and_sasl_mistakes`]), and each
-/// ACL README lists, missing alone ([`each_missing_acl`]). One broker for both.
+/// librdkafka's reason and its fix: TLS and SASL mistakes ([`tls_and_sasl_mistakes`]), a broker
+/// certificate that expired ([`expired_certificate`]), and each ACL README lists, missing alone
+/// ([`each_missing_acl`]). One broker for all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn check_names_each_security_mistake_with_its_fix() {
     let started = Instant::now();
@@ -381,6 +380,7 @@ async fn check_names_each_security_mistake_with_its_fix() {
     let relay = SecuredRelay::create(&kafka, listener, kafka.password_file(listener)).await;
     eprintln!("broker and database in {:?}", started.elapsed());
     tls_and_sasl_mistakes(&kafka, &relay);
+    expired_certificate(&kafka, &relay).await;
     each_missing_acl(&kafka, &relay).await;
     eprintln!("all in {:?}", started.elapsed());
 }
@@ -458,6 +458,29 @@ fn tls_and_sasl_mistakes(kafka: &SecureKafka, relay: &SecuredRelay) {
     }
 }
 
+/// The mTLS listener presenting a broker certificate that expired, signed by the right CA: a FAIL
+/// saying that it expired, and when, with the fix of renewing it (librdkafka words it as any
+/// certificate it cannot verify, pointing at the CA file). The other cases use other listeners.
+async fn expired_certificate(kafka: &SecureKafka, relay: &SecuredRelay) {
+    let started = Instant::now();
+    let listener = Listener::Mtls;
+    kafka.expire_certificate(listener).await;
+    let mut spec = relay.spec.clone();
+    spec.bootstrap = kafka.bootstrap(listener).to_owned();
+    spec.extra = kafka.relay_toml(listener, kafka.password_file(listener));
+    let report = tokio::task::block_in_place(|| failed_check(&spec));
+    let lines: Vec<&str> = report.lines().collect();
+    let named = lines.windows(2).any(|w| {
+        w[0].starts_with("FAIL")
+            && w[0].contains("the broker's certificate expired on 2025-01-01 00:00:00 UTC")
+            && w[1]
+                .trim()
+                .starts_with("fix: renew the broker's certificate")
+    });
+    assert!(named, "no FAIL naming the expiry and its fix in:\n{report}");
+    eprintln!("expired certificate: FAIL in {:?}", started.elapsed());
+}
+
 /// The table of README's ACLs: for each, a relay whose principal holds all the others fails
 /// `check` with exactly one FAIL, naming what it may not do and followed by the `kafka-acls`
 /// command that grants that ACL; a relay holding them all passes. With `[kafka.topic_creation]`
@@ -467,7 +490,7 @@ fn tls_and_sasl_mistakes(kafka: &SecureKafka, relay: &SecuredRelay) {
 /// One principal (SCRAM) for every case but the checkpoint reader's group, whose name is the same
 /// for every relay: that case runs as the PLAIN listener's principal, holding the rest. Each case
 /// has its relay name (transactional id), offsets, dead-letter and event topics (a fixed one, so
-/// that `check` knows it), made by the administrator; all grants take six AclCommand runs.
+/// that `check` knows it), made by the administrator.
 async fn each_missing_acl(kafka: &SecureKafka, base: &SecuredRelay) {
     struct Case {
         spec: RelaySpec,
@@ -534,16 +557,16 @@ async fn each_missing_acl(kafka: &SecureKafka, base: &SecuredRelay) {
             missing,
         });
     }
-    let mut grants = Grants::default();
-    for acl in &held {
-        let principals: &[&str] = if acl.resource[0] == "--group" {
-            &scram_only
-        } else {
-            &both
-        };
-        grants.add(principals, acl.operations.to_vec(), acl);
-    }
-    tokio::task::block_in_place(|| grants.run(kafka));
+    tokio::task::block_in_place(|| {
+        for acl in &held {
+            let principals: &[&str] = if acl.resource[0] == "--group" {
+                &scram_only
+            } else {
+                &both
+            };
+            kafka.grant(principals, acl.operations, &acl.resource_options());
+        }
+    });
     eprintln!(
         "{} cases made and granted in {:?}",
         cases.len(),

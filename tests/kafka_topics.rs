@@ -8,10 +8,7 @@ mod support;
 
 use std::time::Duration;
 
-use rdkafka::admin::{AdminClient, AdminOptions, ResourceSpecifier};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use support::kafka::{client_config_at, create_topic_at, header, read_exactly_at, PrivateKafka};
+use support::kafka::{create_topic_at, header, read_exactly_at, topic_settings_at, PrivateKafka};
 use support::postgres::TestDb;
 use support::relay::{outboxd, RelayProcess, RelaySpec};
 
@@ -25,24 +22,6 @@ async fn insert(db: &TestDb, agg: &str, count: usize) {
         .batch_execute(&format!("INSERT INTO outbox VALUES {}", rows.join(", ")))
         .await
         .expect("insert outbox rows");
-}
-
-/// The partition count and configuration entry `config` of `topic`.
-async fn topic_settings(bootstrap: &str, topic: &str, config: &str) -> (usize, Option<String>) {
-    let consumer: BaseConsumer = client_config_at(bootstrap).create().expect("consumer");
-    let metadata = consumer
-        .fetch_metadata(Some(topic), Duration::from_secs(10))
-        .expect("metadata");
-    let partitions = metadata.topics()[0].partitions().len();
-    let admin: AdminClient<DefaultClientContext> =
-        client_config_at(bootstrap).create().expect("admin");
-    let described = admin
-        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
-        .await
-        .expect("describe");
-    let resource = described.into_iter().next().expect("one").expect("topic");
-    let value = resource.get(config).and_then(|e| e.value.clone());
-    (partitions, value)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -153,7 +132,7 @@ async fn on_a_broker_that_does_not_create_topics_the_relay_creates_them_or_stops
     ids.dedup();
     assert_eq!(ids.len(), 10, "each event once");
     let (partitions, retention) =
-        topic_settings(&kafka.bootstrap, &created_topic, "retention.ms").await;
+        topic_settings_at(&kafka.bootstrap, &created_topic, "retention.ms").await;
     assert_eq!(
         (partitions, retention.as_deref()),
         (3, Some("3600000")),

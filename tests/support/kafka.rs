@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::KafkaError;
@@ -75,6 +75,29 @@ pub async fn create_topic_with_at(
     for result in results {
         result.unwrap_or_else(|(name, code)| panic!("create topic {name}: {code}"));
     }
+}
+
+/// The partition count and configuration entry `config` of `topic` on the broker at
+/// `bootstrap`.
+pub async fn topic_settings_at(
+    bootstrap: &str,
+    topic: &str,
+    config: &str,
+) -> (usize, Option<String>) {
+    let consumer: BaseConsumer = client_config_at(bootstrap).create().expect("consumer");
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .expect("metadata");
+    let partitions = metadata.topics()[0].partitions().len();
+    let admin: AdminClient<DefaultClientContext> =
+        client_config_at(bootstrap).create().expect("admin");
+    let described = admin
+        .describe_configs([&ResourceSpecifier::Topic(topic)], &AdminOptions::new())
+        .await
+        .expect("describe");
+    let resource = described.into_iter().next().expect("one").expect("topic");
+    let value = resource.get(config).and_then(|e| e.value.clone());
+    (partitions, value)
 }
 
 /// Reads exactly `count` committed records of `topic` (and checks no more follow shortly).
@@ -331,6 +354,15 @@ impl PrivateKafka {
     /// Runs `scripts/dev-env ARGS` for this broker's environment, returning its standard output.
     pub fn dev_env(&self, args: &[&str]) -> String {
         dev_env_command(&self.dir.path().join("env"), args, &[])
+    }
+
+    /// `scripts/dev-env ARGS` for this broker's environment, to spawn (a long-lived subcommand).
+    pub fn dev_env_process(&self, args: &[&str]) -> std::process::Command {
+        let mut command = std::process::Command::new(super::repo_root().join("scripts/dev-env"));
+        command
+            .args(args)
+            .env("OUTBOXD_DEV_DIR", self.dir.path().join("env"));
+        command
     }
 }
 

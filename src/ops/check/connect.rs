@@ -15,6 +15,7 @@ use rdkafka::message::DeliveryResult;
 use rdkafka::metadata::Metadata;
 use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 
+use super::certificate;
 use crate::sink::kafka::KafkaSettings;
 
 /// Why the broker's metadata could not be read, with the fix.
@@ -92,14 +93,34 @@ impl Refusal {
 
     fn unreachable(self, bootstrap: &str) -> Unreachable {
         match self {
-            Self::Tls(reason) => Unreachable {
-                problem: format!("the TLS handshake with {bootstrap} failed: {reason}"),
-                fix: "check that kafka.tls.ca_file holds the CA that signed the broker's \
-                      certificate, that the certificate names the host or IP in \
-                      kafka.bootstrap_servers (kafka.tls.verify_hostname), is not expired, and, \
-                      where the broker wants a client certificate, kafka.tls.certificate_file and \
-                      key_file",
-            },
+            Self::Tls(reason) => {
+                // librdkafka words an expired certificate as any it could not verify: its dates
+                // are read apart (from the first server, which librdkafka dials first).
+                let first = bootstrap.split(',').next().unwrap_or(bootstrap).trim();
+                let dates = reason
+                    .contains("certificate verify failed")
+                    .then(|| certificate::out_of_date(first))
+                    .flatten();
+                match dates {
+                    Some(dates) => Unreachable {
+                        problem: format!(
+                            "the TLS handshake with {bootstrap} failed: the broker's certificate \
+                             {dates} ({reason})"
+                        ),
+                        fix: "renew the broker's certificate (signed by the CA in \
+                              kafka.tls.ca_file, for the same host names); if its dates are \
+                              right, set this host's and the broker's clocks right (NTP)",
+                    },
+                    None => Unreachable {
+                        problem: format!("the TLS handshake with {bootstrap} failed: {reason}"),
+                        fix: "check that kafka.tls.ca_file holds the CA that signed the broker's \
+                              certificate, that the certificate names the host or IP in \
+                              kafka.bootstrap_servers (kafka.tls.verify_hostname), is not \
+                              expired, and, where the broker wants a client certificate, \
+                              kafka.tls.certificate_file and key_file",
+                    },
+                }
+            }
             Self::Sasl(reason) => Unreachable {
                 problem: format!("SASL authentication with {bootstrap} failed: {reason}"),
                 fix: "check kafka.sasl.username and its password (kafka.sasl.password_file or \

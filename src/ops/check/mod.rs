@@ -6,6 +6,7 @@
 //! running `check` beside a live relay does not fence it.
 
 mod acls;
+mod certificate;
 mod connect;
 mod kafka;
 mod postgres;
