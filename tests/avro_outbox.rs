@@ -11,8 +11,10 @@ use rdkafka::Message;
 use serde_json::{json, Value};
 use support::kafka::{header, read_exactly};
 use support::postgres::TestDb;
-use support::registry::{decode, register, registry_url, PrivateRegistry};
-use support::relay::{RelayProcess, RelaySpec};
+use support::registry::{
+    decode, register, registry_url, versions, BasicAuthProxy, PrivateRegistry,
+};
+use support::relay::{outboxd, RelayProcess, RelaySpec};
 use support::wait::wait_until_blocking;
 
 /// Version 1 of the event's schema: logical types, an enum, an array of records, a map, a union
@@ -294,6 +296,149 @@ async fn a_registry_behind_tls_is_trusted_through_its_ca_file() {
         .expect("event");
     let records = read_exactly(&topic, 1);
     let decoded = decode(&registry.url, &[records[0].payload()]);
+    assert_eq!(
+        decoded[0].as_ref().expect("a value"),
+        &(v1, decoded_order("NEW", &json!("hi"), &[]))
+    );
+    drop(relay);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn inferred_schemas_follow_each_payloads_shape_and_an_incompatible_one_stops_the_relay() {
+    let db = TestDb::published("avro_inferred", OUTBOX_SQL, "outbox").await;
+    let aggregate = format!("{}_order", db.name);
+    let topic = format!("outbox.event.{aggregate}");
+    let subject = format!("{topic}-value");
+    let mut spec = RelaySpec::for_db(&db);
+    spec.extra = format!(
+        "[outbox]\ntables = [\"public.outbox\"]\nformat = \"avro\"\navro_schema = \"inferred\"\n\
+         key_format = \"avro\"\n[schema_registry]\nurl = {:?}\n",
+        registry_url()
+    );
+    let mut relay = RelayProcess::start(&spec);
+    relay.wait_streaming(Duration::from_secs(60));
+    // The same shape twice, a field appearing (a new, BACKWARD compatible version), then a field
+    // changing its type (int to string: refused by BACKWARD, the registry's default here).
+    let payloads = [
+        json!({"a": 1}),
+        json!({"a": 2}),
+        json!({"a": 3, "b": "x"}),
+        json!({"a": "four"}),
+    ];
+    // One transaction each: a refused schema holds back its whole transaction.
+    let client = db.client().await;
+    for payload in &payloads {
+        client
+            .batch_execute(&insert(&aggregate, None, payload))
+            .await
+            .expect("event");
+    }
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .expect("the relay stops");
+    assert_eq!(status.code(), Some(1), "a definite error");
+    let log = relay.log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refused a new schema"))
+        .unwrap_or_else(|| panic!("the refusal in the log:\n{log}"));
+    for part in [subject.as_str(), "[1, 2]", "BACKWARD"] {
+        assert!(line.contains(part), "{part} in {line}");
+    }
+    let decoded_values = |records: &[rdkafka::message::OwnedMessage]| -> Vec<(u64, Value)> {
+        let values: Vec<_> = records.iter().map(Message::payload).collect();
+        decode(registry_url(), &values)
+            .into_iter()
+            .map(|d| d.expect("a value"))
+            .collect()
+    };
+    // Nothing of the refused shape was published.
+    let records = read_exactly(&topic, 3);
+    let values = decoded_values(&records);
+    let (v1, v2) = (values[0].0, values[2].0);
+    assert_ne!(v1, v2);
+    assert_eq!(
+        values,
+        [
+            (v1, json!({"a": 1})),
+            (v1, json!({"a": 2})),
+            (v2, json!({"a": 3, "b": "x"}))
+        ]
+    );
+    let keys: Vec<_> = records.iter().map(Message::key).collect();
+    let key = decode(registry_url(), &keys)[0].clone().expect("a key");
+    assert_eq!(key.1, json!("o-1"), "the key in Avro");
+    assert_eq!(versions(registry_url(), &subject), [1, 2]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registry_basic_auth_is_sent_and_a_wrong_password_is_a_clear_definite_error() {
+    const PASSWORD: &str = "s3cret-registry-pw";
+    const WRONG: &str = "wrong-registry-pw";
+    let proxy = BasicAuthProxy::start(registry_url(), "outboxd", PASSWORD);
+    let db = TestDb::published("avro_outbox_auth", OUTBOX_SQL, "outbox").await;
+    let aggregate = format!("{}_order", db.name);
+    let topic = format!("outbox.event.{aggregate}");
+    let v1 = register(registry_url(), &format!("{topic}-value"), V1);
+    let secrets = tempfile::tempdir().expect("temp dir");
+    let password_file = secrets.path().join("registry-password");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).expect("password file");
+    let spec = |password: &str| {
+        let mut spec = RelaySpec::for_db(&db);
+        spec.extra = format!(
+            "[outbox]\ntables = [\"public.outbox\"]\nformat = \"avro\"\n\
+             [schema_registry]\nurl = {:?}\nusername = \"outboxd\"\n{password}",
+            proxy.url
+        );
+        spec
+    };
+    let wrong_env = [("OUTBOXD__SCHEMA_REGISTRY__PASSWORD", WRONG)];
+    let refusal = format!(
+        "the schema registry at {} refused outboxd's credentials (HTTP 401)",
+        proxy.url
+    );
+
+    let checked = outboxd(&spec(""), &["check"], &wrong_env);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(!checked.status.success(), "check fails:\n{text}");
+    assert!(
+        text.contains(&format!("FAIL  registry  {refusal}")),
+        "check names the registry and the 401:\n{text}"
+    );
+    assert!(!text.contains(WRONG), "no secret in check's output");
+
+    let mut relay = RelayProcess::start_with_env(&spec(""), &wrong_env);
+    relay.wait_streaming(Duration::from_secs(60));
+    db.client()
+        .await
+        .batch_execute(&insert(&aggregate, None, &order("NEW")))
+        .await
+        .expect("event");
+    let status = relay
+        .wait_exit(Duration::from_secs(60))
+        .expect("the relay stops");
+    assert_eq!(status.code(), Some(1), "a definite error");
+    let log = relay.log_text();
+    assert!(log.contains(&refusal), "the refusal in the log:\n{log}");
+    assert!(!log.contains(WRONG), "no secret in the log");
+
+    let right = spec(&format!("password_file = {password_file:?}\n"));
+    let checked = outboxd(&right, &["check"], &[]);
+    let text = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        text.contains(&format!(
+            "ok    registry  the schema registry at {} answers",
+            proxy.url
+        )),
+        "check passes the registry:\n{text}"
+    );
+    let relay = RelayProcess::start(&right);
+    let records = read_exactly(&topic, 1);
+    let decoded = decode(registry_url(), &[records[0].payload()]);
     assert_eq!(
         decoded[0].as_ref().expect("a value"),
         &(v1, decoded_order("NEW", &json!("hi"), &[]))

@@ -22,12 +22,12 @@ use serde_json::{json, Value};
 
 use support::goldens::{
     check_known, debezium_properties, diff_values, fixture_db, golden_dir, normalise, paired,
-    read_goldens, recorded_properties, run_workload, topics_of, wait_done, write_goldens,
-    Difference, PLACEHOLDER,
+    read_goldens, recorded_properties, run_relays, run_workload, topics_of, wait_done,
+    write_goldens, Difference, PLACEHOLDER,
 };
 use support::kafka::read_to_end;
 use support::postgres::{create_pgoutput_slot, TestDb};
-use support::relay::{RelayProcess, RelaySpec};
+use support::relay::RelaySpec;
 use support::seen::Seen;
 
 /// Debezium Server's converter settings, one golden directory each.
@@ -473,18 +473,7 @@ async fn outboxd_run(converter: Converter, golden: &Topics) -> Topics {
         converter.name().replace('-', "_")
     ))
     .await;
-    let relays: Vec<RelayProcess> = mirror_specs(&db, converter)
-        .iter()
-        .map(|spec| {
-            let relay = RelayProcess::start(spec);
-            relay.wait_streaming(Duration::from_secs(60));
-            relay
-        })
-        .collect();
-    run_workload(&db).await;
-    wait_done(&db.name, Duration::from_secs(120), || {
-        relays.iter().map(RelayProcess::log_text).collect()
-    });
+    let _relays = run_relays(&db, &mirror_specs(&db, converter)).await;
     // The expanded outbox's relay is another slot: wait until its topics are complete too.
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

@@ -82,8 +82,11 @@ impl Choice for LogFormat {
 }
 
 impl Choice for KeyFormat {
-    const CHOICES: &'static [(&'static str, Self)] =
-        &[("string", Self::String), ("json", Self::Json)];
+    const CHOICES: &'static [(&'static str, Self)] = &[
+        ("string", Self::String),
+        ("json", Self::Json),
+        ("avro", Self::Avro),
+    ];
 }
 
 impl Choice for CloudEventsMode {

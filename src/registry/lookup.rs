@@ -76,7 +76,12 @@ impl Registry {
             });
         }
         if !status.is_success() {
-            return Err(refusal(status, subject, message_of(&answer)));
+            return Err(refusal(
+                &self.settings.url,
+                status,
+                subject,
+                message_of(&answer),
+            ));
         }
         registered(&answer).ok_or_else(|| RegistryError::Refused {
             subject: subject.to_owned(),

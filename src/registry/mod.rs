@@ -9,7 +9,8 @@
 //! What the registry says sorts into transient and definite errors ([`RegistryError`]): no answer,
 //! a 5xx, 408 or 429 is an outage, retried from the checkpoint; a 409 is the subject's
 //! compatibility refusing the schema, which retrying cannot change: the relay stops before
-//! publishing a record of it, naming the subject, its versions and the registry's reason.
+//! publishing a record of it, naming the subject, its versions and the registry's reason (a 409
+//! for a subject without versions is a race in the registry instead, retried).
 //!
 //! HTTP/1.1 on hyper (already in the tree for the metrics endpoint), TLS by rustls as for
 //! Postgres: no registry client crate is both maintained and free of its own HTTP stack and
@@ -96,8 +97,9 @@ pub enum RegistryError {
     #[error(
         "the schema registry refused a new schema for subject {subject} as incompatible with its \
          registered versions {versions:?} (compatibility {compatibility}): {reason}; nothing of it \
-         was published. Make the table change compatible (a new column with a default, say), or \
-         change the subject's compatibility in the registry, then start outboxd again"
+         was published. Make the change compatible (a new column with a default, say, or an outbox \
+         payload's field keeping its type), or change the subject's compatibility in the \
+         registry, then start outboxd again"
     )]
     Incompatible {
         /// The subject.
@@ -111,10 +113,13 @@ pub enum RegistryError {
     },
     /// The credentials were refused.
     #[error(
-        "the schema registry refused outboxd's credentials ({status}); check \
-         schema_registry.username and the password"
+        "the schema registry at {url} refused outboxd's credentials (HTTP {status}); check \
+         schema_registry.username and the password (password_file or \
+         OUTBOXD__SCHEMA_REGISTRY__PASSWORD)"
     )]
     Unauthorized {
+        /// The base URL.
+        url: String,
         /// The HTTP status.
         status: u16,
     },
@@ -216,14 +221,46 @@ impl Registry {
         let message = message_of(&answer);
         // Matched on the status: Apicurio's 409 carries `error_code` 0.
         if status == StatusCode::CONFLICT {
+            let versions = self.versions(subject).await;
+            // No version to be incompatible with: a race in the registry, not a refusal.
+            // Apicurio answers 409 "already exists" when registrations of the same content under
+            // two subjects meet (two relays sharing a registry); the next attempt registers it.
+            if versions.is_empty() {
+                return Err(RegistryError::Unavailable {
+                    subject: subject.to_owned(),
+                    status: status.as_u16(),
+                    message,
+                });
+            }
             return Err(RegistryError::Incompatible {
                 subject: subject.to_owned(),
-                versions: self.versions(subject).await,
+                versions,
                 compatibility: self.compatibility(subject).await,
                 reason: message,
             });
         }
-        Err(refusal(status, subject, message))
+        Err(refusal(&self.settings.url, status, subject, message))
+    }
+
+    /// Whether the registry answers, and takes outboxd's credentials: `GET /subjects`, for
+    /// `outboxd check`.
+    pub async fn probe(&self) -> Result<(), RegistryError> {
+        let (status, answer) = self.request(Method::GET, &["subjects"], None).await?;
+        if status.is_success() {
+            return Ok(());
+        }
+        let message = message_of(&answer);
+        Err(refusal(
+            &self.settings.url,
+            status,
+            "(listing subjects)",
+            message,
+        ))
+    }
+
+    /// The registry's base URL.
+    pub fn url(&self) -> &Url {
+        &self.settings.url
     }
 
     /// The subject's registered versions, for an error message (empty if they cannot be read).
@@ -322,11 +359,12 @@ impl Registry {
     }
 }
 
-/// The error of an answer with `status` about `subject`, other than the answers a request
-/// handles itself.
-fn refusal(status: StatusCode, subject: &str, message: String) -> RegistryError {
+/// The error of an answer with `status` about `subject` from the registry at `url`, other than
+/// the answers a request handles itself.
+fn refusal(url: &Url, status: StatusCode, subject: &str, message: String) -> RegistryError {
     match status.as_u16() {
         401 | 403 => RegistryError::Unauthorized {
+            url: url.to_string(),
             status: status.as_u16(),
         },
         408 | 429 | 500..=599 => RegistryError::Unavailable {

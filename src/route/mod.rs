@@ -197,10 +197,12 @@ impl Router {
         change: &Change,
         context: &RouteContext<'_>,
     ) -> Vec<std::sync::Arc<avro::AvroSchema>> {
-        match &self.cdc {
+        let mut schemas = match &self.cdc {
             Some(cdc) => cdc.unregistered(change, &|r| self.outbox.is_outbox(r), context),
             None => Vec::new(),
-        }
+        };
+        schemas.extend(self.outbox.unregistered(change, context));
+        schemas
     }
 
     /// Holds the records `change` became (`records`, from [`Router::route`]) to what the broker

@@ -13,6 +13,7 @@ use serde_json::{json, Value};
 
 use super::kafka::{create_topic, read_to_end};
 use super::postgres::TestDb;
+use super::relay::{RelayProcess, RelaySpec};
 use super::repo_root;
 
 /// The Debezium Server release the goldens come from (`bench/debezium.sh`).
@@ -74,6 +75,24 @@ pub async fn run_workload(db: &TestDb) {
         .batch_execute(WORKLOAD)
         .await
         .expect("fixture workload");
+}
+
+/// Starts a relay of each of `specs` (each streaming before the next starts), runs the workload
+/// in `db` and waits until the relays wrote its last change; the relays, still running.
+pub async fn run_relays(db: &TestDb, specs: &[RelaySpec]) -> Vec<RelayProcess> {
+    let relays: Vec<RelayProcess> = specs
+        .iter()
+        .map(|spec| {
+            let relay = RelayProcess::start(spec);
+            relay.wait_streaming(Duration::from_secs(60));
+            relay
+        })
+        .collect();
+    run_workload(db).await;
+    wait_done(&db.name, Duration::from_secs(120), || {
+        relays.iter().map(RelayProcess::log_text).collect()
+    });
+    relays
 }
 
 /// Waits until `<name>.public.done` has its record: the workload's last change, so every change

@@ -196,3 +196,74 @@ pub fn register(url: &str, subject: &str, schema: &str) -> u64 {
         .as_u64()
         .unwrap_or_else(|| panic!("register {subject}: {answer}"))
 }
+
+/// A real HTTP server (Debian's nginx, installed by `scripts/setup test`) that enforces basic
+/// auth for one user in front of a registry: Apicurio 2.4's own basic auth needs an OIDC
+/// provider. Stopped when dropped.
+pub struct BasicAuthProxy {
+    /// The registry's API through the proxy (`…/apis/ccompat/v7`).
+    pub url: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl BasicAuthProxy {
+    /// nginx on a free port, passing requests with `user`'s `password` on to the registry at
+    /// `url`, refusing others with 401.
+    pub fn start(url: &str, user: &str, password: &str) -> BasicAuthProxy {
+        let rest = url.strip_prefix("http://").expect("an http URL");
+        let (upstream, base) = rest.split_once('/').expect("a base path");
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = super::postgres::free_port();
+        let path = dir.path().display();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{user}:{{PLAIN}}{password}\n"),
+        )
+        .expect("write htpasswd");
+        // One process (no workers changing user), everything under the temp dir.
+        let config = format!(
+            "daemon off;\nmaster_process off;\npid {path}/nginx.pid;\nerror_log {path}/error.log;\n\
+             events {{}}\nhttp {{\n  access_log off;\n  client_body_temp_path {path}/body;\n  \
+             proxy_temp_path {path}/proxy;\n  fastcgi_temp_path {path}/fastcgi;\n  \
+             uwsgi_temp_path {path}/uwsgi;\n  scgi_temp_path {path}/scgi;\n  server {{\n    \
+             listen 127.0.0.1:{port};\n    location / {{\n      auth_basic \"schema registry\";\n      \
+             auth_basic_user_file {path}/htpasswd;\n      proxy_pass http://{upstream};\n    }}\n  \
+             }}\n}}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), config).expect("write nginx.conf");
+        let child = Command::new("/usr/sbin/nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run nginx (scripts/setup test installs it)");
+        let address = format!("127.0.0.1:{port}");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(&address).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nginx did not listen: {}",
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        BasicAuthProxy {
+            url: format!("http://{address}/{base}"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for BasicAuthProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -12,6 +12,7 @@ mod kafka;
 mod postgres;
 mod probes;
 mod recreated;
+mod registry;
 mod report;
 mod topics;
 
@@ -54,6 +55,7 @@ pub async fn run(settings: &Settings, config: &RelayConfig) -> Report {
         _ => SlotVerdict::Unknown,
     };
     postgres::checks(config, slot, &mut report).await;
+    registry::checks(config, &mut report).await;
     match kafka {
         Ok(kafka) => report.findings.extend(kafka.report.findings),
         Err(error) => report.fail(

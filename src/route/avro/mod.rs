@@ -6,7 +6,9 @@
 //! - [`datum`]: a JSON payload as the Avro value of that schema;
 //! - [`tables`]: each table's Avro key and value schemas, derived once per Relation message;
 //! - [`outbox`] and [`json`]: outbox events' JSON payloads encoded with the schemas registered
-//!   for them (`[outbox] format = "avro"`).
+//!   for them (`[outbox] format = "avro"`);
+//! - [`inferred`]: outbox events encoded with the schemas of their own shapes, as Debezium's
+//!   router and AvroConverter write them (`avro_schema = "inferred"`).
 //!
 //! A record is Confluent's wire format: magic byte 0, the schema's registry id (4 bytes, big
 //! endian), the Avro binary datum. The id comes from registering the schema under its subject
@@ -15,6 +17,7 @@
 //! `crate::registry`), and each [`AvroSchema`] keeps its id from then on.
 
 pub mod datum;
+pub mod inferred;
 pub mod json;
 pub mod outbox;
 pub mod schema;

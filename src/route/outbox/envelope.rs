@@ -26,6 +26,9 @@ pub enum KeyFormat {
     String,
     /// The aggregate id as a JSON string (quoted), as Kafka Connect's JsonConverter writes it.
     Json,
+    /// The aggregate id in Avro with its column's schema, as the AvroConverter writes it (keys
+    /// only, with `avro_schema = "inferred"`: [`crate::route::avro::inferred`] encodes it).
+    Avro,
 }
 
 /// CloudEvents content mode.
@@ -165,7 +168,8 @@ impl Envelope {
     /// writes it.
     fn key(&self, event: &OutboxEvent) -> Option<Bytes> {
         match (self.key_format, &event.aggregate_id) {
-            (KeyFormat::String, id) => id.clone().map(Bytes::from),
+            // Avro: the text until the Avro encoding replaces it.
+            (KeyFormat::String | KeyFormat::Avro, id) => id.clone().map(Bytes::from),
             (KeyFormat::Json, id) => Some(Bytes::from(
                 id.clone().map_or(Value::Null, Value::String).to_string(),
             )),

@@ -19,7 +19,9 @@ use serde_json::Value;
 
 use crate::pg::pgoutput::{Relation, TupleData};
 use crate::registry::Registered;
+use crate::route::avro::inferred::InferredAvro;
 use crate::route::avro::outbox::{OutboxAvro, SchemaRef};
+use crate::route::avro::AvroSchema;
 use crate::route::dead_letter::{Failure, Reason};
 use crate::route::template::Template;
 use crate::route::{qualified, Record, RouteContext, RouteResult};
@@ -201,9 +203,17 @@ pub struct OutboxRouter {
     /// events.
     message: Option<(String, OutboxSpec)>,
     envelope: Envelope,
-    /// Values in Avro with registered schemas (`format = "avro"`); `None`: as the envelope
-    /// writes them.
-    avro: Option<OutboxAvro>,
+    /// Values in Avro (`format = "avro"`); `None`: as the envelope writes them.
+    avro: Option<AvroEvents>,
+}
+
+/// Where outbox events' Avro schemas come from (`[outbox] avro_schema`).
+#[derive(Debug, Clone)]
+pub enum AvroEvents {
+    /// The schemas registered for the events, by their owners.
+    Registered(OutboxAvro),
+    /// The schemas of the events' own shapes, registered by outboxd.
+    Inferred(InferredAvro),
 }
 
 impl OutboxRouter {
@@ -221,9 +231,10 @@ impl OutboxRouter {
         }
     }
 
-    /// The router with values encoded by `avro` ([`crate::route::avro::outbox`]).
+    /// The router with values encoded by `avro` ([`crate::route::avro::outbox`],
+    /// [`crate::route::avro::inferred`]).
     #[must_use]
-    pub fn with_avro(mut self, avro: OutboxAvro) -> Self {
+    pub fn with_avro(mut self, avro: AvroEvents) -> Self {
         self.avro = Some(avro);
         self
     }
@@ -270,7 +281,7 @@ impl OutboxRouter {
         let record = self
             .envelope
             .render(&event, &table.spec, context, Some(&columns))?;
-        self.encoded(&event, record)
+        self.encoded(&event, &table.spec, Some(&columns), record)
     }
 
     /// The event of an inserted outbox row, and its table.
@@ -302,7 +313,7 @@ impl OutboxRouter {
     ) -> RouteResult<Record> {
         let (spec, event) = self.message_event(prefix, content, context)?;
         let record = self.envelope.render(&event, spec, context, None)?;
-        self.encoded(&event, record)
+        self.encoded(&event, spec, None, record)
     }
 
     /// The event of an outbox logical message, and how messages are read.
@@ -332,19 +343,68 @@ impl OutboxRouter {
         Ok((spec, event))
     }
 
-    /// `record` with its value in Avro when events are Avro.
-    fn encoded(&self, event: &OutboxEvent, mut record: Record) -> RouteResult<Record> {
-        if let Some(avro) = &self.avro {
-            avro.encode(event, &mut record)?;
+    /// `record` with its value (and key) in Avro when events are Avro.
+    fn encoded(
+        &self,
+        event: &OutboxEvent,
+        spec: &OutboxSpec,
+        columns: Option<&schemas::Columns<'_>>,
+        mut record: Record,
+    ) -> RouteResult<Record> {
+        match &self.avro {
+            None => {}
+            Some(AvroEvents::Registered(avro)) => avro.encode(event, &mut record)?,
+            Some(AvroEvents::Inferred(avro)) => avro.encode(event, spec, columns, &mut record)?,
         }
         Ok(record)
+    }
+
+    /// The inferred schemas `change`'s event needs that the registry has not given an id yet:
+    /// the relay registers them before [`crate::route::Router::route`]. None unless schemas
+    /// are inferred, or for a change that is no outbox event or fails before it has a schema.
+    pub fn unregistered(
+        &self,
+        change: &Change,
+        context: &RouteContext<'_>,
+    ) -> Vec<std::sync::Arc<AvroSchema>> {
+        let Some(AvroEvents::Inferred(avro)) = &self.avro else {
+            return Vec::new();
+        };
+        let found = match change {
+            Change::Insert { relation, new } if self.is_outbox(relation) => {
+                let columns = schemas::Columns {
+                    relation,
+                    row: new,
+                    schema: context.schema,
+                };
+                self.row_event(relation, new, context)
+                    .ok()
+                    .and_then(|(table, event)| {
+                        let topic = envelope::topic_of(&event, &table.spec).ok()?;
+                        Some(avro.unregistered(&event, &table.spec, Some(&columns), &topic))
+                    })
+            }
+            Change::Message {
+                prefix, content, ..
+            } if self.is_outbox_message(prefix) => self
+                .message_event(prefix, content, context)
+                .ok()
+                .and_then(|(spec, event)| {
+                    let topic = envelope::topic_of(&event, spec).ok()?;
+                    Some(avro.unregistered(&event, spec, None, &topic))
+                }),
+            _ => None,
+        };
+        found.unwrap_or_default()
     }
 
     /// The registered schema `change`'s event needs and the router has not fetched yet: the
     /// relay fetches it before [`crate::route::Router::route`]. `None` for a change that is no
     /// outbox event, or whose event fails before it needs a schema (it becomes a dead letter).
     pub fn unfetched(&self, change: &Change, context: &RouteContext<'_>) -> Option<SchemaRef> {
-        let avro = self.avro.as_ref()?;
+        let Some(AvroEvents::Registered(avro)) = &self.avro else {
+            return None;
+        };
         let (spec, event) = match change {
             Change::Insert { relation, new } if self.is_outbox(relation) => self
                 .row_event(relation, new, context)
@@ -362,7 +422,7 @@ impl OutboxRouter {
 
     /// Keeps `registered`, fetched as `wanted` (from [`Self::unfetched`]).
     pub fn fetched(&self, wanted: SchemaRef, registered: &Registered) {
-        if let Some(avro) = &self.avro {
+        if let Some(AvroEvents::Registered(avro)) = &self.avro {
             avro.fetched(wanted, registered);
         }
     }

@@ -84,6 +84,44 @@ fn bytes((schema, value): &(ConnectSchema, Value)) -> Bytes {
     Bytes::from(enveloped(&connect_json(schema), schema, value))
 }
 
+/// The key's schema and value: the aggregate id column's.
+pub(crate) fn key_part(
+    event: &OutboxEvent,
+    spec: &OutboxSpec,
+    columns: Option<&Columns<'_>>,
+) -> (ConnectSchema, Value) {
+    part(
+        columns,
+        &spec.columns.aggregate_id,
+        event.aggregate_id.as_deref(),
+    )
+}
+
+/// The value's schema and value: the payload expanded with its inferred schema, else (not
+/// expanding, or a payload Debezium could not expand) the payload column's.
+pub(crate) fn value_part(
+    event: &OutboxEvent,
+    spec: &OutboxSpec,
+    columns: Option<&Columns<'_>>,
+    expand_json_payload: bool,
+) -> (ConnectSchema, Value) {
+    let names = &spec.columns;
+    let expanded = event
+        .payload
+        .as_deref()
+        .filter(|_| expand_json_payload)
+        .and_then(|text| json_schema::expand(&names.payload, text));
+    expanded.unwrap_or_else(|| {
+        let (schema, value) = part(columns, &names.payload, event.payload.as_deref());
+        // A message's payload: JSON, as the router reads it.
+        let schema = match columns {
+            Some(_) => schema,
+            None => schema.logical("io.debezium.data.Json", 1),
+        };
+        (schema, value)
+    })
+}
+
 /// Rewrites a `debezium-outbox` record's key (when written as JSON), value (unless a tombstone)
 /// and headers with their schemas.
 pub(super) fn apply(
@@ -96,25 +134,15 @@ pub(super) fn apply(
 ) {
     let names = &spec.columns;
     if key_json {
-        let key = part(columns, &names.aggregate_id, event.aggregate_id.as_deref());
-        record.key = Some(bytes(&key));
+        record.key = Some(bytes(&key_part(event, spec, columns)));
     }
-    let expanded = event
-        .payload
-        .as_deref()
-        .filter(|_| expand_json_payload)
-        .and_then(|text| json_schema::expand(&names.payload, text));
-    let value = expanded.unwrap_or_else(|| {
-        let (schema, value) = part(columns, &names.payload, event.payload.as_deref());
-        // A message's payload: JSON, as the router reads it.
-        let schema = match columns {
-            Some(_) => schema,
-            None => schema.logical("io.debezium.data.Json", 1),
-        };
-        (schema, value)
-    });
     if record.value.is_some() {
-        record.value = Some(bytes(&value));
+        record.value = Some(bytes(&value_part(
+            event,
+            spec,
+            columns,
+            expand_json_payload,
+        )));
     }
     for header in &mut record.headers {
         let text = header
