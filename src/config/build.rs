@@ -415,6 +415,14 @@ impl Settings {
             problem,
         };
         let url = Url::parse(&section.url).map_err(|e| invalid(e.to_string()))?;
+        // A URL is shown in errors, `check` and logs; credentials in it would be too.
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "holds credentials (user:password@); set schema_registry.username and \
+                 schema_registry.password or password_file instead"
+                    .into(),
+            ));
+        }
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
             return Err(invalid(format!("{} is not an http(s) URL", section.url)));
         }

@@ -237,6 +237,27 @@ mod tests {
     }
 
     #[test]
+    fn a_registry_url_with_credentials_is_refused_without_showing_them() {
+        let file = write(
+            "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n\
+             [schema_registry]\nurl = \"https://reg-user:reg-secret@registry:8081\"\n",
+        );
+        let error = Settings::load(file.path())
+            .expect("parses")
+            .relay_config()
+            .expect_err("credentials in the URL refused");
+        let text = error.to_string();
+        assert!(
+            text.contains("schema_registry.url") && text.contains("schema_registry.username"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("reg-secret") && !text.contains("reg-user"),
+            "{text}"
+        );
+    }
+
+    #[test]
     fn routing_settings_name_the_key_and_the_allowed_values() {
         let base =
             "[postgres]\nurl = \"postgresql://u@h/db\"\n[kafka]\nbootstrap_servers = \"b:9092\"\n";
