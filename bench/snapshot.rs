@@ -206,6 +206,8 @@ async fn w3(db: &TestDb, steady: Steady, rows: usize, snapshot: &str) -> Value {
     create_topic(&topic, 3).await;
     let started = Instant::now();
     let mut relay = common::start_outboxd(spec);
+    // Its slot exists from here on: W3's first event (the probe) is not older than the slot.
+    relay.wait_streaming(Duration::from_secs(120));
     let snapshot_done = (snapshot != "never").then(|| {
         tokio::task::spawn_blocking(move || {
             let read = common::count_records(&items_topic, rows);
