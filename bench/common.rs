@@ -4,6 +4,7 @@
 //! time, the steady workload's latencies, and the report with the machine it ran on.
 #![allow(dead_code)] // each benchmark uses its own part
 
+use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Message;
 use serde_json::{json, Value};
 
+use super::support::debezium::DebeziumServer;
 use super::support::kafka::{consume_topic_at, Isolation};
 use super::support::outbox::publish_outbox;
 use super::support::postgres::connect;
@@ -298,6 +300,59 @@ pub fn start_outboxd(mut spec: RelaySpec) -> RelayProcess {
     RelayProcess::start_with_env(&spec, &[("RUST_LOG", &log)])
 }
 
+/// Where `bench/run` unpacked Debezium Server (`OUTBOXD_BENCH_DEBEZIUM_HOME`), if it did.
+pub fn debezium_home() -> Option<PathBuf> {
+    std::env::var_os("OUTBOXD_BENCH_DEBEZIUM_HOME").map(PathBuf::from)
+}
+
+/// Starts Debezium Server on `db`'s publication and `slot` (created by it if missing) the way its
+/// user starts it: its own `run.sh` with an `application.properties` of the connector keys of
+/// RECIPES.md, plain JSON keys and values, the database's name as topic prefix, otherwise its
+/// defaults; `workload` adds the keys that differ between benchmarks (snapshot mode, tables,
+/// transforms).
+pub fn start_debezium(db: &TestDb, slot: &str, workload: &str) -> DebeziumServer {
+    let url = url::Url::parse(&db.url).expect("database URL");
+    let bootstrap = &dev_env().kafka_bootstrap;
+    let properties = format!(
+        "debezium.sink.type=kafka
+debezium.sink.kafka.producer.bootstrap.servers={bootstrap}
+debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer
+debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer
+debezium.format.key=json
+debezium.format.key.schemas.enable=false
+debezium.format.value=json
+debezium.format.value.schemas.enable=false
+debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector
+debezium.source.offset.storage.file.filename={offsets}
+debezium.source.database.hostname={host}
+debezium.source.database.port={port}
+debezium.source.database.user={user}
+debezium.source.database.password=unused
+debezium.source.database.dbname={dbname}
+debezium.source.topic.prefix={dbname}
+debezium.source.plugin.name=pgoutput
+debezium.source.slot.name={slot}
+debezium.source.publication.name={publication}
+debezium.source.publication.autocreate.mode=disabled
+{workload}quarkus.http.port=0
+quarkus.log.console.json=false
+",
+        offsets = DebeziumServer::OFFSETS,
+        host = url.host_str().expect("host"),
+        port = url.port().unwrap_or(5432),
+        user = url.username(),
+        dbname = db.name,
+        publication = db.publication,
+    );
+    DebeziumServer::start(
+        &debezium_home().expect("OUTBOXD_BENCH_DEBEZIUM_HOME"),
+        std::env::var_os("OUTBOXD_BENCH_JAVA_HOME")
+            .map(PathBuf::from)
+            .as_deref(),
+        &properties,
+    )
+}
+
 /// A relay's drain of `events` into `topic`: waits until a `read_committed` consumer has them all
 /// and reports the time since `started` (the relay's process start, so its startup is included, as
 /// a user restarting it on a backlog would see), the rate, and the peak RSS of process `pid`.
@@ -329,7 +384,7 @@ pub fn rate(events: usize, elapsed: Duration) -> Value {
 }
 
 /// Counts the committed records of `topic` until there are `events` (or 15 minutes pass).
-fn count_records(topic: &str, events: usize) -> usize {
+pub fn count_records(topic: &str, events: usize) -> usize {
     let mut seen = 0;
     consume_topic_at(
         &dev_env().kafka_bootstrap,

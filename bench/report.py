@@ -194,9 +194,81 @@ def chart(run, png):
     fig.savefig(png, dpi=110)
 
 
+def snapshot_lines(run, path):
+    """The snapshot benchmark (bench/snapshot.rs): rows/s against COPY and Debezium, peak RSS per
+    chunk size, and W3 alone and beside a snapshot."""
+    copy = max(run["copy"], key=lambda c: c["events_per_s"])
+    debezium = run.get("debezium") or {}
+    theirs = debezium.get("events_per_s")
+    rows = [
+        environment_line(run),
+        "",
+        f"| {run['rows']:,} rows ({run['table_bytes'] / 2**20:,.0f} MiB with its index) | rows/s | seconds "
+        "| ÷ COPY | ÷ Debezium | peak RSS |",
+        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        f"| ceiling: `COPY (SELECT * FROM items ORDER BY id) TO STDOUT` (better of "
+        f"{' / '.join(fmt(c['events_per_s']) for c in run['copy'])}) | {fmt(copy['events_per_s'])} "
+        f"| {fmt(copy['seconds'], 1)} | 1.00 | | |",
+    ]
+    for o in run["outboxd"]:
+        rows.append(
+            f"| outboxd, exactly once, chunk_size {o['chunk_size']:,} | {fmt(o['events_per_s'])} "
+            f"| {fmt(o['seconds'], 1)} | **{fmt(ratio(o['events_per_s'], copy['events_per_s']), 2)}** "
+            f"| **{fmt(ratio(o['events_per_s'], theirs), 1)}** | {fmt(o['peak_rss_mib'])} MiB |"
+        )
+    if theirs:
+        rows.append(
+            f"| Debezium Server, initial snapshot | {fmt(theirs)} | {fmt(debezium['seconds'], 1)} "
+            f"| {fmt(ratio(theirs, copy['events_per_s']), 2)} | 1.0 | {fmt(debezium['peak_rss_mib'])} MiB |"
+        )
+    alone, during = run["w3_alone"], run["w3_during_snapshot"]
+    rows += [
+        "",
+        f"| W3: {alone['rate']:,} txn/s for {alone['seconds']} s | p50 ms | p95 ms | p99 ms | max ms "
+        "| achieved txn/s | relay RSS (max) |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for label, w in (("outboxd, no snapshot", alone), ("outboxd, while it snapshots the table", during)):
+        lat = w["latency_ms"]
+        rows.append(
+            f"| {label} | {fmt(lat['p50'], 1)} | {fmt(lat['p95'], 1)} | {fmt(lat['p99'], 1)} "
+            f"| {fmt(lat['max'], 1)} | {fmt(w['achieved_rate'])} | {fmt(w['steady_rss_mib']['max'])} MiB |"
+        )
+    rows += [
+        "",
+        f"W3 beside the snapshot ended {during['w3_ended_after_s']:.1f} s after the relay's start; the "
+        f"snapshot was complete after {during['snapshot_complete_after_s']:.1f} s"
+        + (" (W3 ran within it)." if during["snapshot_complete_after_s"] >= during["w3_ended_after_s"]
+           else " (**W3 outlasted it**: part of W3 ran after the snapshot)."),
+        "",
+    ]
+    default = run["outboxd"][0]
+    checks = [("snapshot ≥ 0.8 × COPY", ratio(default["events_per_s"], copy["events_per_s"]), 0.8)]
+    if theirs:
+        checks.append(("snapshot ≥ 3 × Debezium", ratio(default["events_per_s"], theirs), 3.0))
+    rows += ["| target (chunk_size " + f"{default['chunk_size']:,}) | measured | verdict |", "| --- | ---: | --- |"]
+    for label, value, bound in checks:
+        rows.append(f"| {label} | {fmt(value, 2)} | {'met' if value >= bound else '**missed**'} |")
+    rows += ["", f"Raw figures: `results/{path.name}`."]
+    return rows
+
+
+def write_section(begin, end, lines):
+    readme = BENCH / "README.md"
+    text = readme.read_text()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    readme.write_text(head + begin + "\n" + "\n".join(lines) + "\n" + end + tail)
+    return readme
+
+
 def main():
     path = pathlib.Path(sys.argv[1])
     run = json.loads(path.read_text())
+    if run.get("benchmark") == "snapshot":
+        readme = write_section("<!-- snapshot:begin -->", "<!-- snapshot:end -->", snapshot_lines(run, path))
+        print(f"wrote the table in {readme}")
+        return
     png = path.with_suffix(".png")
     chart(run, png)
     workloads = run["workloads"]
@@ -211,11 +283,7 @@ def main():
         "",
         f"![W1 drain and W3 latency](results/{png.name})",
     ]
-    readme = BENCH / "README.md"
-    text = readme.read_text()
-    head, rest = text.split(BEGIN, 1)
-    _, tail = rest.split(END, 1)
-    readme.write_text(head + BEGIN + "\n" + "\n".join(lines) + "\n" + END + tail)
+    readme = write_section(BEGIN, END, lines)
     print(f"wrote {png} and the table in {readme}")
 
 

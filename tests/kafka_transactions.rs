@@ -175,3 +175,87 @@ async fn a_transaction_the_broker_expired_is_retried_not_taken_for_a_takeover() 
         relay.log_text()
     );
 }
+
+/// A relay SIGKILLed inside a Kafka transaction (its events and checkpoint written, not committed)
+/// leaves the transaction open until the broker aborts it, `kafka.transaction_timeout` after it
+/// began; `read_committed` reading of the offsets topic cannot pass it meanwhile. `outboxd status`
+/// says so after its bounded wait (`kafka.call_timeout`, at most 10 s), without failing; once the
+/// broker aborted the transaction it shows the last committed checkpoint.
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_the_checkpoint_is_behind_a_killed_relays_open_transaction() {
+    let started = Instant::now();
+    let db = TestDb::create("status_open_txn").await;
+    let outbox = Outbox::published(&db).await;
+    let writer = outbox.client().await;
+    let topic = outbox.topic();
+    support::kafka::create_topic(&topic, 3).await;
+    let mut spec = RelaySpec::for_db(&db);
+    spec.call_timeout = format!("{}s", CALL_TIMEOUT.as_secs());
+    spec.transaction_timeout = Duration::from_secs(15);
+    // The first commit with events goes through; the second waits, and the relay is killed in it.
+    let mut relay = RelayProcess::start_with_env(
+        &spec,
+        &[("FAILPOINTS", "before-kafka-commit=1*off->sleep(60000)")],
+    );
+    relay.wait_streaming(Duration::from_secs(60));
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+    support::outbox::read_all(&topic, EVENTS);
+    outbox.write(&writer, &KEYS[..EVENTS]).await;
+    let checkpoint_events = |record: &rdkafka::message::OwnedMessage| {
+        use rdkafka::Message;
+        record
+            .payload()
+            .and_then(|p| serde_json::from_slice::<serde_json::Value>(p).ok())
+            .and_then(|c| c["events"].as_u64())
+    };
+    // The open transaction's checkpoint (the second batch's) is written: the relay waits in it.
+    read_topic_at(
+        &spec.bootstrap,
+        &spec.offsets_topic,
+        Isolation::ReadUncommitted,
+        Duration::from_secs(60),
+        |records| {
+            records
+                .last()
+                .is_some_and(|r| checkpoint_events(r) == Some(2 * EVENTS as u64))
+        },
+    );
+    relay.kill();
+
+    let asked = Instant::now();
+    let output = support::relay::outboxd(&spec, &["status"], &[]);
+    let waited = asked.elapsed();
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        text.contains(
+            "checkpoint     UNKNOWN for now: the checkpoint is behind an open Kafka transaction"
+        ) && text.contains("previous instance killed mid-transaction")
+            && text.contains("within kafka.transaction_timeout (15s): run status again then"),
+        "{text}"
+    );
+    assert!(waited < Duration::from_secs(20), "status took {waited:?}");
+
+    // Aborted by the broker: the first batch's checkpoint is the last committed one.
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || {
+            let output = support::relay::outboxd(&spec, &["status", "--json"], &[]);
+            let status: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            let read = status["checkpoint_pending"].is_null()
+                && status["checkpoint"]["events"].as_u64() == Some(EVENTS as u64);
+            async move { read }
+        },
+        || "status reads the checkpoint once the broker aborted the transaction".into(),
+    )
+    .await;
+    eprintln!(
+        "status waited {waited:?} and said:\n{text}test took {:?}",
+        started.elapsed()
+    );
+}

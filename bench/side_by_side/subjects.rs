@@ -4,14 +4,13 @@
 //! otherwise at its defaults. Both read an existing slot over the same publication and write the
 //! same records (key = aggregate id, value = the payload JSON) to topics of their own.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::common;
 use crate::support::debezium::DebeziumServer;
+use crate::support::kafka::create_topic;
 use crate::support::postgres::TestDb;
 use crate::support::relay::{RelayProcess, RelaySpec};
-use crate::support::{dev_env, kafka::create_topic};
 
 /// Which relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,7 +25,7 @@ impl Kind {
     /// outboxd, and Debezium Server when `bench/run` resolved one (`OUTBOXD_BENCH_DEBEZIUM_HOME`).
     pub fn selected() -> Vec<Kind> {
         let mut kinds = vec![Kind::Outboxd];
-        if debezium_home().is_some() {
+        if common::debezium_home().is_some() {
             kinds.push(Kind::Debezium);
         } else {
             eprintln!("OUTBOXD_BENCH_DEBEZIUM_HOME is not set: Debezium Server is left out (bench/run sets it)");
@@ -69,12 +68,10 @@ impl Kind {
                 spec.slot = self.slot(db);
                 Relay::Outboxd(common::start_outboxd(spec))
             }
-            Kind::Debezium => Relay::Debezium(DebeziumServer::start(
-                &debezium_home().expect("OUTBOXD_BENCH_DEBEZIUM_HOME"),
-                std::env::var_os("OUTBOXD_BENCH_JAVA_HOME")
-                    .map(PathBuf::from)
-                    .as_deref(),
-                &application_properties(db, &self.slot(db)),
+            Kind::Debezium => Relay::Debezium(common::start_debezium(
+                db,
+                &self.slot(db),
+                &outbox_properties(),
             )),
         }
     }
@@ -117,55 +114,20 @@ impl Relay {
     }
 }
 
-/// Where `bench/run` unpacked Debezium Server.
-fn debezium_home() -> Option<PathBuf> {
-    std::env::var_os("OUTBOXD_BENCH_DEBEZIUM_HOME").map(PathBuf::from)
-}
-
-/// The configuration: the connector keys of RECIPES.md, the existing slot and publication, no
-/// snapshot (the backlog is in the slot), the outbox router with the payload expanded as JSON (as
-/// outboxd's default), plain JSON keys and values, and a topic prefix of its own. `\\${` keeps
-/// Quarkus from expanding the router's `${routedByValue}` itself.
-fn application_properties(db: &TestDb, slot: &str) -> String {
-    let url = url::Url::parse(&db.url).expect("database URL");
-    let bootstrap = &dev_env().kafka_bootstrap;
+/// The workload's keys of Debezium Server's configuration ([`common::start_debezium`] adds the
+/// connection's): no snapshot (the backlog is in the slot), the outbox router with the payload
+/// expanded as JSON (as outboxd's default). `\\${` keeps Quarkus from expanding the router's
+/// `${routedByValue}` itself.
+fn outbox_properties() -> String {
     format!(
-        "debezium.sink.type=kafka
-debezium.sink.kafka.producer.bootstrap.servers={bootstrap}
-debezium.sink.kafka.producer.key.serializer=org.apache.kafka.common.serialization.StringSerializer
-debezium.sink.kafka.producer.value.serializer=org.apache.kafka.common.serialization.StringSerializer
-debezium.format.key=json
-debezium.format.key.schemas.enable=false
-debezium.format.value=json
-debezium.format.value.schemas.enable=false
-debezium.source.connector.class=io.debezium.connector.postgresql.PostgresConnector
-debezium.source.offset.storage.file.filename={offsets}
-debezium.source.database.hostname={host}
-debezium.source.database.port={port}
-debezium.source.database.user={user}
-debezium.source.database.password=unused
-debezium.source.database.dbname={dbname}
-debezium.source.topic.prefix={dbname}
-debezium.source.plugin.name=pgoutput
-debezium.source.slot.name={slot}
-debezium.source.publication.name={publication}
-debezium.source.publication.autocreate.mode=disabled
-debezium.source.snapshot.mode=no_data
+        "debezium.source.snapshot.mode=no_data
 debezium.source.table.include.list=public.outbox
 debezium.source.tombstones.on.delete=false
 debezium.transforms=outbox
 debezium.transforms.outbox.type=io.debezium.transforms.outbox.EventRouter
 debezium.transforms.outbox.table.expand.json.payload=true
 debezium.transforms.outbox.route.topic.replacement={topic}
-quarkus.http.port=0
-quarkus.log.console.json=false
 ",
-        offsets = DebeziumServer::OFFSETS,
-        host = url.host_str().expect("host"),
-        port = url.port().unwrap_or(5432),
-        user = url.username(),
-        dbname = db.name,
-        publication = db.publication,
         topic = Kind::Debezium.topic("\\\\${routedByValue}"),
     )
 }

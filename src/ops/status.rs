@@ -1,6 +1,8 @@
 //! `outboxd status`: where the relay stands, from the two places that know: the replication slot
 //! on the server and the last committed checkpoint in Kafka.
 
+mod pending;
+
 use std::fmt;
 use std::time::Duration;
 
@@ -16,6 +18,7 @@ use crate::relay::lease::{holders, LeaseHolders};
 use crate::relay::{estimated_rows, RelayConfig, RelayMode, SnapshotProgress};
 use crate::settings::SnapshotMode;
 use crate::source::poll::AfterPublish;
+pub use pending::PendingCheckpoint;
 
 /// The relay's position.
 #[derive(Debug, Clone, Serialize)]
@@ -32,6 +35,9 @@ pub struct Status {
     pub slot_state: Option<SlotState>,
     /// The last checkpoint committed to Kafka, if any.
     pub checkpoint: Option<StoredCheckpoint>,
+    /// The checkpoint could not be read: an open Kafka transaction holds it back.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checkpoint_pending: Option<PendingCheckpoint>,
     /// Poll mode: rows waiting to be published, per outbox table.
     pub backlog: Vec<TableBacklog>,
     /// Logical mode: the slot does not exist although a checkpoint does: it was dropped or
@@ -139,6 +145,7 @@ impl fmt::Display for Status {
             }
         }
         match &self.checkpoint {
+            None if self.checkpoint_pending.is_some() => {}
             None => writeln!(f, "checkpoint     none committed yet")?,
             Some(StoredCheckpoint::Poll(checkpoint)) => writeln!(
                 f,
@@ -159,6 +166,9 @@ impl fmt::Display for Status {
                     .map_or_else(|| "-".to_owned(), |t| t.to_rfc3339()),
                 checkpoint.events
             )?,
+        }
+        if let Some(pending) = &self.checkpoint_pending {
+            writeln!(f, "checkpoint     {pending}")?;
         }
         if let Some(snapshot) = &self.snapshot {
             writeln!(f, "snapshot       {snapshot}")?;
@@ -215,10 +225,17 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
     });
     let reader = relay.clone();
     let limit = relay.kafka_call_timeout.min(KAFKA_LIMIT);
-    let checkpoint = tokio::task::spawn_blocking(move || read_checkpoint(&reader, limit))
-        .await
-        .context("reading the checkpoint")?
-        .context("reading the checkpoint from Kafka")?;
+    let (checkpoint, checkpoint_pending) =
+        match tokio::task::spawn_blocking(move || read_checkpoint(&reader, limit))
+            .await
+            .context("reading the checkpoint")?
+        {
+            Ok(checkpoint) => (checkpoint, None),
+            Err(error) => match PendingCheckpoint::from_error(&error, relay.transaction_timeout) {
+                Some(pending) => (None, Some(pending)),
+                None => return Err(error.context("reading the checkpoint from Kafka")),
+            },
+        };
     let position = match &checkpoint {
         Some(StoredCheckpoint::Logical(checkpoint)) => Some(checkpoint.lsn),
         Some(StoredCheckpoint::Poll(_)) => None,
@@ -270,6 +287,7 @@ pub async fn read(relay: &RelayConfig) -> anyhow::Result<Status> {
         server_lsn,
         slot_state,
         checkpoint,
+        checkpoint_pending,
         slot_lost,
         snapshot,
         when_needed: relay.snapshot.mode == SnapshotMode::WhenNeeded,

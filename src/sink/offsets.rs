@@ -91,6 +91,26 @@ pub enum OffsetsError {
         /// How long it tried.
         timeout: Duration,
     },
+    /// Reading reached the last stable offset but not the end: a transaction holds the stable
+    /// offset back. A relay instance killed mid-transaction leaves its transaction open until the
+    /// broker aborts it (`kafka.transaction_timeout` after it began); a running instance's
+    /// transaction ends within `batch.max_age`.
+    #[error(
+        "offsets topic {topic:?}: the checkpoint is behind an open Kafka transaction (records \
+         from offset {stable} up to {end} still undecided after {timeout:?}); an instance killed \
+         mid-transaction leaves it open until the broker aborts it, within \
+         kafka.transaction_timeout"
+    )]
+    OpenTransaction {
+        /// The offsets topic.
+        topic: String,
+        /// The last stable offset: where `read_committed` reading stopped.
+        stable: i64,
+        /// The end offset aimed for.
+        end: i64,
+        /// How long it waited.
+        timeout: Duration,
+    },
     /// A stored checkpoint cannot be used.
     #[error(transparent)]
     Checkpoint(#[from] CheckpointError),
@@ -101,7 +121,7 @@ impl OffsetsError {
     /// an unusable checkpoint stays so until someone acts.
     pub fn is_transient(&self) -> bool {
         match self {
-            Self::Kafka { .. } | Self::Timeout { .. } => true,
+            Self::Kafka { .. } | Self::Timeout { .. } | Self::OpenTransaction { .. } => true,
             Self::Partitioned { .. }
             | Self::NotCompacted { .. }
             | Self::PolicyUnreadable { .. }
@@ -267,12 +287,23 @@ impl OffsetsTopic {
             .map_err(self.kafka_error("assigning the partition"))?;
 
         let mut last: Option<StoredCheckpoint> = None;
+        // Where `read_committed` reading last stopped short of `end`, if it did.
+        let mut stable = None;
         loop {
             if Instant::now() >= deadline {
-                return Err(OffsetsError::Timeout {
-                    topic: self.name.clone(),
-                    end,
-                    timeout,
+                let topic = self.name.clone();
+                return Err(match stable {
+                    Some(stable) => OffsetsError::OpenTransaction {
+                        topic,
+                        stable,
+                        end,
+                        timeout,
+                    },
+                    None => OffsetsError::Timeout {
+                        topic,
+                        end,
+                        timeout,
+                    },
                 });
             }
             match consumer.poll(Duration::from_millis(200)) {
@@ -302,6 +333,7 @@ impl OffsetsTopic {
                     if reached >= end {
                         return Ok(last);
                     }
+                    stable = Some(reached);
                 }
                 Some(Err(error)) => return Err(self.kafka_error("reading")(error)),
             }
