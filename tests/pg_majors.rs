@@ -9,14 +9,12 @@
 mod scenarios;
 mod support;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use serde_json::json;
-use support::kafka::read_exactly;
 use support::mode::{Mode, ModeDb};
 use support::postgres::{connect, pg_bin_of, PrivateCluster};
-use support::relay::{RelayProcess, RelaySpec};
-use support::seen::Seen;
+use support::relay::RelaySpec;
 
 /// A private cluster of `major` for logical decoding, reachable over TCP.
 fn cluster(major: u32) -> PrivateCluster {
@@ -56,42 +54,74 @@ async fn postgres_18_types_and_exactly_once_under_sigkills() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn postgres_18_stored_generated_columns_reach_the_change_events() {
+async fn postgres_18_stored_generated_columns_reach_the_change_and_read_events() {
     // A publication WITH (publish_generated_columns = stored) sends stored generated columns
-    // like any other; a virtual one (18's default kind) never travels.
+    // like any other, and the snapshot reads them; a virtual one (18's default kind) never
+    // travels, and the snapshot leaves it out too.
     let cluster = cluster(18);
     let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
     let mut spec = RelaySpec::for_url("pg18_generated", &url);
-    let prefix = spec.name.clone();
-    spec.extra = format!("[outbox]\ntables = []\n[cdc]\ntopic_prefix = {prefix:?}\n");
+    let events = support::published_columns::read_update_read(
+        &mut spec,
+        "CREATE TABLE gen (id int PRIMARY KEY, a int,
+           doubled int GENERATED ALWAYS AS (a * 2) STORED,
+           plus1 int GENERATED ALWAYS AS (a + 1) VIRTUAL)",
+        "WITH (publish_generated_columns = stored)",
+    )
+    .await;
+    assert_eq!(
+        events,
+        [
+            ("r".to_owned(), json!({"id": 1, "a": 5, "doubled": 10})),
+            ("u".to_owned(), json!({"id": 1, "a": 6, "doubled": 12})),
+            ("r".to_owned(), json!({"id": 1, "a": 6, "doubled": 12})),
+        ]
+    );
+
+    // Under REPLICA IDENTITY FULL the virtual column is in the replica identity but never
+    // published: 18 refuses the table's UPDATEs (and DELETEs), and `check` says so with the fix.
     let client = connect(&url).await;
     client
         .batch_execute(&format!(
-            "CREATE TABLE gen (id int PRIMARY KEY, a int,
-               doubled int GENERATED ALWAYS AS (a * 2) STORED,
+            "CREATE TABLE vfull (id int PRIMARY KEY, a int,
                plus1 int GENERATED ALWAYS AS (a + 1) VIRTUAL);
-             CREATE PUBLICATION {} FOR TABLE gen WITH (publish_generated_columns = stored)",
+             INSERT INTO vfull (id, a) VALUES (1, 1);
+             ALTER TABLE vfull REPLICA IDENTITY FULL;
+             ALTER PUBLICATION {} ADD TABLE vfull",
             spec.publication
         ))
         .await
-        .expect("table and publication");
-    let relay = RelayProcess::start(&spec);
-    relay.wait_streaming(Duration::from_secs(60));
-    client
-        .batch_execute("INSERT INTO gen (id, a) VALUES (1, 5); UPDATE gen SET a = 6 WHERE id = 1")
-        .await
-        .expect("changes");
-    let topic = format!("{prefix}.public.gen");
-    let records = tokio::task::block_in_place(|| read_exactly(&topic, 2));
-    let afters: Vec<_> = records
-        .iter()
-        .map(|r| Seen::of(r).json()["after"].clone())
-        .collect();
+        .expect("vfull");
+    let update = "UPDATE vfull SET a = 2";
+    let refused = client.batch_execute(update).await.expect_err("refused");
     assert_eq!(
-        afters,
-        [
-            json!({"id": 1, "a": 5, "doubled": 10}),
-            json!({"id": 1, "a": 6, "doubled": 12}),
-        ]
+        refused.as_db_error().and_then(|e| e.detail()),
+        Some("Replica identity must not contain unpublished generated columns."),
+        "{refused}"
     );
+    let problem = "published table public.vfull: REPLICA IDENTITY FULL holds the generated \
+                   column(s) plus1, which publication";
+    let report = check_report(&spec);
+    let line = report
+        .lines()
+        .position(|l| l.starts_with("FAIL") && l.contains(problem))
+        .unwrap_or_else(|| panic!("no FAIL line with {problem:?}:\n{report}"));
+    let fix = report.lines().nth(line + 1).unwrap_or_default();
+    assert!(
+        fix.contains("fix: ALTER TABLE public.vfull REPLICA IDENTITY DEFAULT"),
+        "{report}"
+    );
+    client
+        .batch_execute(&format!(
+            "ALTER TABLE vfull REPLICA IDENTITY DEFAULT; {update}"
+        ))
+        .await
+        .expect("the fix lets updates through");
+    let report = check_report(&spec);
+    assert!(!report.contains(problem), "{report}");
+}
+
+/// `outboxd check`'s report.
+fn check_report(spec: &RelaySpec) -> String {
+    String::from_utf8_lossy(&support::relay::outboxd(spec, &["check"], &[]).stdout).into_owned()
 }

@@ -550,3 +550,27 @@ async fn initial_only_snapshots_then_stops_and_status_shows_the_progress() {
     topic_keys.catch_up();
     assert_eq!(topic_keys.records, rows as u64, "nothing published again");
 }
+
+/// A stored generated column, which pgoutput does not send (before PostgreSQL 18, and on 18
+/// unless the publication says `publish_generated_columns = stored`): the snapshot's reads,
+/// initial and incremental, leave it out like the change events (before: `SELECT *` read it).
+#[tokio::test(flavor = "multi_thread")]
+async fn reads_carry_the_columns_of_the_change_events_without_a_generated_column() {
+    let db = TestDb::create("snap_generated").await;
+    let events = support::published_columns::read_update_read(
+        &mut RelaySpec::for_db(&db),
+        "CREATE TABLE gen (id int PRIMARY KEY, a int,
+           doubled int GENERATED ALWAYS AS (a * 2) STORED)",
+        "",
+    )
+    .await;
+    let after = |a| serde_json::json!({"id": 1, "a": a});
+    assert_eq!(
+        events,
+        [
+            ("r".to_owned(), after(5)),
+            ("u".to_owned(), after(6)),
+            ("r".to_owned(), after(6)),
+        ]
+    );
+}

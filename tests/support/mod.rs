@@ -19,6 +19,7 @@ pub mod mode;
 pub mod outbox;
 pub mod postgres;
 pub mod proxy;
+pub mod published_columns;
 pub mod registry;
 pub mod relay;
 pub mod secure_kafka;

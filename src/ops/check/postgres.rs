@@ -4,6 +4,7 @@
 
 mod facts;
 mod failover;
+mod generated;
 mod poll;
 mod signal;
 mod standby_snapshot;
@@ -88,6 +89,7 @@ async fn catalog_checks(
                 }
             }
             replica_identities(session, config, report).await?;
+            generated::generated_replica_identity(session, config, report).await?;
             signal::signal_table(session, config, &names, report).await?;
             replication_connection(config, &names, report).await;
         }

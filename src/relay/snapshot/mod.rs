@@ -40,6 +40,7 @@
 
 mod filter;
 pub mod progress;
+mod published;
 mod recent;
 pub(super) mod request;
 pub(super) mod signal;
@@ -107,7 +108,12 @@ pub(super) struct Snapshotter {
 struct TableReader {
     /// Which one.
     name: TableName,
-    /// The SELECT of the next chunk: `$1` the row limit, then the key after which to start.
+    /// Its OID.
+    oid: RelationId,
+    /// The relay's publications, which say the columns a read selects ([`published`]).
+    publications: Vec<String>,
+    /// The SELECT of the next chunk past its select list (`FROM` on): `$1` the row limit, then
+    /// the key after which to start.
     first: String,
     /// The same, after a key.
     next: String,
@@ -215,7 +221,7 @@ impl Snapshotter {
         };
         if self.table.as_ref().is_none_or(|t| t.name != name) {
             let filter = self.cursor.filter(&name);
-            match TableReader::load(session, schema, &name, filter).await? {
+            match TableReader::load(session, schema, &name, filter, &config.publications).await? {
                 Ok(reader) => self.table = Some(reader),
                 // The initial snapshot promised every captured table: it stops. A signal's
                 // table lost its key after the signal was checked: it is skipped.
@@ -287,6 +293,7 @@ impl TableReader {
         schema: &mut Schema,
         name: &TableName,
         filter: Option<&str>,
+        publications: &[String],
     ) -> Result<Result<Self, String>, RelayError> {
         let rows = session
             .query_params_text(
@@ -341,10 +348,19 @@ impl TableReader {
                 }
             }
         };
+        let selected = published::columns(session, oid, publications).await?;
+        if let Some(missing) = key.iter().find(|k| !selected.contains(k)) {
+            return Ok(Err(format!(
+                "its publication's column list leaves out the primary key column {missing:?}, \
+                 so the snapshot cannot tell its rows apart from the changes streamed meanwhile"
+            )));
+        }
         Ok(Ok(Self {
             name: name.clone(),
-            first: format!("SELECT * FROM {table} {first} ORDER BY {order} LIMIT $1"),
-            next: format!("SELECT * FROM {table} {next} ORDER BY {order} LIMIT $1"),
+            oid,
+            publications: publications.to_vec(),
+            first: format!("FROM {table} {first} ORDER BY {order} LIMIT $1"),
+            next: format!("FROM {table} {next} ORDER BY {order} LIMIT $1"),
             key,
             filter_params,
         }))
@@ -386,7 +402,7 @@ impl TableReader {
         // One row more than the chunk says whether the table goes on.
         let limit = (chunk + 1).to_string();
         let mut params = vec![limit.as_str()];
-        let sql = match &cursor.after {
+        let rest = match &cursor.after {
             Some(after) => {
                 params.extend(after.iter().map(String::as_str));
                 &self.next
@@ -394,7 +410,10 @@ impl TableReader {
             None => &self.first,
         };
         params.extend(self.filter_params.iter().map(String::as_str));
-        let result = session.query_params(sql, &params).await?;
+        // Asked anew each read, as the stream describes the table anew after a change to it.
+        let selected = published::columns(session, self.oid, &self.publications).await?;
+        let sql = format!("SELECT {} {rest}", published::select_list(&selected));
+        let result = session.query_params(&sql, &params).await?;
         let ended = result.rows.len() <= chunk;
         // Described anew each read: a column added meanwhile is in the rows.
         let relation = (!result.rows.is_empty()).then(|| {
