@@ -214,7 +214,9 @@ async fn w3(db: &TestDb, steady: Steady, rows: usize, snapshot: &str) -> Value {
             (read, started.elapsed())
         })
     });
-    let mut figures = common::steady_latency(steady, db, &aggregate, &topic, relay.pid()).await;
+    let metrics = relay.metrics_address(Duration::from_secs(30));
+    let mut figures =
+        common::steady_latency(steady, db, &aggregate, &topic, relay.pid(), Some(&metrics)).await;
     figures["w3_ended_after_s"] = json!(started.elapsed().as_secs_f64());
     figures["rate"] = json!(steady.rate);
     figures["seconds"] = json!(steady.seconds);

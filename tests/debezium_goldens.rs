@@ -27,7 +27,7 @@ use support::goldens::{
 };
 use support::kafka::read_to_end;
 use support::postgres::{create_pgoutput_slot, TestDb};
-use support::relay::RelaySpec;
+use support::relay::{RelayProcess, RelaySpec};
 use support::seen::Seen;
 
 /// Debezium Server's converter settings, one golden directory each.
