@@ -68,6 +68,20 @@ async fn collect(
     messages
 }
 
+/// `messages` without transactions that changed nothing: PostgreSQL 14's pgoutput sends those as a
+/// Begin and a Commit (here: the origin's creation), 15 and later skip them.
+fn without_empty_transactions(messages: Vec<Message>) -> Vec<Message> {
+    let mut kept: Vec<Message> = Vec::with_capacity(messages.len());
+    for message in messages {
+        if matches!(message, Message::Commit(_)) && matches!(kept.last(), Some(Message::Begin(_))) {
+            kept.pop();
+        } else {
+            kept.push(message);
+        }
+    }
+    kept
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn truncate_messages_and_origins_decode() {
     let (db, client) = prepared_db("pgo_misc").await;
@@ -92,8 +106,13 @@ async fn truncate_messages_and_origins_decode() {
 
     let mut stream = start(&db, 1, Streaming::Off).await;
     let mut decoder = Decoder::new(1);
-    let commits = |m: &[Message]| m.iter().filter(|m| matches!(m, Message::Commit(_))).count();
-    let messages = collect(&mut stream, &mut decoder, |m| commits(m) >= 4).await;
+    let commits = |m: &[Message]| {
+        m.windows(2)
+            .filter(|w| matches!(w[1], Message::Commit(_)) && !matches!(w[0], Message::Begin(_)))
+            .count()
+    };
+    let messages =
+        without_empty_transactions(collect(&mut stream, &mut decoder, |m| commits(m) >= 4).await);
     let names: Vec<&str> = messages.iter().map(Message::name).collect();
     assert_eq!(
         names,
