@@ -208,6 +208,49 @@ pub fn memory_mib(pid: u32, field: &str) -> Option<f64> {
     Some(kib / 1024.0)
 }
 
+/// The CPU time process `pid` has used so far, user and system, in seconds (`/proc/<pid>/stat`'s
+/// `utime` and `stime`, in USER_HZ ticks, which Linux fixes at 100 a second); `None` once the
+/// process is gone.
+pub fn cpu_seconds(pid: u32) -> Option<CpuTime> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis,
+    // where `state` is field 3, so utime (14) and stime (15) are the 12th and 13th.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let mut next = || {
+        fields
+            .next()?
+            .parse::<f64>()
+            .ok()
+            .map(|ticks| ticks / 100.0)
+    };
+    Some(CpuTime {
+        user: next()?,
+        system: next()?,
+    })
+}
+
+/// CPU seconds, as [`cpu_seconds`] reads them; the default is a process' start.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CpuTime {
+    /// In user space.
+    pub user: f64,
+    /// In the kernel on the process' behalf.
+    pub system: f64,
+}
+
+impl CpuTime {
+    /// The CPU time spent between `earlier` and `self`, and what it comes to for `events`.
+    pub fn since(self, earlier: CpuTime, events: usize) -> Value {
+        let (user, system) = (self.user - earlier.user, self.system - earlier.system);
+        json!({
+            "user": user,
+            "system": system,
+            "events_per_cpu_s": events as f64 / (user + system),
+            "cpu_s_per_million": (user + system) * 1e6 / events as f64,
+        })
+    }
+}
+
 /// A non-empty environment variable.
 pub fn env(key: &str) -> Option<String> {
     std::env::var(key).ok().filter(|v| !v.is_empty())
@@ -355,7 +398,8 @@ quarkus.log.console.json=false
 
 /// A relay's drain of `events` into `topic`: waits until a `read_committed` consumer has them all
 /// and reports the time since `started` (the relay's process start, so its startup is included, as
-/// a user restarting it on a backlog would see), the rate, and the peak RSS of process `pid`.
+/// a user restarting it on a backlog would see), the rate, and the peak RSS and CPU time of process
+/// `pid` (startup included too).
 /// Panics, naming `relay`, if the events do not all arrive within 15 minutes.
 pub async fn drained(relay: &str, topic: &str, events: usize, started: Instant, pid: u32) -> Value {
     let received = {
@@ -366,12 +410,14 @@ pub async fn drained(relay: &str, topic: &str, events: usize, started: Instant, 
     };
     let elapsed = started.elapsed();
     let peak_rss = memory_mib(pid, "VmHWM");
+    let cpu = cpu_seconds(pid);
     assert!(
         received >= events,
         "{relay}: {received} of {events} events delivered"
     );
     let mut figures = rate(events, elapsed);
     figures["peak_rss_mib"] = json!(peak_rss);
+    figures["cpu"] = json!(cpu.map(|cpu| cpu.since(CpuTime::default(), events)));
     figures
 }
 
@@ -460,6 +506,7 @@ pub async fn steady_latency(
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = tokio::spawn(sample_rss(pid, sampling.clone()));
     let before = metrics.map(stages::Scrape::take);
+    let cpu_before = cpu_seconds(pid);
     let started = Instant::now();
     let commits = write(&writers, aggregate, steady.rate, 1 + warm_up, measured).await;
     let wrote_for = started.elapsed();
@@ -467,6 +514,9 @@ pub async fn steady_latency(
     let rss = sampler.await.expect("sampler");
     let receipts = consumer.await.expect("consumer");
     let after = metrics.map(stages::Scrape::take);
+    let cpu = cpu_before
+        .zip(cpu_seconds(pid))
+        .map(|(before, after)| after.since(before, measured));
     let peak_rss = memory_mib(pid, "VmHWM");
 
     let first = 1 + warm_up;
@@ -494,6 +544,7 @@ pub async fn steady_latency(
             "median": median(rss),
         },
         "peak_rss_mib": peak_rss,
+        "cpu": cpu,
         "stages_ms": before.zip(after).map(|(b, a)| stages::stage_table(&b, &a)),
     })
 }
