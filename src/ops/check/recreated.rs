@@ -6,7 +6,9 @@
 //! called now. The cheap sign: the publication's catalog row is newer than the oldest catalog
 //! state the slot still decodes with (`catalog_xmin`). An `ALTER PUBLICATION` leaves that sign
 //! too, harmlessly, so the sign is confirmed by decoding the slot's pending changes with
-//! `pg_logical_slot_peek_binary_changes`, which consumes nothing and moves nothing.
+//! `pg_logical_slot_peek_binary_changes`, which consumes nothing and moves nothing. PostgreSQL 18
+//! decodes on past the missing publication with a WARNING of the same SQLSTATE, skipping the
+//! changes: the same finding.
 
 use super::report::Report;
 use crate::pg::wire::extended::array_literal;
@@ -34,14 +36,19 @@ pub(super) async fn publications_recreated(
         return Ok(());
     }
     let peek = session
-        .query_params_text(
+        .query_params(
             "SELECT count(*)::text FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
              'proto_version', '1', 'publication_names', $2, 'messages', 'true')",
             &[&config.slot, &publication_names(&config.publications)],
         )
-        .await;
+        .await
+        // PostgreSQL 18 decodes past the missing publication with a WARNING, skipping its changes.
+        .and_then(|result| match result.warnings.into_iter().next() {
+            Some(warning) => Err(WireError::Server(warning)),
+            None => Ok(()),
+        });
     match peek {
-        Ok(_) => {}
+        Ok(()) => {}
         Err(error) => match missing_publication(&error, &config.publications) {
             Some(publication) => report.fail(
                 AREA,

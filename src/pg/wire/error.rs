@@ -1,7 +1,7 @@
 //! What can go wrong talking to the server, sorted by what a caller does about it.
 
 use fallible_iterator::FallibleIterator;
-use postgres_protocol::message::backend::ErrorResponseBody;
+use postgres_protocol::message::backend::{ErrorFields, ErrorResponseBody, NoticeResponseBody};
 
 /// A connection failure, by what a caller does about it.
 #[derive(Debug, thiserror::Error)]
@@ -121,6 +121,15 @@ impl ServerError {
     }
 
     pub(super) fn parse(body: &ErrorResponseBody) -> Self {
+        Self::from_fields(body.fields())
+    }
+
+    /// A notice (a WARNING, NOTICE …) read as an error would be: the same fields.
+    pub(super) fn parse_notice(body: &NoticeResponseBody) -> Self {
+        Self::from_fields(body.fields())
+    }
+
+    fn from_fields(mut fields: ErrorFields<'_>) -> Self {
         let mut error = ServerError {
             severity: String::new(),
             code: String::new(),
@@ -128,7 +137,6 @@ impl ServerError {
             detail: None,
             hint: None,
         };
-        let mut fields = body.fields();
         while let Ok(Some(field)) = fields.next() {
             let value = String::from_utf8_lossy(field.value_bytes()).into_owned();
             match field.type_() {

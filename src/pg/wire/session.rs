@@ -48,6 +48,9 @@ pub struct QueryResult {
     pub columns: Vec<ResultColumn>,
     /// The rows of every statement, in order.
     pub rows: Vec<Vec<Option<Bytes>>>,
+    /// The WARNINGs the server sent meanwhile (PostgreSQL 18 decodes past a missing publication
+    /// with one, where older versions fail).
+    pub warnings: Vec<ServerError>,
 }
 
 impl QueryResult {
@@ -318,6 +321,12 @@ impl Session {
                         .map_err(protocol)?;
                 }
                 Backend::ErrorResponse(body) => error = Some(ServerError::parse(&body)),
+                Backend::NoticeResponse(body) => {
+                    let notice = ServerError::parse_notice(&body);
+                    if notice.severity == "WARNING" {
+                        result.warnings.push(notice);
+                    }
+                }
                 Backend::ReadyForQuery(_) => break,
                 Backend::NotificationResponse(_) => self.notified = true,
                 // The extended protocol's acknowledgements carry nothing the caller needs.
@@ -326,7 +335,6 @@ impl Session {
                 | Backend::NoData
                 | Backend::CommandComplete(_)
                 | Backend::EmptyQueryResponse
-                | Backend::NoticeResponse(_)
                 | Backend::ParameterStatus(_) => {}
                 _ => {
                     return Err(WireError::Protocol(format!(

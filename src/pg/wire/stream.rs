@@ -13,6 +13,12 @@ use postgres_protocol::message::frontend;
 use super::{Framed, ServerError, WireError};
 use crate::pg::{Lsn, PgTimestamp};
 
+/// SQLSTATE 42704. During replication, PostgreSQL 18's pgoutput sends it as a WARNING ("skipped
+/// loading publication \"…\"") when a publication of the slot's does not exist at a WAL position,
+/// and decodes on without it, where older versions fail with the same SQLSTATE as an ERROR. The
+/// changes it skips are lost to the slot, so the stream ends with it as an error on every version.
+const UNDEFINED_OBJECT: &str = "42704";
+
 /// What the walsender sends during replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplicationEvent {
@@ -103,7 +109,13 @@ impl ReplicationStream {
                 Backend::ErrorResponse(body) => {
                     return Err(WireError::Server(ServerError::parse(&body)))
                 }
-                Backend::NoticeResponse(_) | Backend::ParameterStatus(_) => {}
+                Backend::NoticeResponse(body) => {
+                    let notice = ServerError::parse_notice(&body);
+                    if notice.code == UNDEFINED_OBJECT {
+                        return Err(WireError::Server(notice));
+                    }
+                }
+                Backend::ParameterStatus(_) => {}
                 _ => {
                     return Err(WireError::Protocol(
                         "unexpected message during replication".into(),
