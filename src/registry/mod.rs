@@ -41,6 +41,9 @@ pub use lookup::{Registered, Version};
 
 /// The media type of the registry's API.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+/// Tries of a registration that races another (a 409 on a subject without versions), 50 ms
+/// apart and doubling: two relays sharing a registry start together.
+const RACED_REGISTRATION_ATTEMPTS: usize = 4;
 
 /// Where the CA certificates are when `ca_file` is not set (Debian's bundle).
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -195,7 +198,24 @@ impl Registry {
     }
 
     /// Registers `schema` under its subject unless it has its id, and records the id.
+    ///
+    /// A 409 on a subject without versions is a race between registrations (below): the
+    /// registration is tried again at once, a few times, before the relay's attempt fails over it.
     pub async fn register(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
+        let mut pause = Duration::from_millis(50);
+        for _ in 1..RACED_REGISTRATION_ATTEMPTS {
+            match self.register_once(schema).await {
+                Err(RegistryError::Unavailable { status: 409, .. }) => {
+                    tokio::time::sleep(pause).await;
+                    pause *= 2;
+                }
+                outcome => return outcome,
+            }
+        }
+        self.register_once(schema).await
+    }
+
+    async fn register_once(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
         if schema.id().is_some() {
             return Ok(());
         }
