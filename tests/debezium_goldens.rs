@@ -182,6 +182,8 @@ struct Compared {
     key_text: Option<String>,
     key: Value,
     value: Value,
+    /// The text of each column value of the payload's `before` and `after` ([`row_texts`]).
+    row_texts: BTreeMap<String, String>,
     headers: Vec<(String, Value)>,
     /// The schema of each enveloped part (`key`, `value`, `header <name>`).
     schemas: BTreeMap<String, Value>,
@@ -205,7 +207,9 @@ fn compared(record: &Golden) -> Compared {
         })
     };
     let key_text = strip(&record.key, "key".into());
-    let mut value = strip(&record.value, "value".into()).map_or(Value::Null, |v| parsed(&v));
+    let value_text = strip(&record.value, "value".into());
+    let row_texts = value_text.as_deref().map(row_texts).unwrap_or_default();
+    let mut value = value_text.as_deref().map_or(Value::Null, parsed);
     normalise(&mut value);
     let mut context_headers = false;
     let headers = record
@@ -229,11 +233,32 @@ fn compared(record: &Golden) -> Compared {
         key: key_text.as_deref().map_or(Value::Null, parsed),
         key_text,
         value,
+        row_texts,
         headers,
         schemas,
         context_headers,
         tombstone: record.value.is_none(),
     }
+}
+
+/// The text of each column value of a change event's `before` and `after` as written
+/// (`after.f` → `1.5`), keyed by its path: what a consumer's parser reads, where comparing parsed
+/// JSON would take `1.5` and `1.50`, or `9000000000` and `9.0E9`, for the same value.
+fn row_texts(payload: &str) -> BTreeMap<String, String> {
+    type Fields = BTreeMap<String, Box<RawValue>>;
+    let mut texts = BTreeMap::new();
+    let Ok(envelope) = serde_json::from_str::<Fields>(payload) else {
+        return texts;
+    };
+    for part in ["before", "after"] {
+        let row = envelope
+            .get(part)
+            .map(|raw| serde_json::from_str::<Fields>(raw.get()));
+        for (column, text) in row.and_then(Result::ok).into_iter().flatten() {
+            texts.insert(format!("{part}.{column}"), text.get().to_owned());
+        }
+    }
+    texts
 }
 
 /// Compares the records of one topic: grouped by their key as JSON (so that keys written with
@@ -342,6 +367,21 @@ fn compare_topic(
             for (path, gv, ov) in values {
                 push(path, gv.to_string(), ov.to_string());
             }
+            // Scalar column values equal as JSON: their bytes too. (A struct's or array's
+            // members, like the envelope's fields, are compared as JSON: outboxd's JSON objects
+            // are written with their members sorted.)
+            for (path, gt) in &g.row_texts {
+                match o.row_texts.get(path) {
+                    Some(ot)
+                        if ot != gt
+                            && parsed(ot) == parsed(gt)
+                            && !matches!(parsed(gt), Value::Object(_) | Value::Array(_)) =>
+                    {
+                        push(format!("value bytes of {path}"), gt.clone(), ot.clone());
+                    }
+                    _ => {}
+                }
+            }
             if g.headers != o.headers {
                 push(
                     "headers".into(),
@@ -389,6 +429,10 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str, &str, &str)] = &[
         "deliberate: Debezium Server's __debezium.context.* describe its process, not the change (docs/debezium.md)",
     ),
     (
+        "json-schemas/public.value_types", "value bytes of after.f8", "1.5E300", "1.5e+300",
+        "to fix: Jackson writes a double as Java's Double.toString (1.5E300, 1.0E7), outboxd as serde_json does; the same number",
+    ),
+    (
         "json-schemas/public.value_types", "value.after.an", "null", "[{\"scale\":1,\"value\":\"Dw==\"},null]",
         "deliberate: Debezium nulls a numeric[] holding NaN; outboxd keeps the elements",
     ),
@@ -407,6 +451,10 @@ const KNOWN_DIFFERENCES: &[(&str, &str, &str, &str, &str)] = &[
     (
         "json/outbox.expanded.order", "value.k", "\"<absent>\"", "null",
         "deliberate: with expand.json.payload Debezium drops null fields of the payload",
+    ),
+    (
+        "json/public.value_types", "value bytes of after.f8", "1.5E300", "1.5e+300",
+        "to fix: Jackson writes a double as Java's Double.toString (1.5E300, 1.0E7), outboxd as serde_json does; the same number",
     ),
     (
         "json/public.value_types", "value.after.an", "null", "[{\"scale\":1,\"value\":\"Dw==\"},null]",
@@ -566,24 +614,9 @@ async fn negative_scale_numerics_are_debeziums_bytes() {
     };
     assert_eq!(golden.len(), records.len(), "records in the goldens");
     for (i, (record, golden)) in records.iter().zip(&golden).enumerate() {
+        // Row 3's explicit NULL in `m` is the column's DEFAULT in both (JsonConverter's
+        // `replace.null.with.default`).
         let ours = Seen::of(record).json();
-        let mut golden = golden.clone();
-        if i == 2 {
-            // Row 3's explicit NULL in `m`: Debezium writes the column's DEFAULT instead
-            // (JsonConverter's `replace.null.with.default`, on by default), outboxd the null. A
-            // difference of its own (any defaulted column), not of the scale: pinned here.
-            let row = fields(&golden);
-            let m_schema = row[1]
-                .as_array()
-                .and_then(|f| f.iter().find(|f| f["field"] == "m"));
-            let default = m_schema.expect("m's schema")["default"].clone();
-            let m = &mut golden["payload"]["after"]["m"];
-            assert_eq!(
-                (m.clone(), ours["payload"]["after"]["m"].clone()),
-                (default, Value::Null)
-            );
-            *m = Value::Null;
-        }
         for part in ["op", "before", "after"] {
             assert_eq!(
                 ours["payload"][part], golden["payload"][part],
@@ -592,7 +625,7 @@ async fn negative_scale_numerics_are_debeziums_bytes() {
         }
         assert_eq!(
             fields(&ours),
-            fields(&golden),
+            fields(golden),
             "record {i}: the row's schema"
         );
     }

@@ -125,3 +125,63 @@ async fn postgres_18_stored_generated_columns_reach_the_change_and_read_events()
 fn check_report(spec: &RelaySpec) -> String {
     String::from_utf8_lossy(&support::relay::outboxd(spec, &["check"], &[]).stdout).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_18_check_suggests_a_replica_identity_that_takes_updates() {
+    // Tables without replica identity: `check`'s fix is the table's primary key, else a unique
+    // index it can use (not `uniq_a_key`: a nullable column), and REPLICA IDENTITY FULL only where 18 would not refuse it (FULL holds a
+    // virtual column, which is never published). Each fix, applied, lets an UPDATE through.
+    let started = Instant::now();
+    let cluster = cluster(18);
+    let url = format!("postgresql://postgres@127.0.0.1:{}/postgres", cluster.port);
+    let spec = RelaySpec::for_url("pg18_identity", &url);
+    let client = connect(&url).await;
+    let virtual_ = "v int GENERATED ALWAYS AS (a + 1) VIRTUAL";
+    client
+        .batch_execute(&format!(
+            "CREATE TABLE pk_nothing (a int PRIMARY KEY); ALTER TABLE pk_nothing REPLICA IDENTITY NOTHING;
+             CREATE TABLE uniq (a int UNIQUE, z int NOT NULL UNIQUE, {virtual_});
+             CREATE TABLE bare (a int, {virtual_});
+             CREATE TABLE plain (a int);
+             INSERT INTO pk_nothing VALUES (1); INSERT INTO uniq (a, z) VALUES (1, 1);
+             INSERT INTO bare (a) VALUES (1); INSERT INTO plain VALUES (1);
+             CREATE PUBLICATION {} FOR TABLE pk_nothing, uniq, bare, plain",
+            spec.publication
+        ))
+        .await
+        .expect("tables");
+    let report = check_report(&spec);
+    let fix_of = |table: &str| {
+        let problem = format!("published table public.{table} has no replica identity");
+        let line = report
+            .lines()
+            .position(|l| l.starts_with("FAIL") && l.contains(&problem))
+            .unwrap_or_else(|| panic!("no FAIL line with {problem:?}:\n{report}"));
+        let fix = report.lines().nth(line + 1).unwrap_or_default();
+        let sql = fix.trim().strip_prefix("fix: ").unwrap_or_default();
+        sql[..=sql.find(';').unwrap_or_else(|| panic!("{fix:?}"))].to_owned()
+    };
+    let fixes = ["pk_nothing", "uniq", "bare", "plain"].map(fix_of);
+    assert_eq!(
+        fixes,
+        [
+            "ALTER TABLE public.pk_nothing REPLICA IDENTITY DEFAULT;",
+            "ALTER TABLE public.uniq REPLICA IDENTITY USING INDEX uniq_z_key;",
+            "ALTER TABLE public.bare ADD PRIMARY KEY (<published columns>);",
+            "ALTER TABLE public.plain REPLICA IDENTITY FULL;",
+        ],
+        "{report}"
+    );
+    let [pk_nothing, uniq, _, plain] = fixes;
+    client
+        .batch_execute(&format!(
+            "{pk_nothing} {uniq} {plain} ALTER TABLE bare ADD PRIMARY KEY (a);
+             UPDATE pk_nothing SET a = 2; UPDATE uniq SET a = 2; UPDATE bare SET a = 2;
+             UPDATE plain SET a = 2"
+        ))
+        .await
+        .expect("the fixes let updates through");
+    let report = check_report(&spec);
+    assert!(!report.contains("has no replica identity"), "{report}");
+    eprintln!("replica identity fixes on 18 in {:?}", started.elapsed());
+}

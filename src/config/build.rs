@@ -369,6 +369,7 @@ impl Settings {
                 ValueConventionName::Natural => ValueConvention::Natural,
                 ValueConventionName::Debezium => ValueConvention::Debezium(modes),
             },
+            replace_null_with_default: cdc.replace_null_with_default,
             // Avro is made from the Connect schemas.
             schemas: (cdc.schemas || cdc.format == CdcFormat::Avro)
                 .then(|| SchemaCache::new(modes)),

@@ -485,6 +485,9 @@ pub struct CdcSection {
     pub binary_handling_mode: BinaryMode,
     /// JsonConverter's `schemas.enable`: keys, values and key headers as `{"schema", "payload"}`.
     pub schemas: bool,
+    /// JsonConverter's `replace.null.with.default`: a NULL in a column with a `DEFAULT` that
+    /// Debezium puts in the schema is written as that default.
+    pub replace_null_with_default: bool,
     /// `json`, or `avro`: keys and values as Confluent's AvroConverter writes them, with their
     /// schemas registered in `[schema_registry]`.
     #[serde(deserialize_with = "choice")]
@@ -560,6 +563,7 @@ impl Default for CdcSection {
             time_precision_mode: TimePrecisionMode::Adaptive,
             binary_handling_mode: BinaryMode::Bytes,
             schemas: false,
+            replace_null_with_default: true,
             format: CdcFormat::Json,
         }
     }

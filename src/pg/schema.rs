@@ -57,6 +57,15 @@ impl Schema {
         self.defaults.get(&table)?.get(column).map(String::as_str)
     }
 
+    /// Records the `DEFAULT` expression of `column` of `table` (tests).
+    #[cfg(test)]
+    pub fn set_default(&mut self, table: RelationId, column: &str, expression: &str) {
+        self.defaults
+            .entry(table)
+            .or_default()
+            .insert(column.to_owned(), expression.to_owned());
+    }
+
     /// Records the `NOT NULL` columns of `table` (tests).
     #[cfg(test)]
     pub fn set_not_null(&mut self, table: RelationId, columns: &[&str]) {

@@ -34,6 +34,7 @@ pub(crate) fn cdc_router() -> CdcRouter {
         messages: false,
         unavailable_value_placeholder: "__debezium_unavailable_value".into(),
         values: ValueConvention::Debezium(DebeziumModes::default()),
+        replace_null_with_default: true,
         schemas: None,
         avro: None,
     }

@@ -5,6 +5,7 @@
 mod facts;
 mod failover;
 mod generated;
+mod identity;
 mod poll;
 mod signal;
 mod standby_snapshot;
@@ -88,7 +89,7 @@ async fn catalog_checks(
                     rows_before_slot(session, config, table, report).await?;
                 }
             }
-            replica_identities(session, config, report).await?;
+            identity::replica_identities(session, config, report).await?;
             generated::generated_replica_identity(session, config, report).await?;
             signal::signal_table(session, config, &names, report).await?;
             replication_connection(config, &names, report).await;
@@ -322,44 +323,6 @@ async fn rows_before_slot(
                  the application writes events (`outboxd migrate` does in logical mode)",
                 crate::relay::backfill::OPTION
             ),
-        );
-    }
-    Ok(())
-}
-
-/// Postgres itself refuses UPDATE and DELETE on a table that publishes them without a replica
-/// identity, and CDC events of such a table could not carry a key.
-async fn replica_identities(
-    session: &mut Session,
-    config: &RelayConfig,
-    report: &mut Report,
-) -> Result<(), WireError> {
-    let unidentified = session
-        .query_params_text(
-            "SELECT DISTINCT quote_ident(pt.schemaname) || '.' || quote_ident(pt.tablename) \
-             FROM pg_publication_tables pt \
-             JOIN pg_publication p ON p.pubname = pt.pubname \
-             JOIN pg_namespace n ON n.nspname = pt.schemaname \
-             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = pt.tablename \
-             WHERE pt.pubname = ANY($1::name[]) AND (p.pubupdate OR p.pubdelete) \
-               AND (c.relreplident = 'n' OR (c.relreplident = 'd' AND NOT EXISTS \
-                    (SELECT 1 FROM pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) \
-             ORDER BY 1",
-            &[&array_literal(&config.publications)],
-        )
-        .await?;
-    if unidentified.is_empty() {
-        report.ok(AREA, "every published table has a replica identity");
-    }
-    for row in unidentified {
-        let table = row.into_iter().next().flatten().unwrap_or_default();
-        report.fail(
-            AREA,
-            format!(
-                "published table {table} has no replica identity: PostgreSQL refuses its UPDATEs \
-                 and DELETEs while it is published, and its change events would have no key"
-            ),
-            format!("ALTER TABLE {table} REPLICA IDENTITY FULL; (or give it a primary key)"),
         );
     }
     Ok(())

@@ -38,7 +38,7 @@ use base64::Engine;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 
-use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, TupleData};
+use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, RelationColumn, TupleData};
 use crate::route::avro::tables::{AvroSchemas, AvroTable};
 use crate::route::avro::AvroSchema;
 use crate::route::dead_letter::{Failure, Reason};
@@ -68,6 +68,10 @@ pub struct CdcRouter {
     pub unavailable_value_placeholder: String,
     /// How column values are written.
     pub values: ValueConvention,
+    /// Whether a NULL in a column with a schema `default` is written as that default, as Kafka's
+    /// JsonConverter (`replace.null.with.default`, on by default) and the Avro converters do with
+    /// Debezium's records; Debezium's values only.
+    pub replace_null_with_default: bool,
     /// With Kafka Connect schemas (JsonConverter's `schemas.enable`): the tables' schemas.
     pub schemas: Option<SchemaCache>,
     /// With keys and values in Avro (which needs `schemas`): their Avro schemas.
@@ -223,7 +227,7 @@ impl CdcRouter {
         let mut object = Map::with_capacity(relation.columns.len());
         for (column, value) in relation.columns.iter().zip(&row.0) {
             let json = match value {
-                ColumnValue::Null => Value::Null,
+                ColumnValue::Null => self.null(relation, column, context),
                 ColumnValue::UnchangedToast => {
                     Value::String(self.unavailable_value_placeholder.clone())
                 }
@@ -262,6 +266,39 @@ impl CdcRouter {
             object.insert(column.name.clone(), json);
         }
         Ok(Value::Object(object))
+    }
+
+    /// A NULL of `column` as Debezium's converters write it: the `default` of the column's
+    /// Connect schema when it has one and [`CdcRouter::replace_null_with_default`] is on, with
+    /// or without schemas in the output (Debezium's Connect schema carries the default either
+    /// way; Kafka's `Struct.get` and JsonConverter's `convertToJson` read it for a null), else
+    /// null. An explicit NULL and an old row's column that a key-only replica identity leaves
+    /// out alike: both are nulls in Debezium's struct.
+    fn null(
+        &self,
+        relation: &Relation,
+        column: &RelationColumn,
+        context: &RouteContext<'_>,
+    ) -> Value {
+        let ValueConvention::Debezium(modes) = self.values else {
+            return Value::Null;
+        };
+        if !self.replace_null_with_default {
+            return Value::Null;
+        }
+        context
+            .schema
+            .column_default(relation.id, &column.name)
+            .and_then(|expression| {
+                schema::defaults::default_value(
+                    &context.schema.types,
+                    modes,
+                    column.type_oid,
+                    column.type_modifier,
+                    expression,
+                )
+            })
+            .unwrap_or(Value::Null)
     }
 
     /// `{pk columns}` taken from a converted row, as JSON text with the columns in primary-key

@@ -8,7 +8,7 @@ use crate::pg::pgoutput::TupleData;
 use crate::pg::{Lsn, RelationId};
 use crate::route::fixtures::{
     cdc_router, context, header, items_table, key, outbox_table, relation, row, schema, value,
-    OUTBOX, TEXT,
+    ITEMS, OUTBOX, TEXT,
 };
 
 fn cdc() -> CdcRouter {
@@ -84,6 +84,36 @@ fn an_insert_is_a_create_keyed_by_the_primary_key_with_debeziums_source() {
         ])
         .to_string()
     );
+}
+
+#[test]
+fn a_null_in_a_column_with_a_default_is_the_default_unless_switched_off() {
+    // Debezium's converters write a null field as its schema's default; `name` has none.
+    let mut schema = schema();
+    schema.set_default(ITEMS, "note", "'none'::text");
+    let insert = Change::Insert {
+        relation: items_table(),
+        new: row(&[Some("1"), None, None]),
+    };
+    let after = |router: CdcRouter| {
+        let mut out = Vec::new();
+        router
+            .route(&insert, &|_| false, &context(&schema), &mut out)
+            .expect("routes");
+        value(&out[0])["after"].clone()
+    };
+    assert_eq!(after(cdc()), json!({"id": 1, "name": null, "note": "none"}));
+    let null = json!({"id": 1, "name": null, "note": null});
+    let off = CdcRouter {
+        replace_null_with_default: false,
+        ..cdc()
+    };
+    assert_eq!(after(off), null);
+    let natural = CdcRouter {
+        values: ValueConvention::Natural,
+        ..cdc()
+    };
+    assert_eq!(after(natural), null);
 }
 
 #[test]

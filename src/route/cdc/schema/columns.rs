@@ -63,6 +63,7 @@ fn builtin(modes: DebeziumModes, oid: TypeOid, typmod: i32) -> ConnectSchema {
             DecimalMode::String => plain(Kind::String),
         },
         114 | 3802 => plain(Kind::String).logical("io.debezium.data.Json", 1),
+        142 => plain(Kind::String).logical("io.debezium.data.Xml", 1),
         2950 => plain(Kind::String).logical("io.debezium.data.Uuid", 1),
         17 => match modes.binary {
             BinaryMode::Bytes => plain(Kind::Bytes),
@@ -219,6 +220,10 @@ mod tests {
                 r#"{"type":"string","optional":true,"name":"io.debezium.data.Json","version":1}"#
             );
         }
+        assert_eq!(
+            schema(142, -1),
+            r#"{"type":"string","optional":true,"name":"io.debezium.data.Xml","version":1}"#
+        );
         assert_eq!(schema(17, -1), r#"{"type":"bytes","optional":true}"#);
         for binary in [BinaryMode::Base64, BinaryMode::Hex] {
             let modes = DebeziumModes {

@@ -7,8 +7,8 @@
 //!
 //! Types Debezium has no default for (bytea, money, inet, geometry, ranges, arrays, domains,
 //! ...), values it cannot parse and defaults that convert to a struct (`numeric` without scale:
-//! Connect cannot hold a struct default) have none. `interval`, `time`, `bit` and `varbit`
-//! defaults are not derived (docs/debezium.md).
+//! Connect cannot hold a struct default) have none; nor has a generated `interval` default
+//! (Debezium's placeholder `epoch` is no interval pgjdbc's `PGInterval` parses).
 
 use serde_json::Value;
 
@@ -55,6 +55,13 @@ pub fn default_value(
         700 | 701 | 1700 => "0.0",
         25 | 1043 | 1042 => "",
         114 | 3802 => "{}",
+        142 => "",
+        1083 => "00:00:00",
+        1186 if generated => return None,
+        1186 => "",
+        // Debezium's placeholders: bit "00", varbit "0".
+        1560 => "00",
+        1562 => "0",
         2950 => "00000000-0000-0000-0000-000000000000",
         1082 | 1114 => "1970-01-01",
         1184 => "1970-01-01",
@@ -69,7 +76,9 @@ pub fn default_value(
         // Java's Boolean.parseBoolean.
         16 => Some(Value::Bool(text.eq_ignore_ascii_case("true"))),
         // Strings as written (a char(n) default unpadded, as Debezium has it).
-        25 | 1043 | 1042 | 114 | 3802 => Some(Value::from(text)),
+        25 | 1043 | 1042 | 114 | 3802 | 142 => Some(Value::from(text)),
+        // Debezium reads a one-digit bit default as a boolean, a longer one as bits.
+        1560 if text.len() == 1 => Some(Value::Bool(text == "1")),
         21 | 23 | 20 => Some(Value::from(text.parse::<i64>().ok()?)),
         700 | 701 => serde_json::Number::from_f64(text.parse().ok()?).map(Value::Number),
         2950 => Some(Value::from(text.to_ascii_lowercase())),
@@ -135,6 +144,19 @@ mod tests {
         assert_eq!(default(1700, -1, "2.5"), None);
         assert_eq!(default(1082, -1, "'2024-01-31'::date"), Some(json!(19753)));
         assert_eq!(default(3802, -1, "'{}'::jsonb"), Some(json!("{}")));
+        assert_eq!(default(142, -1, "'<a/>'::xml"), Some(json!("<a/>")));
+        assert_eq!(
+            default(1083, -1, "'12:34:56'::time without time zone"),
+            Some(json!(45_296_000_000_i64))
+        );
+        // The session's IntervalStyle is iso_8601.
+        assert_eq!(
+            default(1186, -1, "'P1DT2H'::interval"),
+            Some(json!(93_600_000_000_i64))
+        );
+        assert_eq!(default(1560, 1, "'1'::\"bit\""), Some(json!(true)));
+        assert_eq!(default(1560, 3, "'101'::\"bit\""), Some(json!("BQ==")));
+        assert_eq!(default(1562, -1, "'110'::\"bit\""), Some(json!("Bg==")));
     }
 
     #[test]
@@ -149,6 +171,8 @@ mod tests {
         );
         assert_eq!(default(1082, -1, "CURRENT_DATE"), Some(json!(0)));
         assert_eq!(default(1114, -1, "now()"), Some(json!(0)));
+        assert_eq!(default(1083, -1, "LOCALTIME"), Some(json!(0)));
+        assert_eq!(default(1186, -1, "make_interval(days => 1)"), None);
         assert_eq!(default(25, -1, "NULL::text"), None);
         assert_eq!(default(17, -1, "'\\x00'::bytea"), None);
         assert_eq!(default(23, -1, "(-5)"), None);
