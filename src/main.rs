@@ -122,18 +122,7 @@ fn main() -> ExitCode {
     };
     // Failpoints from FAILPOINTS, only in builds with the `failpoints` feature (crash tests).
     let _failpoints = fail::FailScenario::setup();
-    // `run` is one pipeline: the replication stream is read, decoded and routed by one task, and
-    // the blocking Kafka calls run on the sink's own thread. On a current-thread runtime the thread
-    // that routes also waits on the socket, where a multi-threaded one reads readiness on a worker
-    // and wakes the routing thread for it: a futex wake-up per read, measured at a tenth of the
-    // relay's CPU time under a backlog. The other commands use the multi-threaded runtime.
-    let runtime = match cli.command {
-        Command::Run { .. } => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build(),
-        _ => tokio::runtime::Runtime::new(),
-    };
-    let runtime = match runtime {
+    let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(error = %error, "cannot start the async runtime");
