@@ -359,6 +359,27 @@ async fn when_needed_snapshots_again_after_the_slot_was_dropped() {
     )
     .await;
     relay.kill();
+    // The killed relay's walsender notices the closed connection a moment later: until then the
+    // slot is active and cannot be dropped.
+    support::wait::wait_until(
+        Duration::from_secs(60),
+        || {
+            let client = &client;
+            let slot = spec.slot.clone();
+            async move {
+                client
+                    .query_opt(
+                        "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1 AND active",
+                        &[&slot],
+                    )
+                    .await
+                    .expect("slot query")
+                    .is_none()
+            }
+        },
+        || "the killed relay's slot is released".into(),
+    )
+    .await;
     client
         .batch_execute(&format!(
             "SELECT pg_drop_replication_slot('{}');

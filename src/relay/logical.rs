@@ -441,15 +441,24 @@ pub const PUBLICATION_RECREATED_WAYS_OUT: &str =
      slot follows";
 
 /// The publication of `publications` that `error` says does not exist: SQLSTATE 42704,
-/// `publication "…" does not exist`, the name quoted whatever the server's language. A walsender
-/// says so when it decodes a change written while the publication did not exist.
+/// `publication "…" does not exist` (PostgreSQL 18: 55000, `skipped loading publication "…"`),
+/// the name quoted whatever the server's language. A walsender says so when it decodes a change
+/// written while the publication did not exist.
 pub fn missing_publication<'a>(error: &WireError, publications: &'a [String]) -> Option<&'a str> {
     let WireError::Server(server) = error else {
         return None;
     };
+    // 42704: the ERROR before PostgreSQL 18 (`publication "…" does not exist`); 55000: 18's
+    // WARNING (`skipped loading publication "…"`), after which it decodes on without it.
+    if !matches!(server.code.as_str(), "42704" | "55000") {
+        return None;
+    }
     publications
         .iter()
-        .find(|p| server.code == "42704" && server.message.contains(&format!("\"{p}\"")))
+        .find(|p| {
+            server.message.contains(&format!("\"{p}\""))
+                || server.message.ends_with(&format!(": {p}"))
+        })
         .map(String::as_str)
 }
 

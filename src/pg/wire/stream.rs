@@ -13,11 +13,12 @@ use postgres_protocol::message::frontend;
 use super::{Framed, ServerError, WireError};
 use crate::pg::{Lsn, PgTimestamp};
 
-/// SQLSTATE 42704. During replication, PostgreSQL 18's pgoutput sends it as a WARNING ("skipped
-/// loading publication \"…\"") when a publication of the slot's does not exist at a WAL position,
-/// and decodes on without it, where older versions fail with the same SQLSTATE as an ERROR. The
-/// changes it skips are lost to the slot, so the stream ends with it as an error on every version.
-const UNDEFINED_OBJECT: &str = "42704";
+/// SQLSTATE 55000 (object not in prerequisite state): PostgreSQL 18's pgoutput sends it as a
+/// WARNING, "skipped loading publication \"…\"", when a publication of the slot's does not exist
+/// at a WAL position, and decodes on without it; older versions fail there with an ERROR (42704).
+/// The changes it skips are lost to the slot, so the stream ends with it as an error on every
+/// version.
+const SKIPPED_PUBLICATION: &str = "55000";
 
 /// What the walsender sends during replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,7 +112,8 @@ impl ReplicationStream {
                 }
                 Backend::NoticeResponse(body) => {
                     let notice = ServerError::parse_notice(&body);
-                    if notice.code == UNDEFINED_OBJECT {
+                    if notice.code == SKIPPED_PUBLICATION && notice.message.contains("publication")
+                    {
                         return Err(WireError::Server(notice));
                     }
                 }
