@@ -7,10 +7,11 @@
 //! schema, and a schema per table and Relation message).
 //!
 //! What the registry says sorts into transient and definite errors ([`RegistryError`]): no answer,
-//! a 5xx, 408 or 429 is an outage, retried from the checkpoint; a 409 is the subject's
-//! compatibility refusing the schema, which retrying cannot change: the relay stops before
-//! publishing a record of it, naming the subject, its versions and the registry's reason (a 409
-//! for a subject without versions is a race in the registry instead, retried).
+//! a 5xx, 408 or 429 is an outage, retried from the checkpoint; a 409 that repeats is the
+//! subject's compatibility refusing the schema, which retrying cannot change: the relay stops
+//! before publishing a record of it, naming the subject, its versions and the registry's reason (a
+//! 409 for a subject without versions is a race in the registry instead, retried). A 409 is first
+//! tried again at once: Apicurio answers one to the loser of two registrations racing.
 //!
 //! HTTP/1.1 on hyper (already in the tree for the metrics endpoint), TLS by rustls as for
 //! Postgres: no registry client crate is both maintained and free of its own HTTP stack and
@@ -41,7 +42,7 @@ pub use lookup::{Registered, Version};
 
 /// The media type of the registry's API.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-/// Tries of a registration that races another (a 409 on a subject without versions), 50 ms
+/// Tries of a registration answered 409 (which may be a race, [`Registry::register`]), 50 ms
 /// apart and doubling: two relays sharing a registry start together.
 const RACED_REGISTRATION_ATTEMPTS: usize = 4;
 
@@ -199,13 +200,19 @@ impl Registry {
 
     /// Registers `schema` under its subject unless it has its id, and records the id.
     ///
-    /// A 409 on a subject without versions is a race between registrations (below): the
-    /// registration is tried again at once, a few times, before the relay's attempt fails over it.
+    /// A 409 may be a race between registrations rather than a refusal: Apicurio answers 409
+    /// "already exists" to the loser of two registrations of one schema at once (two relays, or
+    /// two subjects of the same content). Registering the same schema again then returns its id,
+    /// so a 409 is tried again at once, a few times, before it counts as the subject's
+    /// compatibility refusing the schema (or, on a subject without versions, as an outage).
     pub async fn register(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
         let mut pause = Duration::from_millis(50);
         for _ in 1..RACED_REGISTRATION_ATTEMPTS {
             match self.register_once(schema).await {
-                Err(RegistryError::Unavailable { status: 409, .. }) => {
+                Err(
+                    RegistryError::Unavailable { status: 409, .. }
+                    | RegistryError::Incompatible { .. },
+                ) => {
                     tokio::time::sleep(pause).await;
                     pause *= 2;
                 }
