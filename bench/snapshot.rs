@@ -8,6 +8,8 @@
 //!   `OUTBOXD_BENCH_SNAPSHOT_CHUNKS` (default `2048,8192`): rows/s from the process start until a
 //!   `read_committed` consumer has every read, and the peak RSS, which follows the chunk size and
 //!   not the table's;
+//! - the other ceiling, Kafka's transactional `ProducerPerformance` writing as many records of the
+//!   read events' mean size (the snapshot cannot outrun the broker any more than it can COPY);
 //! - Debezium Server's initial snapshot of the same table (at-least-once, its defaults);
 //! - W3 (2,000 single-row outbox transactions/s) through outboxd with no snapshot, then while it
 //!   snapshots the table: the stream's latency during a snapshot.
@@ -77,10 +79,14 @@ async fn main() {
 
     let copy_before = copy_ceiling(&client, rows).await;
     let mut outboxd = Vec::new();
+    let mut producer = Value::Null;
     for &chunk in &chunks {
-        let figures = outboxd_snapshot(&db, rows, chunk).await;
+        let (figures, topic) = outboxd_snapshot(&db, rows, chunk).await;
         eprintln!("[snapshot] outboxd chunk_size {chunk}: {figures}");
         outboxd.push(figures);
+        if producer.is_null() {
+            producer = producer_ceiling(&db, &topic, rows).await;
+        }
     }
     let debezium = if common::debezium_home().is_some() {
         let figures = debezium_snapshot(&db, rows).await;
@@ -111,6 +117,7 @@ async fn main() {
         "table_bytes": table_bytes(&client).await,
         "fill_seconds": fill.as_secs_f64(),
         "copy": [copy_before, copy_after],
+        "kafka_producer_performance": producer,
         "outboxd": outboxd,
         "debezium": debezium,
         "w3_alone": w3_alone,
@@ -134,6 +141,33 @@ async fn copy_ceiling(client: &tokio_postgres::Client, rows: usize) -> Value {
     figures["bytes"] = json!(bytes);
     eprintln!("[snapshot] COPY: {figures}");
     figures
+}
+
+/// The other ceiling: Kafka's transactional producer writing as many records as the snapshot's,
+/// of the mean size (key and value) of the first of `topic`'s (outboxd's read events).
+async fn producer_ceiling(db: &TestDb, topic: &str, rows: usize) -> Value {
+    const SAMPLE: usize = 10_000;
+    let (mut count, mut bytes) = (0, 0);
+    support::kafka::consume_topic_at(
+        &support::dev_env().kafka_bootstrap,
+        topic,
+        support::kafka::Isolation::ReadCommitted,
+        Duration::from_secs(120),
+        |record| {
+            use rdkafka::Message;
+            count += 1;
+            bytes += record.key().map_or(0, <[u8]>::len) + record.payload().map_or(0, <[u8]>::len);
+            count >= SAMPLE.min(rows)
+        },
+    );
+    let record_bytes = i32::try_from(bytes / count.max(1)).expect("record size");
+    let perf_topic = db.topic("perf");
+    create_topic(&perf_topic, 3).await;
+    let records_per_s = common::producer_performance(&perf_topic, rows, record_bytes);
+    eprintln!(
+        "[snapshot] ProducerPerformance {records_per_s:.0} records/s of {record_bytes} bytes"
+    );
+    json!({ "events_per_s": records_per_s, "record_bytes": record_bytes })
 }
 
 /// `items`' size on disk, its indexes included.
@@ -163,8 +197,8 @@ async fn relay_spec(db: &TestDb, label: &str, snapshot: &str) -> (RelaySpec, Str
 }
 
 /// outboxd's first start with `snapshot.mode = "initial"` and `chunk_size = chunk`: from its
-/// process start until a `read_committed` consumer has all `rows` reads.
-async fn outboxd_snapshot(db: &TestDb, rows: usize, chunk: usize) -> Value {
+/// process start until a `read_committed` consumer has all `rows` reads; and the reads' topic.
+async fn outboxd_snapshot(db: &TestDb, rows: usize, chunk: usize) -> (Value, String) {
     let (spec, topic) = relay_spec(
         db,
         &format!("chunk{chunk}"),
@@ -176,7 +210,7 @@ async fn outboxd_snapshot(db: &TestDb, rows: usize, chunk: usize) -> Value {
     let mut figures = common::drained("outboxd", &topic, rows, started, relay.pid()).await;
     relay.signal_and_wait("TERM", Duration::from_secs(30));
     figures["chunk_size"] = json!(chunk);
-    figures
+    (figures, topic)
 }
 
 /// Debezium Server's `snapshot.mode=initial` of `items`, on a slot it creates: from its process

@@ -259,3 +259,65 @@ async fn status_says_the_checkpoint_is_behind_a_killed_relays_open_transaction()
         started.elapsed()
     );
 }
+
+/// The same open transaction seen by `check`: a warning that says what holds the checkpoint back
+/// and when it ends, not a failure blaming the principal's grants. The transaction is opened by a
+/// producer of the test's own on the offsets topic, as a relay killed mid-transaction leaves it.
+#[tokio::test(flavor = "multi_thread")]
+async fn check_says_the_checkpoint_is_behind_an_open_transaction_not_a_missing_grant() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+
+    let started = Instant::now();
+    let db = TestDb::create("check_open_txn").await;
+    let mut spec = RelaySpec::for_db(&db);
+    spec.call_timeout = "3s".into();
+    support::kafka::create_topic_with_at(
+        &spec.bootstrap,
+        &spec.offsets_topic,
+        1,
+        &[("cleanup.policy", "compact")],
+    )
+    .await;
+    let producer: BaseProducer = support::kafka::client_config_at(&spec.bootstrap)
+        .set("transactional.id", format!("{}.killed", spec.name))
+        .create()
+        .expect("producer");
+    producer
+        .init_transactions(Duration::from_secs(30))
+        .expect("init_transactions");
+    producer.begin_transaction().expect("begin_transaction");
+    producer
+        .send(
+            BaseRecord::to(&spec.offsets_topic)
+                .key(&spec.name)
+                .payload("{}"),
+        )
+        .expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+
+    let output = support::relay::outboxd(&spec, &["check"], &[]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .position(|l| l.contains("checkpoint of relay"))
+        .unwrap_or_else(|| panic!("no checkpoint line:\n{text}"));
+    let (what, fix) = (text.lines().nth(line), text.lines().nth(line + 1));
+    assert!(
+        what.is_some_and(|l| l.starts_with("WARN")
+            && l.contains("behind an open Kafka transaction")
+            && l.contains("killed mid-transaction")
+            && l.contains("(offsets topic records 0 to 1)")),
+        "{text}"
+    );
+    assert!(
+        fix.is_some_and(
+            |l| l.contains("the broker aborts it within kafka.transaction_timeout")
+                && !l.contains("principal")
+        ),
+        "{text}"
+    );
+    producer
+        .abort_transaction(Duration::from_secs(30))
+        .expect("abort_transaction");
+    eprintln!("check said:\n{text}test took {:?}", started.elapsed());
+}

@@ -519,6 +519,17 @@ async fn initial_only_snapshots_then_stops_and_status_shows_the_progress() {
     );
     let done = snapshot["rows"].as_u64().expect("rows");
     assert!(done > 0 && done < rows as u64, "{status}");
+    // Chunks that follow one another share a Kafka transaction (one checkpoint record each, the
+    // slot's first included): not one transaction per chunk of 10 rows.
+    let transactions = support::kafka::read_to_end(&spec.offsets_topic)
+        .iter()
+        .filter(|r| rdkafka::Message::key(*r) == Some(spec.name.as_bytes()))
+        .count() as u64;
+    assert!(
+        transactions * 2 <= done / 10,
+        "{transactions} Kafka transactions for {} chunks",
+        done / 10
+    );
     assert_eq!(
         snapshot["after"][0].as_str(),
         Some(done.to_string().as_str()),

@@ -33,7 +33,7 @@ use super::backfill;
 use super::logical::{publication_recreated, Replication, Started, PROTOCOL_VERSION};
 use super::routing::Routing;
 use super::snapshot::signal::{is_signal_table, Received, SIGNAL_PREFIX};
-use super::snapshot::{request, RecentCommits, Snapshotter, WATERMARK_PREFIX};
+use super::snapshot::{request, HeldBoundary, RecentCommits, Snapshotter, WATERMARK_PREFIX};
 use super::{Failure, RelayConfig, RelayError, Shutdown};
 
 /// Runs the pump and its sink thread until shutdown or failure.
@@ -98,6 +98,7 @@ pub(super) async fn run(
         stop_after_snapshot: config.snapshot.mode == SnapshotMode::InitialOnly,
         snapshot,
         reads_owed: VecDeque::new(),
+        held: HeldBoundary::default(),
         recent: RecentCommits::default(),
         source: LogicalSource::new(stream, PROTOCOL_VERSION),
         sink,
@@ -168,6 +169,8 @@ struct Pump<'a> {
     /// Read events handed to the sink, counted in the metrics once a checkpoint covers them:
     /// the boundary's position, the chunk's rows, the snapshot's rows with them.
     reads_owed: VecDeque<(Lsn, u64, u64)>,
+    /// A chunk's boundary held back while the next chunk follows (relay::snapshot::held).
+    held: HeldBoundary,
     /// The stream's latest commits, for the snapshot's race guard.
     recent: RecentCommits,
     source: LogicalSource,
@@ -219,12 +222,18 @@ impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
     async fn pump(&mut self, shutdown: &Shutdown) -> Result<(), RelayError> {
         loop {
+            if !self.snapshot.as_ref().is_some_and(Snapshotter::reading) {
+                self.release_held().await?;
+            }
             if self.snapshot_finished().await? {
                 return Ok(());
             }
             tokio::select! {
                 biased;
-                () = shutdown.requested() => return Ok(()),
+                () = shutdown.requested() => {
+                    self.release_held().await?;
+                    return Ok(());
+                }
                 changed = self.sink.committed.changed() => {
                     if changed.is_err() {
                         return Ok(()); // the sink ended; its result says why
@@ -339,8 +348,12 @@ impl Pump<'_> {
             }
             SourceEvent::Commit(commit) => {
                 self.recent.push(commit.xid);
-                if !self.skipping && !self.publish_reads(commit.end_lsn).await? {
-                    return Ok(false);
+                let mut chunk = false;
+                if !self.skipping {
+                    match self.publish_reads(commit.end_lsn).await? {
+                        None => return Ok(false),
+                        Some(published) => chunk = published,
+                    }
                 }
                 let open = self.open.take();
                 self.last_commit = Some(commit.end_lsn);
@@ -355,7 +368,12 @@ impl Pump<'_> {
                     metrics().reached(Reached::Decoded, committed);
                 }
                 self.sent = commit.end_lsn;
-                self.forward(SinkInput::Boundary(checkpoint)).await
+                // The snapshot reads on: the next chunk's boundary supersedes this one.
+                let more = chunk && self.snapshot.as_ref().is_some_and(Snapshotter::wants_chunk);
+                match self.held.hold(checkpoint, more) {
+                    Some(checkpoint) => self.forward(SinkInput::Boundary(checkpoint)).await,
+                    None => Ok(true),
+                }
             }
             SourceEvent::Message {
                 prefix,
@@ -420,20 +438,28 @@ impl Pump<'_> {
 
     /// At a commit ending at `end`: the read events of a window that closed in this transaction,
     /// handed to the sink before the boundary whose checkpoint moves the cursor past them.
-    /// `false` when the sink is gone.
-    async fn publish_reads(&mut self, end: Lsn) -> Result<bool, RelayError> {
+    /// Whether a window closed; `None` when the sink is gone.
+    async fn publish_reads(&mut self, end: Lsn) -> Result<Option<bool>, RelayError> {
         let Some((reads, lsn)) = self.snapshot.as_mut().and_then(Snapshotter::close) else {
-            return Ok(true);
+            return Ok(Some(false));
         };
         for read in &reads {
             if !self.route(read, lsn).await? {
-                return Ok(false);
+                return Ok(None);
             }
         }
         let total = self.snapshot.as_ref().map_or(0, Snapshotter::rows);
         self.reads_owed.push_back((end, reads.len() as u64, total));
         self.sync_snapshot();
-        Ok(true)
+        Ok(Some(true))
+    }
+
+    /// Hands the held chunk boundary to the sink, if there is one: no chunk follows at once.
+    async fn release_held(&mut self) -> Result<(), RelayError> {
+        if let Some(checkpoint) = self.held.release(&self.template) {
+            self.forward(SinkInput::Boundary(checkpoint)).await?;
+        }
+        Ok(())
     }
 
     /// Every checkpoint from now on carries the snapshot's cursor (none once it is complete).
@@ -535,6 +561,9 @@ impl Pump<'_> {
     /// Hands one input to the sink, waiting while the channel is full and meanwhile keeping the
     /// walsender informed. `false` when the sink is gone.
     async fn forward(&mut self, input: SinkInput) -> Result<bool, RelayError> {
+        if matches!(input, SinkInput::Boundary(_)) {
+            self.held.superseded();
+        }
         let input = match self.sink.input.try_send(input) {
             Ok(()) => return Ok(true),
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(false),

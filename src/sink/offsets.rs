@@ -329,6 +329,8 @@ impl OffsetsTopic {
                     let reached = position
                         .find_partition(&self.name, 0)
                         .and_then(|p| p.offset().to_raw())
+                        // No position yet (nothing read, -1001): the partition's start.
+                        .filter(|&offset| offset >= 0)
                         .unwrap_or(0);
                     if reached >= end {
                         return Ok(last);

@@ -16,6 +16,7 @@ use std::time::Duration;
 use super::report::Report;
 use super::{acls, connect};
 use crate::checkpoint::StoredCheckpoint;
+use crate::ops::status::PendingCheckpoint;
 use crate::ops::{admin_client, read_checkpoint};
 use crate::relay::RelayConfig;
 use crate::sink::kafka::{SinkError, TransactionalProducer};
@@ -119,20 +120,38 @@ pub(super) fn checks(config: &RelayConfig, dead_letter_topic: &str) -> KafkaFact
             );
             Some(checkpoint)
         }
-        Err(error) => {
-            report.fail(
-                AREA,
-                format!(
-                    "cannot read the checkpoint of relay {:?}: {error:#}",
-                    config.name
-                ),
-                format!(
-                    "the principal needs Read on the offsets topic and Describe on group \
-                     {READER_GROUP} (see the ACL checks above)"
-                ),
-            );
-            None
-        }
+        // Not a missing grant: reading stopped at a transaction that only the broker ends.
+        Err(error) => match PendingCheckpoint::from_error(&error, config.transaction_timeout) {
+            Some(pending) => {
+                report.warn(
+                    AREA,
+                    format!(
+                        "cannot read the checkpoint of relay {:?} yet: {}",
+                        config.name,
+                        pending.what()
+                    ),
+                    format!(
+                        "nothing to change: {}; run check again then",
+                        pending.ends()
+                    ),
+                );
+                None
+            }
+            None => {
+                report.fail(
+                    AREA,
+                    format!(
+                        "cannot read the checkpoint of relay {:?}: {error:#}",
+                        config.name
+                    ),
+                    format!(
+                        "the principal needs Read on the offsets topic and Describe on group \
+                         {READER_GROUP} (see the ACL checks above)"
+                    ),
+                );
+                None
+            }
+        },
     };
     KafkaFacts { report, checkpoint }
 }

@@ -42,20 +42,35 @@ impl PendingCheckpoint {
             _ => None,
         }
     }
+
+    /// What holds the checkpoint back, `check`'s words as well as `status`'s.
+    pub fn what(&self) -> String {
+        format!(
+            "the checkpoint is behind an open Kafka transaction, still undecided after {:?} \
+             (offsets topic records {} to {}), most likely of a previous instance killed \
+             mid-transaction",
+            Duration::from_secs_f64(self.waited_seconds),
+            self.stable_offset,
+            self.end_offset,
+        )
+    }
+
+    /// When it ends by itself.
+    pub fn ends(&self) -> String {
+        format!(
+            "the broker aborts it within kafka.transaction_timeout ({:?})",
+            Duration::from_secs_f64(self.transaction_timeout_seconds),
+        )
+    }
 }
 
 impl fmt::Display for PendingCheckpoint {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "UNKNOWN for now: the checkpoint is behind an open Kafka transaction, still undecided \
-             after {:?} (offsets topic records {} to {}), most likely of a previous instance \
-             killed mid-transaction; the broker aborts it within kafka.transaction_timeout \
-             ({:?}): run status again then",
-            Duration::from_secs_f64(self.waited_seconds),
-            self.stable_offset,
-            self.end_offset,
-            Duration::from_secs_f64(self.transaction_timeout_seconds),
+            "UNKNOWN for now: {}; {}: run status again then",
+            self.what(),
+            self.ends()
         )
     }
 }

@@ -22,7 +22,9 @@
 //!    the chunk ([`window::Window::saw`]): its change event is at least as new as the read.
 //! 3. At the commit of `H`'s transaction the rows left become `op: "r"` events, followed by the
 //!    boundary whose checkpoint carries the cursor past the chunk: one Kafka transaction holds
-//!    both, so a crash re-reads at most this chunk, and nothing twice.
+//!    both, so a crash re-reads at most this chunk, and nothing twice. While the snapshot reads
+//!    on, that boundary is held back for the next chunk's ([`held`]): a Kafka transaction then
+//!    holds several chunks and the checkpoint past the last, and a crash re-reads them all.
 //!
 //! The pump's position `p0` is the window's low watermark: the read runs inside the pump, between
 //! two events, so no low-watermark message is needed. What is left is a transaction whose commit
@@ -39,6 +41,7 @@
 //! a streamed change cannot be told apart from a read row, and the snapshot stops with an error.
 
 mod filter;
+mod held;
 pub mod progress;
 mod published;
 mod recent;
@@ -60,6 +63,7 @@ use crate::source::Change;
 
 use super::{RelayConfig, RelayError};
 use filter::Filter;
+pub(super) use held::HeldBoundary;
 pub(super) use recent::RecentCommits;
 use window::Window;
 
@@ -154,6 +158,11 @@ impl Snapshotter {
     /// and no signal paused the snapshot.
     pub fn wants_chunk(&self) -> bool {
         self.window.is_none() && !self.cursor.is_done() && !self.cursor.paused
+    }
+
+    /// Whether a chunk is waiting for its watermark or the next one is to be read.
+    pub fn reading(&self) -> bool {
+        self.window.is_some() || self.wants_chunk()
     }
 
     /// A change the stream carries: it leaves the open window.
