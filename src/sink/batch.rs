@@ -372,8 +372,8 @@ pub fn run_blocking<S: TransactionSink, C: BatchCheckpoint>(
     };
     let result = loop {
         // Input already waiting is taken as it is: waiting through the runtime costs a timer
-        // registration (which wakes the runtime's driver) and a park per input, and under a
-        // backlog that was a third of the relay's CPU time, most of it in the kernel.
+        // registration (which may wake the runtime's driver) per input, and the relay's profile
+        // under a backlog is dominated by such thread wake-ups (bench/README.md, issue 21).
         let next = match input.try_recv() {
             Ok(item) => Some(Some(item)),
             Err(TryRecvError::Disconnected) => Some(None),
