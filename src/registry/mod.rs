@@ -169,6 +169,14 @@ impl RegistryError {
     }
 }
 
+/// What one registration POST came to, short of an error.
+enum Posted {
+    /// The schema has its id.
+    Registered,
+    /// A 409, with the registry's message: a race, or the subject's compatibility refusing it.
+    Conflict(String),
+}
+
 /// A registry client.
 #[derive(Clone)]
 pub struct Registry {
@@ -206,26 +214,27 @@ impl Registry {
     /// so a 409 is tried again at once, a few times, before it counts as the subject's
     /// compatibility refusing the schema (or, on a subject without versions, as an outage).
     pub async fn register(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
-        let mut pause = Duration::from_millis(50);
-        for _ in 1..RACED_REGISTRATION_ATTEMPTS {
-            match self.register_once(schema).await {
-                Err(
-                    RegistryError::Unavailable { status: 409, .. }
-                    | RegistryError::Incompatible { .. },
-                ) => {
-                    tokio::time::sleep(pause).await;
-                    pause *= 2;
-                }
-                outcome => return outcome,
-            }
-        }
-        self.register_once(schema).await
-    }
-
-    async fn register_once(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
         if schema.id().is_some() {
             return Ok(());
         }
+        let mut pause = Duration::from_millis(50);
+        let mut attempts = 1;
+        loop {
+            let message = match self.post(schema).await? {
+                Posted::Registered => return Ok(()),
+                Posted::Conflict(message) => message,
+            };
+            if attempts == RACED_REGISTRATION_ATTEMPTS {
+                return Err(self.conflict(&schema.subject, message).await);
+            }
+            attempts += 1;
+            tokio::time::sleep(pause).await;
+            pause *= 2;
+        }
+    }
+
+    /// POSTs `schema` to its subject once, recording its id when registered.
+    async fn post(&self, schema: &AvroSchema) -> Result<Posted, RegistryError> {
         let subject = schema.subject.as_str();
         let body = json!({ "schema": schema.json }).to_string();
         let (status, answer) = self
@@ -243,30 +252,35 @@ impl Registry {
                 })?;
             tracing::info!(subject, id, "registered the Avro schema");
             schema.registered(id);
-            return Ok(());
+            return Ok(Posted::Registered);
         }
         let message = message_of(&answer);
         // Matched on the status: Apicurio's 409 carries `error_code` 0.
         if status == StatusCode::CONFLICT {
-            let versions = self.versions(subject).await;
-            // No version to be incompatible with: a race in the registry, not a refusal.
-            // Apicurio answers 409 "already exists" when registrations of the same content under
-            // two subjects meet (two relays sharing a registry); the next attempt registers it.
-            if versions.is_empty() {
-                return Err(RegistryError::Unavailable {
-                    subject: subject.to_owned(),
-                    status: status.as_u16(),
-                    message,
-                });
-            }
-            return Err(RegistryError::Incompatible {
-                subject: subject.to_owned(),
-                versions,
-                compatibility: self.compatibility(subject).await,
-                reason: message,
-            });
+            return Ok(Posted::Conflict(message));
         }
         Err(refusal(&self.settings.url, status, subject, message))
+    }
+
+    /// What a 409 that repeated means: the subject's compatibility refusing the schema, named with
+    /// its versions and level; or, with no version to be incompatible with, a race in the registry
+    /// (Apicurio answers 409 "already exists" when registrations of the same content under two
+    /// subjects meet), which a later attempt gets past.
+    async fn conflict(&self, subject: &str, message: String) -> RegistryError {
+        let versions = self.versions(subject).await;
+        if versions.is_empty() {
+            return RegistryError::Unavailable {
+                subject: subject.to_owned(),
+                status: StatusCode::CONFLICT.as_u16(),
+                message,
+            };
+        }
+        RegistryError::Incompatible {
+            subject: subject.to_owned(),
+            versions,
+            compatibility: self.compatibility(subject).await,
+            reason: message,
+        }
     }
 
     /// Whether the registry answers, and takes outboxd's credentials: `GET /subjects`, for
