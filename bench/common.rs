@@ -4,7 +4,7 @@
 //! time, the steady workload's latencies, and the report with the machine it ran on.
 #![allow(dead_code)] // each benchmark uses its own part
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -335,12 +335,18 @@ pub fn loadavg() -> String {
 /// setting at its default. For experiments (profiling a missed target), `OUTBOXD_BENCH_OUTBOXD_TOML`
 /// is appended to its config file (sections included) and `OUTBOXD_BENCH_RUST_LOG` is its log
 /// filter (`outboxd=debug` logs each Kafka transaction's size and timing; default `info`).
+/// `OUTBOXD_BENCH_BINARY` runs another build instead of this checkout's (an A/B of two builds in
+/// alternating runs).
 pub fn start_outboxd(mut spec: RelaySpec) -> RelayProcess {
     spec.test_timings = false;
     spec.extra
         .push_str(&std::env::var("OUTBOXD_BENCH_OUTBOXD_TOML").unwrap_or_default());
     let log = std::env::var("OUTBOXD_BENCH_RUST_LOG").unwrap_or_else(|_| "info".into());
-    RelayProcess::start_with_env(&spec, &[("RUST_LOG", &log)])
+    let env = [("RUST_LOG", log.as_str())];
+    match std::env::var_os("OUTBOXD_BENCH_BINARY") {
+        Some(binary) => RelayProcess::start_program(Path::new(&binary), &spec, &env),
+        None => RelayProcess::start_with_env(&spec, &env),
+    }
 }
 
 /// Where `bench/run` unpacked Debezium Server (`OUTBOXD_BENCH_DEBEZIUM_HOME`), if it did.

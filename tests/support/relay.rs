@@ -1,7 +1,7 @@
 //! The `outboxd` binary as a child process: started with a config file, killed, stopped, watched.
 
 use std::fs::File;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,12 +137,18 @@ pub struct RelayProcess {
 impl RelayProcess {
     /// Starts `outboxd run` with `spec`, with extra environment variables.
     pub fn start_with_env(spec: &RelaySpec, env: &[(&str, &str)]) -> RelayProcess {
+        Self::start_program(Path::new(env!("CARGO_BIN_EXE_outboxd")), spec, env)
+    }
+
+    /// Starts `<program> run` with `spec`, with extra environment variables: another build of
+    /// outboxd, for the bench's A/B runs (`OUTBOXD_BENCH_BINARY`).
+    pub fn start_program(program: &Path, spec: &RelaySpec, env: &[(&str, &str)]) -> RelayProcess {
         let dir = tempfile::tempdir().expect("relay temp dir");
         let config = dir.path().join("outboxd.toml");
         std::fs::write(&config, spec.toml()).expect("write relay config");
         let log = dir.path().join("outboxd.log");
         let stderr = File::create(&log).expect("relay log file");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_outboxd"));
+        let mut command = Command::new(program);
         command
             .args(["run", "--config"])
             .arg(&config)
