@@ -16,6 +16,7 @@ use rdkafka::producer::{BaseRecord, Producer, ProducerContext, ThreadedProducer}
 use rdkafka::Message;
 
 use crate::route::{fingerprint, Record};
+use crate::sink::deliveries::DeliveryCount;
 
 /// How to reach the broker: what every Kafka client of outboxd shares. `Debug` hides the values of
 /// secret properties.
@@ -345,12 +346,14 @@ pub fn largest(refused: &[Refused]) -> Option<&Refused> {
 
 /// The producer's context: remembers the records the broker refused as too large, and the first
 /// topic it said does not exist, which only their delivery reports name (the transaction's
-/// failure does not say which record it was).
+/// failure does not say which record it was); and counts the delivery reports served.
 #[derive(Debug, Default)]
 pub struct RefusalWatch {
     refused: Mutex<Vec<Refused>>,
     /// A topic that does not exist, and the delivery report's error.
     unknown_topic: Mutex<Option<(String, String)>>,
+    /// Every delivery report, for a commit waiting on the last one.
+    delivered: DeliveryCount,
 }
 
 impl RefusalWatch {
@@ -378,6 +381,7 @@ impl ProducerContext for RefusalWatch {
     type DeliveryOpaque = ();
 
     fn delivery(&self, result: &DeliveryResult<'_>, (): ()) {
+        self.delivered.served();
         let Err((error, message)) = result else {
             return;
         };
@@ -473,6 +477,8 @@ pub struct TransactionalProducer {
     /// which would race the call still pending); the next producer's `init_transactions` settles
     /// the open transaction.
     spent: bool,
+    /// Records queued with librdkafka so far: as many delivery reports are owed.
+    produced: u64,
 }
 
 impl std::fmt::Debug for TransactionalProducer {
@@ -512,6 +518,7 @@ impl TransactionalProducer {
             transaction_timeout,
             opened: None,
             spent: false,
+            produced: 0,
         };
         this.transact("initializing transactions", |p| {
             p.init_transactions(call_timeout)
@@ -586,7 +593,10 @@ impl TransactionalProducer {
         }
         loop {
             match self.producer.send(base) {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    self.produced += 1;
+                    return Ok(());
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     base = back;
                     self.producer.poll(Duration::from_millis(10));
@@ -633,8 +643,18 @@ impl TransactionalProducer {
     /// poll sleeps its full 100 ms whenever a record is still in flight. Every commit took >= 100 ms
     /// (measured: 101-108 ms, while librdkafka's commit itself takes ~3 ms). Waiting here in short
     /// steps leaves nothing in flight, so its flush returns at once.
+    ///
+    /// The wait sleeps until the last delivery report is served (sink::deliveries), asking
+    /// librdkafka's count every 10 ms as well; then the short steps cover the moment between
+    /// the report's callback and librdkafka's count dropping.
     fn await_deliveries(&self, timeout: Duration) {
         let deadline = Instant::now() + timeout;
+        self.producer.context().delivered.wait_for(
+            self.produced,
+            deadline,
+            Duration::from_millis(10),
+            || self.producer.in_flight_count() == 0,
+        );
         while self.producer.in_flight_count() > 0 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_micros(200));
         }

@@ -2,6 +2,7 @@
 //! transaction closes.
 
 pub mod batch;
+pub mod deliveries;
 pub mod kafka;
 pub mod limits;
 pub mod offsets;
