@@ -169,7 +169,7 @@ pub(super) async fn publish(
     config: &RelayConfig,
     connection: &mut ReplicationConnection,
     schema: &Schema,
-    sink: &SinkThread<Checkpoint>,
+    sink: &mut SinkThread<Checkpoint>,
     routing: &mut Routing,
     checkpoint: Checkpoint,
 ) -> Result<bool, RelayError> {
@@ -197,12 +197,7 @@ pub(super) async fn publish(
             "publishing the rows older than the slot, once ({OPTION})"
         );
     }
-    if sink
-        .input
-        .send(SinkInput::Boundary(checkpoint))
-        .await
-        .is_err()
-    {
+    if !sink.input.send(SinkInput::Boundary(checkpoint)).await || !sink.input.hand_over().await {
         return Ok(false);
     }
     session.simple_query("COMMIT").await?;
@@ -215,7 +210,7 @@ async fn publish_table(
     session: &mut Session,
     table: &PollTable,
     context: &RouteContext<'_>,
-    sink: &SinkThread<Checkpoint>,
+    sink: &mut SinkThread<Checkpoint>,
     routing: &mut Routing,
 ) -> Result<Option<u64>, RelayError> {
     let exists = session
@@ -279,7 +274,7 @@ async fn publish_table(
                 .route(&config.router, &change, context, &mut routed)
                 .await?;
             for record in routed.drain(..) {
-                if sink.input.send(SinkInput::Record(record)).await.is_err() {
+                if !sink.input.send(SinkInput::Record(record)).await {
                     return Ok(None);
                 }
             }

@@ -193,9 +193,12 @@ impl Poller<'_> {
             .map(SinkInput::Record)
             .chain([SinkInput::Boundary(checkpoint.clone())]);
         for input in inputs {
-            if self.sink.input.send(input).await.is_err() {
+            if !self.sink.input.send(input).await {
                 return false;
             }
+        }
+        if !self.sink.input.hand_over().await {
+            return false;
         }
         loop {
             let committed = self

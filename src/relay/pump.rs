@@ -12,6 +12,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
+use futures_util::FutureExt;
 use tokio::sync::mpsc;
 use tokio::time::{interval, Interval, MissedTickBehavior};
 
@@ -26,7 +27,8 @@ use crate::route::outbox::identity::OutboxIdentities;
 use crate::route::{Record, RouteContext};
 use crate::settings::SnapshotMode;
 use crate::sink::batch::{Batcher, SinkInput, SinkThread};
-use crate::source::logical::{LogicalSource, SourceEvent, TxnBegin};
+use crate::sink::handoff::PARCEL_INPUTS;
+use crate::source::logical::{LogicalSource, SourceError, SourceEvent, TxnBegin};
 use crate::source::Change;
 
 use super::backfill;
@@ -58,7 +60,7 @@ pub(super) async fn run(
         config.name.clone(),
         resume.events,
     );
-    let sink = SinkThread::spawn(batcher, config.channel_capacity)?;
+    let mut sink = SinkThread::spawn(batcher, config.channel_capacity)?;
     let stream = match replication {
         Replication::Streaming(stream) => stream,
         Replication::Backfill(mut pending) => {
@@ -66,7 +68,7 @@ pub(super) async fn run(
                 config,
                 &mut pending.connection,
                 &schema,
-                &sink,
+                &mut sink,
                 &mut routing,
                 resume.clone(),
             )
@@ -221,6 +223,10 @@ impl std::fmt::Debug for Pump<'_> {
 impl Pump<'_> {
     /// Loops until shutdown (`Ok`) or an error; the channel closing means the sink failed.
     async fn pump(&mut self, shutdown: &Shutdown) -> Result<(), RelayError> {
+        // Events read since the loop last waited in `select!`: bounded, so that a run of events
+        // that gather nothing (a resumed relay skipping transactions) still lets the status
+        // updates, the committed checkpoints and a shutdown through.
+        let mut read_ahead = 0;
         loop {
             if !self.snapshot.as_ref().is_some_and(Snapshotter::reading) {
                 self.release_held().await?;
@@ -228,6 +234,23 @@ impl Pump<'_> {
             if self.snapshot_finished().await? {
                 return Ok(());
             }
+            if self.sink.input.has_gathered() {
+                // Read on while the socket holds more, then hand the parcel over before waiting
+                // (sink::handoff): the sink thread wakes once per parcel, not once per input.
+                if read_ahead < PARCEL_INPUTS {
+                    if let Some(event) = self.source.next().now_or_never() {
+                        read_ahead += 1;
+                        if !self.handle_next(event).await? {
+                            return Ok(());
+                        }
+                        continue;
+                    }
+                }
+                if !self.hand_over().await? {
+                    return Ok(());
+                }
+            }
+            read_ahead = 0;
             tokio::select! {
                 biased;
                 () = shutdown.requested() => {
@@ -250,17 +273,23 @@ impl Pump<'_> {
                 () = std::future::ready(()), if self.open.is_none() && self.snapshot.as_ref().is_some_and(Snapshotter::wants_chunk) => {
                     self.read_chunk().await?;
                 }
-                event = self.source.next() => match event.map_err(|error| {
-                    publication_recreated(self.config, self.confirmed, error)
-                })? {
-                    Some(event) => {
-                        if !self.handle(event).await? {
-                            return Ok(());
-                        }
+                event = self.source.next() => {
+                    if !self.handle_next(event).await? {
+                        return Ok(());
                     }
-                    None => return Err(RelayError::Transient(Failure::StreamEnded)),
-                },
+                }
             }
+        }
+    }
+
+    /// Handles what the source's `next` gave; `false` when the sink is gone.
+    async fn handle_next(
+        &mut self,
+        event: Result<Option<SourceEvent>, SourceError>,
+    ) -> Result<bool, RelayError> {
+        match event.map_err(|error| publication_recreated(self.config, self.confirmed, error))? {
+            Some(event) => self.handle(event).await,
+            None => Err(RelayError::Transient(Failure::StreamEnded)),
         }
     }
 
@@ -558,26 +587,35 @@ impl Pump<'_> {
         self.forward(SinkInput::Boundary(checkpoint)).await
     }
 
-    /// Hands one input to the sink, waiting while the channel is full and meanwhile keeping the
-    /// walsender informed. `false` when the sink is gone.
+    /// Gives one input to the sink: gathered, and handed over with the parcel before the pump
+    /// waits or once the parcel is full. `false` when the sink is gone.
     async fn forward(&mut self, input: SinkInput) -> Result<bool, RelayError> {
         if matches!(input, SinkInput::Boundary(_)) {
             self.held.superseded();
         }
-        let input = match self.sink.input.try_send(input) {
+        if self.sink.input.gather(input) {
+            return self.hand_over().await;
+        }
+        Ok(true)
+    }
+
+    /// Hands the gathered parcel to the sink, waiting while the channel is full and meanwhile
+    /// keeping the walsender informed. `false` when the sink is gone.
+    async fn hand_over(&mut self) -> Result<bool, RelayError> {
+        let parcel = match self.sink.input.try_hand_over() {
             Ok(()) => return Ok(true),
             Err(mpsc::error::TrySendError::Closed(_)) => return Ok(false),
-            Err(mpsc::error::TrySendError::Full(input)) => input,
+            Err(mpsc::error::TrySendError::Full(parcel)) => parcel,
         };
         // The sink is behind: wait for room while keeping the walsender and the slot informed.
-        let sender = self.sink.input.clone();
+        let sender = self.sink.input.sender().clone();
         let mut room = std::pin::pin!(sender.reserve());
         loop {
             tokio::select! {
                 permit = &mut room => {
                     return Ok(match permit {
                         Ok(permit) => {
-                            permit.send(input);
+                            permit.send(parcel);
                             true
                         }
                         Err(_) => false,

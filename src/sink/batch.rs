@@ -30,6 +30,7 @@ use crate::checkpoint::{Checkpoint, PollCheckpoint};
 use crate::metrics::{metrics, Reached};
 use crate::pg::Lsn;
 use crate::route::Record;
+use crate::sink::handoff::{self, Handoff, Parcel};
 use crate::sink::kafka::{SinkError, TransactionalProducer};
 use crate::sink::offsets::checkpoint_record;
 
@@ -361,7 +362,7 @@ impl<S: TransactionSink, C: BatchCheckpoint> Batcher<S, C> {
 /// runtime; `runtime` only serves to wait on the channel with a timeout.
 pub fn run_blocking<S: TransactionSink, C: BatchCheckpoint>(
     batcher: &mut Batcher<S, C>,
-    mut input: mpsc::Receiver<SinkInput<C>>,
+    mut input: mpsc::Receiver<Parcel<C>>,
     committed: &watch::Sender<Option<C>>,
     runtime: &Handle,
 ) -> Result<(), SinkError> {
@@ -385,11 +386,13 @@ pub fn run_blocking<S: TransactionSink, C: BatchCheckpoint>(
             },
         };
         let step = match next {
-            Some(Some(item)) => batcher.accept(item),
+            Some(Some(parcel)) => parcel
+                .into_iter()
+                .try_for_each(|item| batcher.accept(item).map(publish)),
             Some(None) => break batcher.finish().map(publish),
-            None => batcher.idle(),
+            None => batcher.idle().map(publish),
         };
-        if let Err(error) = step.map(publish) {
+        if let Err(error) = step {
             break Err(error);
         }
     };
@@ -407,8 +410,9 @@ pub fn run_blocking<S: TransactionSink, C: BatchCheckpoint>(
 /// a watch channel.
 #[derive(Debug)]
 pub struct SinkThread<C> {
-    /// Where the source hands its input. Bounded: a slow broker back-pressures the source.
-    pub input: mpsc::Sender<SinkInput<C>>,
+    /// Where the source hands its input, in parcels (sink::handoff). Bounded: a slow broker
+    /// back-pressures the source.
+    pub input: Handoff<C>,
     /// The last checkpoint committed; closed once the thread has ended (its result says why).
     pub committed: watch::Receiver<Option<C>>,
     thread: std::thread::JoinHandle<Result<(), SinkError>>,
@@ -445,7 +449,7 @@ impl<C: BatchCheckpoint> SinkThread<C> {
         mut batcher: Batcher<S, C>,
         capacity: usize,
     ) -> Result<Self, SinkThreadError> {
-        let (input, input_rx) = mpsc::channel(capacity);
+        let (input, input_rx) = handoff::channel(capacity);
         let (committed_tx, committed) = watch::channel(None);
         let runtime = Handle::current();
         let thread = std::thread::Builder::new()
@@ -459,15 +463,18 @@ impl<C: BatchCheckpoint> SinkThread<C> {
         })
     }
 
-    /// Closes the input (the thread commits what is complete and aborts a cut Postgres
-    /// transaction), then waits for the thread off the runtime. Returns its result and the last
-    /// checkpoint it committed.
+    /// Hands over what is gathered and closes the input (the thread commits what is complete and
+    /// aborts a cut Postgres transaction), then waits for the thread off the runtime. Returns its
+    /// result and the last checkpoint it committed.
     pub async fn finish(self) -> Result<(Result<(), SinkError>, Option<C>), SinkThreadError> {
         let Self {
-            input,
+            mut input,
             committed,
             thread,
         } = self;
+        // Every input sent before reaches the sink, as if sent one by one (a thread that ended
+        // refuses it: its result says why).
+        input.hand_over().await;
         drop(input);
         let result = tokio::task::spawn_blocking(move || thread.join())
             .await

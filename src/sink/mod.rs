@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod deliveries;
+pub mod handoff;
 pub mod kafka;
 pub mod limits;
 pub mod offsets;
