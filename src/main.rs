@@ -122,7 +122,20 @@ fn main() -> ExitCode {
     };
     // Failpoints from FAILPOINTS, only in builds with the `failpoints` feature (crash tests).
     let _failpoints = fail::FailScenario::setup();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // `run` is one pipeline: the replication stream is read, decoded and routed by one task, and
+    // the blocking Kafka calls run on the sink's own thread. On a current-thread runtime the thread
+    // that routes also waits on the socket, where a multi-threaded one reads readiness on a worker
+    // and wakes the routing thread for it: a futex wake-up per read, three per transaction when
+    // caught up (W3 p99 84-105 ms against 145-526 ms in alternating bench runs, bench/README.md).
+    // Blocking work stays off this thread (the sink thread, `spawn_blocking`). The other commands
+    // use the multi-threaded runtime.
+    let runtime = match cli.command {
+        Command::Run { .. } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Runtime::new(),
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(error) => {
             tracing::error!(error = %error, "cannot start the async runtime");
