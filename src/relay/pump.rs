@@ -227,7 +227,17 @@ impl Pump<'_> {
         // that gather nothing (a resumed relay skipping transactions) still lets the status
         // updates, the committed checkpoints and a shutdown through.
         let mut read_ahead = 0;
+        // Events handled since the pump last let the runtime's other tasks run.
+        let mut since_yield = 0;
         loop {
+            // `run`'s runtime has one thread (main.rs), and a socket that always holds more lets
+            // the pump go on without ever waiting: the lease's proofs, the metrics endpoint and
+            // the watchdog's pings get their turn every parcel's worth of events.
+            since_yield += 1;
+            if since_yield > PARCEL_INPUTS {
+                since_yield = 0;
+                tokio::task::yield_now().await;
+            }
             if !self.snapshot.as_ref().is_some_and(Snapshotter::reading) {
                 self.release_held().await?;
             }
