@@ -175,7 +175,7 @@ impl OffsetsTopic {
                 }
             }
         }
-        let partitions = self.partition_count(&admin).await?;
+        let partitions = self.partition_count().await?;
         if partitions != 1 {
             return Err(OffsetsError::Partitioned {
                 topic: self.name.clone(),
@@ -226,17 +226,16 @@ impl OffsetsTopic {
     /// Right after `create_topics` returns, a broker may still answer metadata requests with
     /// `UNKNOWN_TOPIC_OR_PARTITION` or `LEADER_NOT_AVAILABLE` and no partitions; that is the topic
     /// being born, not a topic of the wrong shape, so it is asked again until it settles.
-    async fn partition_count(
-        &self,
-        admin: &AdminClient<DefaultClientContext>,
-    ) -> Result<usize, OffsetsError> {
+    async fn partition_count(&self) -> Result<usize, OffsetsError> {
         const SETTLE: Duration = Duration::from_secs(30);
         let deadline = Instant::now() + SETTLE;
         loop {
-            let metadata = admin
-                .inner()
-                .fetch_metadata(Some(&self.name), Duration::from_secs(10))
-                .map_err(self.kafka_error("reading metadata"))?;
+            // librdkafka's metadata call blocks: off the runtime's thread, which `run` shares
+            // with the lease's proofs and the metrics endpoint (main.rs).
+            let this = self.clone();
+            let metadata = tokio::task::spawn_blocking(move || this.metadata())
+                .await
+                .map_err(|_| self.kafka_error("reading metadata")(KafkaError::Canceled))??;
             let topic = metadata.topics().first();
             let settled = topic.is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
             if settled || Instant::now() >= deadline {
@@ -249,6 +248,19 @@ impl OffsetsTopic {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The topic's metadata, on a client of its own. Blocking.
+    fn metadata(&self) -> Result<rdkafka::metadata::Metadata, OffsetsError> {
+        let admin: AdminClient<DefaultClientContext> = self
+            .settings
+            .client_config(&[])
+            .create()
+            .map_err(self.kafka_error("creating an admin client"))?;
+        admin
+            .inner()
+            .fetch_metadata(Some(&self.name), Duration::from_secs(10))
+            .map_err(self.kafka_error("reading metadata"))
     }
 
     /// The last committed checkpoint of `relay_name`, or `None` if it never committed one.
