@@ -197,7 +197,12 @@ async fn a_million_row_transaction_arrives_atomically_in_bounded_memory() {
         Duration::from_secs(120),
         |r| r.len() >= 1_000_000,
     );
-    assert_eq!(records.len(), 1_000_000);
+    assert_eq!(
+        records.len(),
+        1_000_000,
+        "stable offsets {samples:?}; the relay's log ends:\n{}",
+        log_tail(&relay.log_text(), 60)
+    );
     eprintln!("relay peak RSS: {} MiB", peak / 1024);
 }
 
