@@ -26,6 +26,7 @@
 //! FULL`), else shows as the configured placeholder, Debezium's `__debezium_unavailable_value` by
 //! default. `tests/debezium_goldens.rs` compares all this with Debezium's own output.
 
+mod event;
 pub mod schema;
 pub mod values;
 
@@ -36,7 +37,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde::Serialize;
+use serde_json::{json, Value};
 
 use crate::pg::pgoutput::{ColumnValue, OldTuple, Relation, RelationColumn, TupleData};
 use crate::route::avro::tables::{AvroSchemas, AvroTable};
@@ -45,6 +47,7 @@ use crate::route::dead_letter::{Failure, Reason};
 use crate::route::{qualified, Header, Record, RouteContext, RouteResult};
 use crate::source::{Change, SnapshotMark};
 
+use event::{ChangeEvent, Fields, Message, MessageEvent, Sequence, Source};
 use schema::tables::SchemaCache;
 use values::ValueConvention;
 
@@ -114,7 +117,7 @@ impl CdcRouter {
             Change::Insert { relation, new } if !is_outbox(relation) => {
                 let after = self.row(relation, new, context)?;
                 let key = self.key(relation, &after, context);
-                out.push(self.event(relation, key, Op::Create, Value::Null, after, context)?);
+                out.push(self.event(relation, key, Op::Create, None, Some(&after), context)?);
             }
             Change::Update { relation, old, new } if !is_outbox(relation) => {
                 let after = match old {
@@ -125,25 +128,32 @@ impl CdcRouter {
                 };
                 let before = match old {
                     Some(OldTuple::Key(row) | OldTuple::Full(row)) => {
-                        self.row(relation, row, context)?
+                        Some(self.row(relation, row, context)?)
                     }
-                    None => Value::Null,
+                    None => None,
                 };
                 let new_key = self.key(relation, &after, context);
                 let old_key = match &before {
-                    Value::Null => new_key.clone(),
-                    before => self.key(relation, before, context),
+                    None => new_key.clone(),
+                    Some(before) => self.key(relation, before, context),
                 };
                 if old_key == new_key {
-                    out.push(self.event(relation, new_key, Op::Update, before, after, context)?);
+                    out.push(self.event(
+                        relation,
+                        new_key,
+                        Op::Update,
+                        before.as_ref(),
+                        Some(&after),
+                        context,
+                    )?);
                 } else {
                     // The primary key changed: Debezium's delete + tombstone + create.
                     let mut delete = self.event(
                         relation,
                         old_key.clone(),
                         Op::Delete,
-                        before,
-                        Value::Null,
+                        before.as_ref(),
+                        None,
                         context,
                     )?;
                     let new_key_header =
@@ -157,7 +167,7 @@ impl CdcRouter {
                         tombstone.headers.push(new_key_header);
                     }
                     let mut create =
-                        self.event(relation, new_key, Op::Create, Value::Null, after, context)?;
+                        self.event(relation, new_key, Op::Create, None, Some(&after), context)?;
                     create.headers.push(self.key_header(
                         "__debezium.oldkey",
                         relation,
@@ -175,8 +185,8 @@ impl CdcRouter {
                     relation,
                     key.clone(),
                     Op::Delete,
-                    before,
-                    Value::Null,
+                    Some(&before),
+                    None,
                     context,
                 )?);
                 self.tombstone(relation, &key, context, out)?;
@@ -192,21 +202,14 @@ impl CdcRouter {
                     relation,
                     key,
                     Op::Read(*mark),
-                    Value::Null,
-                    after,
+                    None,
+                    Some(&after),
                     context,
                 )?);
             }
             Change::Truncate { relations, .. } if self.truncate_events => {
                 for relation in relations.iter().filter(|r| !is_outbox(r)) {
-                    out.push(self.event(
-                        relation,
-                        None,
-                        Op::Truncate,
-                        Value::Null,
-                        Value::Null,
-                        context,
-                    )?);
+                    out.push(self.event(relation, None, Op::Truncate, None, None, context)?);
                 }
             }
             Change::Message {
@@ -218,13 +221,13 @@ impl CdcRouter {
     }
 
     /// The row as `{column: value}` in the configured convention.
-    fn row(
+    fn row<'a>(
         &self,
-        relation: &Relation,
+        relation: &'a Relation,
         row: &TupleData,
         context: &RouteContext<'_>,
-    ) -> RouteResult<Value> {
-        let mut object = Map::with_capacity(relation.columns.len());
+    ) -> RouteResult<Fields<'a, Value>> {
+        let mut fields = Vec::with_capacity(relation.columns.len());
         for (column, value) in relation.columns.iter().zip(&row.0) {
             let json = match value {
                 ColumnValue::Null => self.null(relation, column, context),
@@ -263,9 +266,9 @@ impl CdcRouter {
                         })?
                 }
             };
-            object.insert(column.name.clone(), json);
+            fields.push((column.name.as_str(), json));
         }
-        Ok(Value::Object(object))
+        Ok(Fields::sorted(fields))
     }
 
     /// A NULL of `column` as Debezium's converters write it: the `default` of the column's
@@ -304,16 +307,18 @@ impl CdcRouter {
     /// `{pk columns}` taken from a converted row, as JSON text with the columns in primary-key
     /// order, as Debezium writes it (the key's bytes choose the partition and what compaction
     /// keeps, so the order matters); `None` without a primary key.
-    fn key(&self, relation: &Relation, row: &Value, context: &RouteContext<'_>) -> Option<String> {
+    fn key(
+        &self,
+        relation: &Relation,
+        row: &Fields<'_, Value>,
+        context: &RouteContext<'_>,
+    ) -> Option<String> {
         let columns = context.schema.primary_key(relation.id)?;
-        let fields: Vec<String> = columns
+        let fields = columns
             .iter()
-            .map(|column| {
-                let value = row.get(column).unwrap_or(&Value::Null);
-                format!("{}:{value}", Value::from(column.as_str()))
-            })
+            .map(|column| (column.as_str(), row.get(column).unwrap_or(&Value::Null)))
             .collect();
-        Some(format!("{{{}}}", fields.join(",")))
+        serde_json::to_string(&Fields::new(fields)).ok()
     }
 
     fn topic(&self, relation: &Relation) -> String {
@@ -326,40 +331,31 @@ impl CdcRouter {
     }
 
     /// Debezium's `source` block.
-    fn source(&self, schema: &str, table: &str, context: &RouteContext<'_>) -> Value {
+    fn source<'a>(
+        &'a self,
+        schema: &'a str,
+        table: &'a str,
+        context: &RouteContext<'_>,
+    ) -> Source<'a> {
         let micros = context.commit_ts.unix_micros();
-        json!({
-            "version": VERSION,
-            "connector": "postgresql",
-            "name": self.topic_prefix,
-            "ts_ms": micros.div_euclid(1000),
-            "ts_us": micros,
-            "ts_ns": micros.saturating_mul(1000),
-            "snapshot": "false",
-            "db": self.database,
-            "sequence": json!([context.last_commit_lsn.map(|l| l.0.to_string()), context.lsn.map(|l| l.0.to_string())]).to_string(),
-            "schema": schema,
-            "table": table,
-            "txId": context.xid.map(|x| x.0),
-            "lsn": context.lsn.map(|l| l.0),
-            "xmin": null,
-            "origin": null,
-            "origin_lsn": null,
-        })
-    }
-
-    /// `body` with `source`, the processing time and `transaction`; Debezium's message events carry
-    /// the time in milliseconds only (`fine_times: false`).
-    fn envelope(&self, mut body: Map<String, Value>, source: Value, fine_times: bool) -> Value {
-        let now = crate::pg::PgTimestamp::now().unix_micros();
-        body.insert("source".into(), source);
-        body.insert("ts_ms".into(), now.div_euclid(1000).into());
-        if fine_times {
-            body.insert("ts_us".into(), now.into());
-            body.insert("ts_ns".into(), now.saturating_mul(1000).into());
+        Source {
+            connector: "postgresql",
+            db: &self.database,
+            lsn: context.lsn.map(|l| l.0),
+            name: &self.topic_prefix,
+            origin: (),
+            origin_lsn: (),
+            schema,
+            sequence: Sequence(context.last_commit_lsn, context.lsn),
+            snapshot: "false",
+            table,
+            ts_ms: micros.div_euclid(1000),
+            ts_ns: micros.saturating_mul(1000),
+            ts_us: micros,
+            tx_id: context.xid.map(|x| x.0),
+            version: VERSION,
+            xmin: (),
         }
-        body.insert("transaction".into(), Value::Null);
-        Value::Object(body)
     }
 
     fn event(
@@ -367,38 +363,45 @@ impl CdcRouter {
         relation: &Arc<Relation>,
         key: Option<String>,
         op: Op,
-        before: Value,
-        after: Value,
+        before: Option<&Fields<'_, Value>>,
+        after: Option<&Fields<'_, Value>>,
         context: &RouteContext<'_>,
     ) -> RouteResult<Record> {
-        let mut body = Map::new();
-        body.insert("before".into(), before);
-        body.insert("after".into(), after);
-        body.insert("op".into(), op.code().into());
         let mut source = self.source(&relation.namespace, &relation.name, context);
         if let Op::Read(mark) = op {
-            source["snapshot"] = mark.as_str().into();
+            source.snapshot = mark.as_str();
             if mark == SnapshotMark::Incremental {
                 // Debezium's Postgres source block leaves an incremental read's txId and lsn out.
-                source["txId"] = Value::Null;
-                source["lsn"] = Value::Null;
+                source.tx_id = None;
+                source.lsn = None;
             }
         }
-        let value = self.envelope(body, source, true);
+        let now = crate::pg::PgTimestamp::now().unix_micros();
+        let event = ChangeEvent {
+            after,
+            before,
+            op: op.code(),
+            source,
+            transaction: (),
+            ts_ms: now.div_euclid(1000),
+            ts_ns: now.saturating_mul(1000),
+            ts_us: now,
+        };
+        let topic = self.topic(relation);
         let value = match (&self.schemas, self.avro_table(relation, context)?) {
-            (_, Some(avro)) => avro_encoded(&avro.value, &value)?,
+            (_, Some(avro)) => avro_encoded(&avro.value, &tree(&event)?)?,
             (Some(schemas), None) => {
-                let table = schemas.table(|| self.topic(relation), relation, context.schema);
+                let table = schemas.table(|| topic.clone(), relation, context.schema);
                 Bytes::from(schema::enveloped(
                     &table.envelope.json,
                     &table.envelope.schema,
-                    &value,
+                    &tree(&event)?,
                 ))
             }
-            (None, None) => Bytes::from(value.to_string()),
+            (None, None) => Bytes::from(json_text(&event)?),
         };
         Ok(Record {
-            topic: self.topic(relation),
+            topic,
             partition: None,
             key: self.record_key(relation, key, context)?,
             value: Some(value),
@@ -551,21 +554,21 @@ impl CdcRouter {
         content: &[u8],
         context: &RouteContext<'_>,
     ) -> RouteResult<Record> {
-        let mut body = Map::new();
-        body.insert("op".into(), "m".into());
-        body.insert(
-            "message".into(),
-            json!({
-                "prefix": prefix,
-                "content": base64::engine::general_purpose::STANDARD.encode(content),
-            }),
-        );
-        let value = self.envelope(body, self.source("", "", context), false);
+        let event = MessageEvent {
+            message: Message {
+                content: base64::engine::general_purpose::STANDARD.encode(content),
+                prefix,
+            },
+            op: "m",
+            source: self.source("", "", context),
+            transaction: (),
+            ts_ms: crate::pg::PgTimestamp::now().unix_micros().div_euclid(1000),
+        };
         let key = json!({ "prefix": prefix });
         let (key, value) = match (&self.schemas, self.avro_message()?) {
             (_, Some((key_schema, value_schema))) => (
                 avro_encoded(&key_schema, &key)?,
-                avro_encoded(&value_schema, &value)?,
+                avro_encoded(&value_schema, &tree(&event)?)?,
             ),
             (Some(schemas), None) => {
                 let message = schemas.message();
@@ -578,11 +581,14 @@ impl CdcRouter {
                     Bytes::from(schema::enveloped(
                         &message.value.json,
                         &message.value.schema,
-                        &value,
+                        &tree(&event)?,
                     )),
                 )
             }
-            (None, None) => (Bytes::from(key.to_string()), Bytes::from(value.to_string())),
+            (None, None) => (
+                Bytes::from(key.to_string()),
+                Bytes::from(json_text(&event)?),
+            ),
         };
         Ok(Record {
             topic: self.message_topic(),
@@ -597,6 +603,20 @@ impl CdcRouter {
     fn message_topic(&self) -> String {
         format!("{}.message", self.topic_prefix)
     }
+}
+
+/// `event` as the `Value` that the schemas' and Avro's encoders walk.
+fn tree(event: &impl Serialize) -> RouteResult<Value> {
+    serde_json::to_value(event).map_err(|e| Failure::new(Reason::InvalidValue, e.to_string()))
+}
+
+/// `event` as JSON text, written straight from its parts into a buffer of a typical event's size
+/// (growing it from empty took several reallocations per event).
+fn json_text(event: &impl Serialize) -> RouteResult<Vec<u8>> {
+    let mut text = Vec::with_capacity(512);
+    serde_json::to_writer(&mut text, event)
+        .map_err(|e| Failure::new(Reason::InvalidValue, e.to_string()))?;
+    Ok(text)
 }
 
 /// `payload` in `schema`'s Avro, a failure naming why it does not fit.

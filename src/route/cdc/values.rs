@@ -466,6 +466,34 @@ mod tests {
     }
 
     #[test]
+    fn dates_read_as_chronos_parser_reads_them() {
+        // Four-digit years take a path of their own, other forms chrono's parser: they agree.
+        let epoch = chrono::NaiveDate::from_ymd_opt(1970, 1, 1).expect("epoch");
+        for text in ["2024-01-31", "0001-01-01", "9999-12-31", "2024-2-3"] {
+            let date = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").expect(text);
+            assert_eq!(
+                debezium(1082, -1, text),
+                json!((date - epoch).num_days()),
+                "{text}"
+            );
+        }
+        // 44 BC is the proleptic year -43.
+        let bc = chrono::NaiveDate::from_ymd_opt(-43, 3, 15).expect("44 BC");
+        assert_eq!(
+            debezium(1082, -1, "0044-03-15 BC"),
+            json!((bc - epoch).num_days())
+        );
+        for bad in ["2024-02-30", "2024-1x-01", "2024-01-3 ", "12345-06-07"] {
+            assert!(
+                ValueConvention::Debezium(DebeziumModes::default())
+                    .convert(&TypeCatalog::builtin(), TypeOid(1082), -1, bad)
+                    .is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
     fn infinite_dates_and_timestamps_are_debeziums_sentinels() {
         // Values from Debezium 3.6's output (tests/goldens, public.value_types): (type, typmod,
         // text, value).
