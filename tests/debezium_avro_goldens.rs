@@ -532,6 +532,16 @@ async fn outboxd_matches_debeziums_avro_goldens() {
         std::thread::sleep(Duration::from_millis(500));
     };
     let subjects = subjects_of(registry_url(), &db.name);
+    // Shown only if the test fails (the harness captures it): a relay that retried from its
+    // checkpoint writes other `source.sequence` values than a first pass, and its log says why.
+    for relay in &relays {
+        let log = relay.log_text();
+        let warnings: Vec<&str> = log
+            .lines()
+            .filter(|line| line.contains("\"WARN\"") || line.contains("\"ERROR\""))
+            .collect();
+        eprintln!("--- a relay's warnings ---\n{}", warnings.join("\n"));
+    }
     drop(relays);
 
     let mut found = BTreeSet::new();

@@ -10,8 +10,11 @@
 //! a 5xx, 408 or 429 is an outage, retried from the checkpoint; a 409 that repeats is the
 //! subject's compatibility refusing the schema, which retrying cannot change: the relay stops
 //! before publishing a record of it, naming the subject, its versions and the registry's reason (a
-//! 409 for a subject without versions is a race in the registry instead, retried). A 409 is first
-//! tried again at once: Apicurio answers one to the loser of two registrations racing.
+//! 409 for a subject without versions is a race in the registry instead, retried). A 409 or an
+//! outage's answer to a registration is first tried again at once, a few times: Apicurio answers
+//! 409 to the loser of two registrations racing, and a fresh one 500 ("Timeout trying to lock
+//! table") to registrations at once, which a retry from the checkpoint would also get past, but
+//! only by publishing the attempt's records again in a new transaction.
 //!
 //! HTTP/1.1 on hyper (already in the tree for the metrics endpoint), TLS by rustls as for
 //! Postgres: no registry client crate is both maintained and free of its own HTTP stack and
@@ -42,9 +45,10 @@ pub use lookup::{Registered, Version};
 
 /// The media type of the registry's API.
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
-/// Tries of a registration answered 409 (which may be a race, [`Registry::register`]), 50 ms
-/// apart and doubling: two relays sharing a registry start together.
-const RACED_REGISTRATION_ATTEMPTS: usize = 4;
+/// Tries of a registration answered 409 (which may be a race) or 5xx, 408 or 429 (a busy
+/// registry), 50 ms apart and doubling, 750 ms in all ([`Registry::register`]): two relays sharing
+/// a registry start together.
+const REGISTRATION_ATTEMPTS: usize = 5;
 
 /// Where the CA certificates are when `ca_file` is not set (Debian's bundle).
 const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
@@ -175,6 +179,8 @@ enum Posted {
     Registered,
     /// A 409, with the registry's message: a race, or the subject's compatibility refusing it.
     Conflict(String),
+    /// An answer meaning the registry is busy or out (5xx, 408, 429): what to report if it lasts.
+    Busy(RegistryError),
 }
 
 /// A registry client.
@@ -212,7 +218,8 @@ impl Registry {
     /// "already exists" to the loser of two registrations of one schema at once (two relays, or
     /// two subjects of the same content). Registering the same schema again then returns its id,
     /// so a 409 is tried again at once, a few times, before it counts as the subject's
-    /// compatibility refusing the schema (or, on a subject without versions, as an outage).
+    /// compatibility refusing the schema (or, on a subject without versions, as an outage). An
+    /// outage's answer is tried again the same way before it ends the attempt.
     pub async fn register(&self, schema: &AvroSchema) -> Result<(), RegistryError> {
         if schema.id().is_some() {
             return Ok(());
@@ -220,12 +227,14 @@ impl Registry {
         let mut pause = Duration::from_millis(50);
         let mut attempts = 1;
         loop {
-            let message = match self.post(schema).await? {
+            let last = attempts == REGISTRATION_ATTEMPTS;
+            match self.post(schema).await? {
                 Posted::Registered => return Ok(()),
-                Posted::Conflict(message) => message,
-            };
-            if attempts == RACED_REGISTRATION_ATTEMPTS {
-                return Err(self.conflict(&schema.subject, message).await);
+                Posted::Conflict(message) if last => {
+                    return Err(self.conflict(&schema.subject, message).await)
+                }
+                Posted::Busy(error) if last => return Err(error),
+                Posted::Conflict(_) | Posted::Busy(_) => {}
             }
             attempts += 1;
             tokio::time::sleep(pause).await;
@@ -259,7 +268,10 @@ impl Registry {
         if status == StatusCode::CONFLICT {
             return Ok(Posted::Conflict(message));
         }
-        Err(refusal(&self.settings.url, status, subject, message))
+        match refusal(&self.settings.url, status, subject, message) {
+            busy @ RegistryError::Unavailable { .. } => Ok(Posted::Busy(busy)),
+            refused => Err(refused),
+        }
     }
 
     /// What a 409 that repeated means: the subject's compatibility refusing the schema, named with
@@ -499,6 +511,105 @@ mod tests {
             timeout: Duration::from_secs(1),
         };
         assert!(!format!("{settings:?}").contains("s3cret-pw"));
+    }
+
+    /// Serves `answers` (status, JSON body) to one request each, in order, on a new local port;
+    /// the base URL and the number of requests served so far.
+    async fn canned_registry(
+        answers: Vec<(u16, &'static str)>,
+    ) -> (Url, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let url = format!(
+            "http://{}/apis/ccompat/v7",
+            listener.local_addr().expect("address")
+        );
+        let served = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
+        tokio::spawn(async move {
+            for (status, body) in answers {
+                let (mut socket, _) = listener.accept().await.expect("a request");
+                // The request: its head, then as many body bytes as it says.
+                let mut request = Vec::new();
+                let complete = |request: &[u8]| {
+                    let text = String::from_utf8_lossy(request).to_lowercase();
+                    let head_end = text.find("\r\n\r\n")?;
+                    let length: usize = text[..head_end]
+                        .split("content-length:")
+                        .nth(1)?
+                        .lines()
+                        .next()?
+                        .trim()
+                        .parse()
+                        .ok()?;
+                    (request.len() >= head_end + 4 + length).then_some(())
+                };
+                while complete(&request).is_none() {
+                    let mut buffer = [0; 4096];
+                    let read = socket.read(&mut buffer).await.expect("read");
+                    assert!(read > 0, "the request ended early");
+                    request.extend_from_slice(&buffer[..read]);
+                }
+                counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let answer = format!(
+                    "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\n\
+                     content-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                socket.write_all(answer.as_bytes()).await.expect("write");
+            }
+        });
+        (Url::parse(&url).expect("URL"), served)
+    }
+
+    fn client(url: Url) -> Registry {
+        Registry::new(RegistrySettings {
+            url,
+            username: None,
+            password: None,
+            ca_file: None,
+            timeout: Duration::from_secs(5),
+        })
+        .expect("client")
+    }
+
+    fn int_schema() -> AvroSchema {
+        let connect =
+            crate::route::cdc::schema::ConnectSchema::of(crate::route::cdc::schema::Kind::Int32);
+        AvroSchema::new(connect, "t-value".into()).expect("valid")
+    }
+
+    #[tokio::test]
+    async fn a_busy_registry_is_asked_again_before_the_attempt_fails() {
+        // What a fresh Apicurio answered two relays registering at once.
+        let busy = r#"{"message":"Timeout trying to lock table","error_code":500}"#;
+        let (url, served) =
+            canned_registry(vec![(500, busy), (503, busy), (200, r#"{"id":7}"#)]).await;
+        let schema = int_schema();
+        client(url)
+            .register(&schema)
+            .await
+            .expect("registered on the third try");
+        assert_eq!(schema.id(), Some(7));
+        assert_eq!(served.load(std::sync::atomic::Ordering::SeqCst), 3);
+
+        let (url, served) = canned_registry(vec![(500, busy); REGISTRATION_ATTEMPTS]).await;
+        let schema = int_schema();
+        let error = client(url)
+            .register(&schema)
+            .await
+            .expect_err("busy throughout");
+        assert!(error.is_transient(), "{error}");
+        assert!(
+            error.to_string().contains("Timeout trying to lock table"),
+            "{error}"
+        );
+        assert_eq!(
+            served.load(std::sync::atomic::Ordering::SeqCst),
+            REGISTRATION_ATTEMPTS
+        );
     }
 
     #[tokio::test]
