@@ -227,15 +227,28 @@ impl OffsetsTopic {
     /// `UNKNOWN_TOPIC_OR_PARTITION` or `LEADER_NOT_AVAILABLE` and no partitions; that is the topic
     /// being born, not a topic of the wrong shape, so it is asked again until it settles.
     async fn partition_count(&self) -> Result<usize, OffsetsError> {
+        // librdkafka's metadata call blocks: off the runtime's thread, which `run` shares with
+        // the lease's proofs and the metrics endpoint (main.rs).
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.settled_partition_count())
+            .await
+            .map_err(|_| self.kafka_error("reading metadata")(KafkaError::Canceled))?
+    }
+
+    /// [`OffsetsTopic::partition_count`] on one client of its own. Blocking.
+    fn settled_partition_count(&self) -> Result<usize, OffsetsError> {
         const SETTLE: Duration = Duration::from_secs(30);
         let deadline = Instant::now() + SETTLE;
+        let admin: AdminClient<DefaultClientContext> = self
+            .settings
+            .client_config(&[])
+            .create()
+            .map_err(self.kafka_error("creating an admin client"))?;
         loop {
-            // librdkafka's metadata call blocks: off the runtime's thread, which `run` shares
-            // with the lease's proofs and the metrics endpoint (main.rs).
-            let this = self.clone();
-            let metadata = tokio::task::spawn_blocking(move || this.metadata())
-                .await
-                .map_err(|_| self.kafka_error("reading metadata")(KafkaError::Canceled))??;
+            let metadata = admin
+                .inner()
+                .fetch_metadata(Some(&self.name), Duration::from_secs(10))
+                .map_err(self.kafka_error("reading metadata"))?;
             let topic = metadata.topics().first();
             let settled = topic.is_some_and(|t| t.error().is_none() && !t.partitions().is_empty());
             if settled || Instant::now() >= deadline {
@@ -246,21 +259,8 @@ impl OffsetsTopic {
                 }
                 return Ok(topic.map_or(0, |t| t.partitions().len()));
             }
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            std::thread::sleep(Duration::from_millis(100));
         }
-    }
-
-    /// The topic's metadata, on a client of its own. Blocking.
-    fn metadata(&self) -> Result<rdkafka::metadata::Metadata, OffsetsError> {
-        let admin: AdminClient<DefaultClientContext> = self
-            .settings
-            .client_config(&[])
-            .create()
-            .map_err(self.kafka_error("creating an admin client"))?;
-        admin
-            .inner()
-            .fetch_metadata(Some(&self.name), Duration::from_secs(10))
-            .map_err(self.kafka_error("reading metadata"))
     }
 
     /// The last committed checkpoint of `relay_name`, or `None` if it never committed one.
