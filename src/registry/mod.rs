@@ -619,17 +619,9 @@ mod tests {
             .and_then(|l| l.local_addr())
             .expect("a free port")
             .port();
-        let registry = Registry::new(RegistrySettings {
-            url: Url::parse(&format!("http://127.0.0.1:{port}/apis/ccompat/v7")).expect("URL"),
-            username: None,
-            password: None,
-            ca_file: None,
-            timeout: Duration::from_secs(5),
-        })
-        .expect("client");
-        let connect =
-            crate::route::cdc::schema::ConnectSchema::of(crate::route::cdc::schema::Kind::Int32);
-        let schema = AvroSchema::new(connect, "t-value".into()).expect("valid");
+        let registry =
+            client(Url::parse(&format!("http://127.0.0.1:{port}/apis/ccompat/v7")).expect("URL"));
+        let schema = int_schema();
         let error = registry.register(&schema).await.expect_err("no registry");
         assert!(error.is_transient(), "{error}");
         assert!(error.to_string().contains("did not answer"), "{error}");
