@@ -34,16 +34,17 @@ async fn an_idle_outbox_does_not_pin_the_wal_of_busy_tables() {
     let spec = RelaySpec::for_url("relay_idle", &url);
     // The product's own migration: outbox table, publication and slot.
     succeeded(&outboxd(&spec, &["migrate"], &[]), "migrate");
-    let (written, max_retained) = retained_while_idle(&url, &spec, 220).await;
+    let (_relay, measured) = retained_while_idle(&url, &spec, 220).await;
     assert!(
-        written >= 500_000_000,
-        "only {written} bytes of WAL written"
+        measured.written >= 500_000_000,
+        "only {} bytes of WAL written",
+        measured.written
     );
     assert!(
-        max_retained < 64 * 1024 * 1024,
-        "the slot retained {max_retained} bytes of WAL while the outbox was idle"
+        measured.peak.retained < 64 * 1024 * 1024,
+        "the slot retained too much WAL while the outbox was idle: {measured}"
     );
-    eprintln!("{written} bytes of WAL written; the slot retained at most {max_retained}");
+    eprintln!("{measured}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -108,18 +109,17 @@ async fn on_postgres_16_and_later_an_idle_slot_follows_its_confirmations_without
         .unwrap_or_else(|| panic!("the grant as the fix:\n{report}"));
     client.batch_execute(&fix).await.expect("the fix runs");
 
-    let (written, max_retained) = retained_while_idle(&admin, &spec, 120).await;
+    let (_relay, measured) = retained_while_idle(&admin, &spec, 120).await;
     assert!(
-        written >= 270_000_000,
-        "only {written} bytes of WAL written"
+        measured.written >= 270_000_000,
+        "only {} bytes of WAL written",
+        measured.written
     );
     assert!(
-        max_retained < 32 * 1024 * 1024,
-        "the slot retained {max_retained} bytes of WAL while the outbox was idle"
+        measured.peak.retained < 32 * 1024 * 1024,
+        "PostgreSQL {major}: the slot retained too much WAL while the outbox was idle: {measured}"
     );
-    eprintln!(
-        "PostgreSQL {major}: {written} bytes of WAL written; the slot retained at most {max_retained}"
-    );
+    eprintln!("PostgreSQL {major}: {measured}");
 }
 
 /// Asserts that an `outboxd` command succeeded; its standard output.
@@ -133,11 +133,51 @@ fn succeeded(output: &Output, what: &str) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// What one run of [`retained_while_idle`] measured.
+struct Retention {
+    /// WAL written meanwhile, in bytes.
+    written: i64,
+    /// The sample at which the slot retained the most WAL.
+    peak: Sample,
+}
+
+/// Where the slot's WAL sat at one moment, in bytes behind the server's current position: what
+/// the walsender has not decoded yet is the server's share, what it decoded but the relay has not
+/// confirmed is the relay's, and what lies behind the confirmed position is the slot's wait for a
+/// running-transactions record.
+#[derive(Clone, Copy, Default)]
+struct Sample {
+    retained: i64,
+    undecoded: i64,
+    unconfirmed: i64,
+}
+
+impl std::fmt::Display for Retention {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Sample {
+            retained,
+            undecoded,
+            unconfirmed,
+        } = self.peak;
+        write!(
+            f,
+            "{} bytes of WAL written; the slot retained at most {retained}, when the walsender \
+             had {undecoded} bytes left to decode and the relay had not confirmed \
+             {unconfirmed} bytes more",
+            self.written
+        )
+    }
+}
+
 /// Runs the relay of `spec` (whose outbox, publication and slot exist) while a table outside the
-/// publication writes `statements` x 2.5 MB of WAL through the superuser URL `url`: the WAL
-/// written and the most the slot retained meanwhile.
-async fn retained_while_idle(url: &str, spec: &RelaySpec, statements: usize) -> (i64, i64) {
-    let _relay = RelayProcess::start(spec);
+/// publication writes `statements` x 2.5 MB of WAL through the superuser URL `url`: the relay,
+/// still running (a failing assertion prints its log), and what was measured.
+async fn retained_while_idle(
+    url: &str,
+    spec: &RelaySpec,
+    statements: usize,
+) -> (RelayProcess, Retention) {
+    let relay = RelayProcess::start(spec);
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .expect("connect");
@@ -148,16 +188,24 @@ async fn retained_while_idle(url: &str, spec: &RelaySpec, statements: usize) -> 
         )
         .await
         .expect("unpublished table");
-    let retained = || async {
+    let sample = || async {
         let row = client
             .query_one(
-                "SELECT coalesce(pg_wal_lsn_diff(pg_current_wal_lsn(), restart_lsn), -1)::bigint
-                 FROM pg_replication_slots WHERE slot_name = $1",
+                "SELECT coalesce(pg_wal_lsn_diff(now, s.restart_lsn), -1)::bigint,
+                        coalesce(pg_wal_lsn_diff(now, r.sent_lsn), -1)::bigint,
+                        coalesce(pg_wal_lsn_diff(r.sent_lsn, s.confirmed_flush_lsn), -1)::bigint
+                 FROM (SELECT pg_current_wal_lsn() AS now) c
+                 JOIN pg_replication_slots s ON s.slot_name = $1
+                 LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid",
                 &[&spec.slot],
             )
             .await
             .expect("slot row");
-        row.get::<_, i64>(0)
+        Sample {
+            retained: row.get(0),
+            undecoded: row.get(1),
+            unconfirmed: row.get(2),
+        }
     };
     // The relay takes the slot migrate created.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -183,7 +231,7 @@ async fn retained_while_idle(url: &str, spec: &RelaySpec, statements: usize) -> 
         .await
         .expect("lsn")
         .get(0);
-    let mut max_retained = 0;
+    let mut peak = Sample::default();
     // 2.5 MB per statement, at most ~10 MB/s: the rate of a busy server, and slow enough that
     // the walsender decodes it as it comes on a loaded two-core machine, so the test measures
     // outboxd's confirmations and not how far the server's decoding falls behind.
@@ -194,7 +242,10 @@ async fn retained_while_idle(url: &str, spec: &RelaySpec, statements: usize) -> 
             )
             .await
             .expect("filler");
-        max_retained = max_retained.max(retained().await);
+        let now = sample().await;
+        if now.retained > peak.retained {
+            peak = now;
+        }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let written: i64 = client
@@ -205,5 +256,5 @@ async fn retained_while_idle(url: &str, spec: &RelaySpec, statements: usize) -> 
         .await
         .expect("written")
         .get(0);
-    (written, max_retained)
+    (relay, Retention { written, peak })
 }
