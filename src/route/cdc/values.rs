@@ -40,7 +40,7 @@ use crate::pg::TypeOid;
 
 mod hstore;
 mod point;
-mod temporal;
+pub(crate) mod temporal;
 
 use temporal::{
     epoch_days, infinity_days, infinity_micros, interval_micros, time_micros, timestamp_micros,

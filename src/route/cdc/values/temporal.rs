@@ -91,7 +91,7 @@ pub(super) fn time_micros(text: &str) -> Option<i64> {
 }
 
 /// `2024-01-31 12:34:56.789` (UTC) as microseconds since the epoch.
-pub(super) fn timestamp_micros(text: &str) -> Option<i64> {
+pub(crate) fn timestamp_micros(text: &str) -> Option<i64> {
     let (body, bc) = match text.strip_suffix(" BC") {
         Some(body) => (body, true),
         None => (text, false),
@@ -120,8 +120,9 @@ fn split_offset(text: &str) -> Option<(&str, i64)> {
     Some((body, sign * seconds))
 }
 
-/// A timestamptz (sent in UTC by the session's TimeZone) as ISO-8601 with `Z`.
-pub(super) fn timestamptz_utc(text: &str) -> Option<String> {
+/// A timestamptz (`2024-01-31 12:34:56.789+00`, `+05:30` and `BC` as PostgreSQL writes them) as
+/// microseconds since the epoch.
+pub(crate) fn timestamptz_micros(text: &str) -> Option<i64> {
     let (body, bc) = match text.strip_suffix(" BC") {
         Some(body) => (body, true),
         None => (text, false),
@@ -132,8 +133,12 @@ pub(super) fn timestamptz_utc(text: &str) -> Option<String> {
     } else {
         timestamp_micros(local)?
     };
-    let micros = local - offset * 1_000_000;
-    let time = chrono::DateTime::from_timestamp_micros(micros)?;
+    Some(local - offset * 1_000_000)
+}
+
+/// A timestamptz (sent in UTC by the session's TimeZone) as ISO-8601 with `Z`.
+pub(super) fn timestamptz_utc(text: &str) -> Option<String> {
+    let time = chrono::DateTime::from_timestamp_micros(timestamptz_micros(text)?)?;
     // Debezium's ZonedTimestamp always has six fraction digits (`...T12:34:56.000000Z`).
     Some(time.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
 }
