@@ -47,7 +47,11 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     /// Postgres commit timestamp to an earlier point of the path, per Postgres transaction with
     /// records, by `reached` ([`Reached`]): with [`Self::end_to_end_latency`], where the time goes.
-    pub latency_since_commit: HistogramVec,
+    /// This is [`Reached::Decoded`]'s series, looked up once: finding a series by its label
+    /// hashes the label, 1.8 % of the relay's CPU on a stream of one-row transactions.
+    decoded_since_commit: Histogram,
+    /// [`Self::decoded_since_commit`]'s series for [`Reached::Produced`].
+    produced_since_commit: Histogram,
     /// The server's current WAL position minus the last committed checkpoint.
     pub replication_lag_bytes: IntGauge,
     /// WAL the slot keeps on the server (current position minus the slot's `restart_lsn`).
@@ -193,6 +197,9 @@ impl Metrics {
         )
         .expect("valid metric");
         register(Box::new(latency_since_commit.clone()));
+        let series = |point: Reached| latency_since_commit.with_label_values(&[point.as_str()]);
+        let (decoded_since_commit, produced_since_commit) =
+            (series(Reached::Decoded), series(Reached::Produced));
         let reconnects = IntCounter::new(
             "outboxd_reconnects_total",
             "Relay attempts restarted from the checkpoint after a transient failure.",
@@ -257,7 +264,8 @@ impl Metrics {
                 "Postgres commit timestamp to Kafka commit, per Postgres transaction with records.",
                 latency_buckets(),
             ),
-            latency_since_commit,
+            decoded_since_commit,
+            produced_since_commit,
             replication_lag_bytes: gauge(
                 "outboxd_replication_lag_bytes",
                 "The server's current WAL position minus the last committed checkpoint.",
@@ -373,9 +381,11 @@ impl Metrics {
     /// A Postgres transaction committed at `committed` (Postgres' clock) reached `point` now.
     pub fn reached(&self, point: Reached, committed: DateTime<Utc>) {
         let elapsed = (Utc::now() - committed).to_std().unwrap_or_default();
-        self.latency_since_commit
-            .with_label_values(&[point.as_str()])
-            .observe(elapsed.as_secs_f64());
+        let series = match point {
+            Reached::Decoded => &self.decoded_since_commit,
+            Reached::Produced => &self.produced_since_commit,
+        };
+        series.observe(elapsed.as_secs_f64());
     }
 
     /// Whether a standby's last wait for the lease got an answer from Postgres.
