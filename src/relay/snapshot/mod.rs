@@ -251,7 +251,7 @@ impl Snapshotter {
         // Anything the stream committed before this read that the read's snapshot does not see
         // would precede an older read: read again. The ids are kept until a read sees them all
         // committed (then every later snapshot does too): the next read may come too soon again.
-        let racing = read.in_progress.iter().any(|xid| recent.contains(*xid));
+        let racing = recent.any_of(&read.in_progress);
         if racing {
             tracing::debug!(table = %name, "snapshot: a transaction the stream passed was not yet visible to the read; reading the chunk again");
             return Ok(());
