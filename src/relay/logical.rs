@@ -16,6 +16,7 @@ use crate::source::logical::SourceError;
 
 use super::backfill::{self, Snapshot};
 use super::failover;
+use super::older_rows::OlderRows;
 use super::routing::{Refusals, Routing};
 use super::when_needed;
 use super::{fence, pump, read_checkpoint, Failure, Fenced, RelayConfig, RelayError, Shutdown};
@@ -41,6 +42,8 @@ pub(super) struct Started {
     pub routing: Routing,
     /// The OIDs of the outbox tables, to recognise one renamed.
     pub outboxes: OutboxIdentities,
+    /// On a first start, the outbox tables' rows to tell older from streamed ones.
+    pub older_rows: Option<OlderRows>,
 }
 
 /// Where replication stands when the pump takes over.
@@ -161,9 +164,10 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
         }
         (checked, _) => checked?,
     };
-    if checkpoint.is_none() && snapshot.is_none() {
-        warn_rows_older_than_slot(&mut session, config).await?;
-    }
+    let older_rows = match (&checkpoint, &snapshot) {
+        (None, None) => OlderRows::count(&mut session, config).await?,
+        _ => None,
+    };
     if checkpoint.is_none() && config.snapshot.mode.on_first_start() {
         let tables = super::snapshot::captured_tables(&mut session, config).await?;
         let cursor = super::snapshot::begin("initial", tables);
@@ -205,6 +209,7 @@ async fn start(config: &RelayConfig, refusals: &Refusals) -> Result<Started, Rel
         schema,
         routing,
         outboxes,
+        older_rows,
     })
 }
 
@@ -239,39 +244,6 @@ async fn stream_from(
         })?;
     not_ahead(config, slot.confirmed()?, resume)?;
     Ok(stream)
-}
-
-/// Before the first checkpoint: one loud line per outbox table holding rows the slot will never
-/// decode, naming the option that publishes them.
-async fn warn_rows_older_than_slot(
-    session: &mut Session,
-    config: &RelayConfig,
-) -> Result<(), RelayError> {
-    for table in &config.poll.tables {
-        let exists = session
-            .query_params_text("SELECT to_regclass($1)::text", &[&table.sql_name()])
-            .await?;
-        if exists
-            .first()
-            .and_then(|row| row.first().cloned().flatten())
-            .is_none()
-        {
-            continue;
-        }
-        let rows = backfill::rows_older_than_slot(session, config, table).await?;
-        if let Some(rows @ 1..) = rows {
-            tracing::warn!(
-                table = %table.qualified(),
-                rows,
-                slot = %config.slot,
-                "outbox table holds rows committed before the replication slot existed: THEY \
-                 WILL NEVER BE PUBLISHED unless the relay's first start (before its first \
-                 checkpoint) publishes them with {}",
-                backfill::OPTION
-            );
-        }
-    }
-    Ok(())
 }
 
 /// The OIDs the configured outbox tables' names have now.

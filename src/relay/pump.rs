@@ -33,6 +33,7 @@ use crate::source::Change;
 
 use super::backfill;
 use super::logical::{publication_recreated, Replication, Started, PROTOCOL_VERSION};
+use super::older_rows::OlderRows;
 use super::routing::Routing;
 use super::snapshot::signal::{is_signal_table, Received, SIGNAL_PREFIX};
 use super::snapshot::{request, HeldBoundary, RecentCommits, Snapshotter, WATERMARK_PREFIX};
@@ -52,6 +53,7 @@ pub(super) async fn run(
         schema,
         mut routing,
         outboxes,
+        older_rows,
     } = started;
     let batcher = Batcher::new(
         producer,
@@ -110,6 +112,7 @@ pub(super) async fn run(
         template: resume,
         schema,
         outboxes,
+        older_rows,
         checked: HashMap::new(),
         routed: Vec::new(),
         routing,
@@ -188,6 +191,9 @@ struct Pump<'a> {
     schema: Schema,
     /// The OIDs outbox tables have had: a renamed one stops the relay.
     outboxes: OutboxIdentities,
+    /// On a first start, until the stream passes the position they were counted at: the outbox
+    /// tables' rows, less the inserts streamed, are the rows older than the slot (older_rows).
+    older_rows: Option<OlderRows>,
     /// The Relation message each table was last checked against the schema with: a table is
     /// looked up again only when pgoutput describes it anew (a new session or a schema change).
     checked: HashMap<RelationId, Arc<Relation>>,
@@ -379,6 +385,9 @@ impl Pump<'_> {
                     snapshot.saw(&change);
                 }
                 if let Change::Insert { relation, new } = &change {
+                    if let Some(older_rows) = &mut self.older_rows {
+                        older_rows.inserted(relation);
+                    }
                     if is_signal_table(self.config.snapshot.signal_table.as_ref(), relation) {
                         self.signal(Received::from_row(relation, new)).await?;
                     }
@@ -387,6 +396,13 @@ impl Pump<'_> {
             }
             SourceEvent::Commit(commit) => {
                 self.recent.push(commit.xid);
+                if self
+                    .older_rows
+                    .as_mut()
+                    .is_some_and(|older_rows| older_rows.committed(commit.end_lsn))
+                {
+                    self.older_rows = None;
+                }
                 let mut chunk = false;
                 if !self.skipping {
                     match self.publish_reads(commit.end_lsn).await? {
@@ -441,7 +457,16 @@ impl Pump<'_> {
                 self.sent = lsn;
                 self.forward(SinkInput::Boundary(checkpoint)).await
             }
-            SourceEvent::Keepalive { wal_end } => self.confirm_idle(wal_end).await,
+            SourceEvent::Keepalive { wal_end } => {
+                if self
+                    .older_rows
+                    .as_mut()
+                    .is_some_and(|older_rows| older_rows.reached(wal_end))
+                {
+                    self.older_rows = None;
+                }
+                self.confirm_idle(wal_end).await
+            }
         }
     }
 
