@@ -38,7 +38,7 @@ pub fn channel<C>(capacity: usize) -> (Handoff<C>, mpsc::Receiver<Parcel<C>>) {
     let (sender, receiver) = mpsc::channel(capacity.div_ceil(parcel_inputs).max(1));
     let handoff = Handoff {
         sender,
-        gathered: Vec::with_capacity(parcel_inputs),
+        gathered: Vec::new(),
         parcel_inputs,
     };
     (handoff, receiver)
@@ -65,7 +65,11 @@ impl<C> Handoff<C> {
         if self.gathered.is_empty() {
             return Ok(());
         }
-        let parcel = std::mem::replace(&mut self.gathered, Vec::with_capacity(self.parcel_inputs));
+        // The next parcel is sized like this one: a backlog's parcels are full, a caught-up
+        // stream's hold a transaction or two, and allocating room for a full parcel each time
+        // (tens of kilobytes) cost a one-row transaction more than its record.
+        let room = self.gathered.len();
+        let parcel = std::mem::replace(&mut self.gathered, Vec::with_capacity(room));
         self.sender.try_send(parcel)
     }
 

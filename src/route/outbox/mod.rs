@@ -13,6 +13,7 @@ pub mod schemas;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::fmt::Display;
 
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -299,7 +300,9 @@ impl OutboxRouter {
         };
         let fields = Fields::Row { relation, row };
         let origin = (relation.namespace.clone(), relation.name.clone());
-        let event = extract(&fields, &table.spec, context, origin, &qualified(relation))?;
+        // The table's name is formatted only for a failure's message, not for every row.
+        let source = format_args!("{}.{}", relation.namespace, relation.name);
+        let event = extract(&fields, &table.spec, context, origin, &source)?;
         Ok((table, event))
     }
 
@@ -329,7 +332,7 @@ impl OutboxRouter {
                 format!("messages with prefix {prefix:?} are not outbox events"),
             ));
         };
-        let source = format!("message {prefix:?}");
+        let source = format_args!("message {prefix:?}");
         let object: HashMap<String, Box<RawValue>> =
             serde_json::from_slice(content).map_err(|e| {
                 Failure::new(
@@ -428,13 +431,13 @@ impl OutboxRouter {
     }
 }
 
-/// Reads an event's fields.
+/// Reads an event's fields; `source` names where they come from in a failure.
 fn extract(
     fields: &Fields<'_>,
     spec: &OutboxSpec,
     context: &RouteContext<'_>,
     origin: (String, String),
-    source: &str,
+    source: &dyn Display,
 ) -> RouteResult<OutboxEvent> {
     let columns = &spec.columns;
     let text = |name: &str| -> RouteResult<Option<String>> {
@@ -500,14 +503,14 @@ fn traceparent_of_span_context(context: &str) -> Option<String> {
     })
 }
 
-fn missing(source: &str, column: &str, problem: &str) -> Failure {
+fn missing(source: &dyn Display, column: &str, problem: &str) -> Failure {
     Failure::new(
         Reason::MissingField,
         format!("outbox event from {source}: routing field {column:?} is {problem}"),
     )
 }
 
-fn invalid(source: &str, column: &str, problem: &str) -> Failure {
+fn invalid(source: &dyn Display, column: &str, problem: &str) -> Failure {
     Failure::new(
         Reason::InvalidValue,
         format!("outbox event from {source}: field {column:?} {problem}"),
