@@ -133,12 +133,8 @@ async fn without_the_option_check_and_run_name_the_older_rows_and_the_option() {
                 && line.contains("--publish-existing-rows")
         })
     };
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while !warned(&relay.log_text()) && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
     assert!(
-        warned(&relay.log_text()),
+        relay.wait_log(Duration::from_secs(30), warned),
         "one WARN names the table, the count and the option:\n{}",
         relay.log_text()
     );

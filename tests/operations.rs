@@ -856,10 +856,7 @@ async fn rows_written_between_migrate_and_the_first_start_are_published() {
     // The first start counts the table's rows while streaming (relay/older_rows.rs): every row
     // came through the slot, so it tells none as older.
     let counted = "counted the outbox table's rows older than the slot";
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while relay.logged(counted, "table").is_empty() && std::time::Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    relay.wait_log(Duration::from_secs(30), |log| log.contains(counted));
     assert_eq!(
         relay.logged(counted, "table"),
         ["public.outbox"],

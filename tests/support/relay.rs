@@ -193,17 +193,25 @@ impl RelayProcess {
     /// Waits until it logged that it starts replication (its slot exists, so every change
     /// committed from now on reaches Kafka) or, in poll mode, polling.
     pub fn wait_streaming(&self, timeout: Duration) {
-        let deadline = Instant::now() + timeout;
         let started =
-            |log: String| log.contains("starting replication") || log.contains("starting to poll");
-        while !started(self.log_text()) {
-            assert!(
-                Instant::now() < deadline,
-                "the relay did not start replication:\n{}",
-                self.log_text()
-            );
+            |log: &str| log.contains("starting replication") || log.contains("starting to poll");
+        assert!(
+            self.wait_log(timeout, started),
+            "the relay did not start replication:\n{}",
+            self.log_text()
+        );
+    }
+
+    /// Waits up to `timeout` until its log satisfies `seen`; whether it did.
+    pub fn wait_log(&self, timeout: Duration, seen: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        while !seen(&self.log_text()) {
+            if Instant::now() >= deadline {
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(50));
         }
+        true
     }
 
     /// The value of `field` in each of its JSON log lines saying `message`, in order.
