@@ -18,6 +18,9 @@ use rdkafka::producer::{BaseProducer, Producer, ProducerContext};
 use super::certificate;
 use crate::sink::kafka::KafkaSettings;
 
+/// How long each round serves the client's queued events after a failed metadata request.
+const EVENTS_WAIT: Duration = Duration::from_millis(100);
+
 /// Why the broker's metadata could not be read, with the fix.
 #[derive(Debug)]
 pub(super) struct Unreachable {
@@ -49,7 +52,10 @@ pub(super) fn metadata(kafka: &KafkaSettings, timeout: Duration) -> Result<Metad
             Ok(metadata) => return Ok(metadata),
             Err(error) => error,
         };
-        producer.poll(Duration::ZERO);
+        // One poll serves one event, and librdkafka queues a log line before each error it
+        // reports (more when a name resolves to several addresses): served one per failed fetch,
+        // the error waited behind them past the deadline. Polling for a while serves them all.
+        producer.poll(EVENTS_WAIT);
         if let Some(refusal) = producer.context().refusal() {
             return Err(refusal.unreachable(&kafka.bootstrap_servers));
         }
