@@ -105,6 +105,13 @@ async fn without_the_option_check_and_run_name_the_older_rows_and_the_option() {
         .batch_execute("DELETE FROM outbox WHERE aggregateid = 'a';")
         .await
         .expect("delete");
+    // With the slot, check peeks it: 7 rows, one of them inserted after the slot.
+    let checked = outboxd(&spec, &["check"], &[]);
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        report.contains("holds 6 row(s) written before replication slot"),
+        "check counts the rows the slot did not capture:\n{report}"
+    );
     let mut refused = RelayProcess::start_with_env(&spec, &[PUBLISH_EXISTING_ROWS]);
     let status = refused.wait_exit(Duration::from_secs(60));
     assert!(

@@ -147,11 +147,13 @@ async fn rows_and_position(
     {
         return Ok(None);
     }
-    // The statement's snapshot is taken before pg_current_wal_lsn() runs.
+    // The statement's snapshot is taken before the position is read. The insert position, not
+    // pg_current_wal_lsn()'s write position: with synchronous_commit off a transaction is
+    // visible, so counted, before its commit record is written, and it must still be before `L`.
     let rows = session
         .query_params_text(
             &format!(
-                "SELECT count(*)::text, pg_current_wal_lsn()::text FROM {}",
+                "SELECT count(*)::text, pg_current_wal_insert_lsn()::text FROM {}",
                 table.sql_name()
             ),
             &[],
