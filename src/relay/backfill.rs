@@ -309,8 +309,9 @@ async fn order_by(session: &mut Session, table: &PollTable) -> Result<String, Wi
 /// all of them while it does not exist yet; else, meaningful only before the relay's first
 /// checkpoint, the rows in the table less the inserts into it that the slot captured
 /// (`pg_logical_slot_peek_binary_changes`, which consumes nothing): an estimate when rows were
-/// deleted since, exact otherwise. `None` while the slot is in use (it cannot be peeked), or when
-/// the WAL holding the counted rows' commits is not flushed within [`FLUSH_WAIT`].
+/// deleted since, exact otherwise. `None` while the slot is in use (it cannot be peeked), on a
+/// standby (which has no insert position; the relay refuses one), or when the WAL holding the
+/// counted rows' commits is not flushed within [`FLUSH_WAIT`].
 /// (The slot's `catalog_xmin` is no measure: a new slot starts with the oldest of every slot in
 /// the cluster.)
 ///
@@ -328,7 +329,8 @@ pub async fn rows_older_than_slot(
         .query_params_text(
             &format!(
                 "SELECT (SELECT active FROM pg_replication_slots WHERE slot_name = $1), \
-                   count(*)::text, pg_current_wal_insert_lsn()::text FROM {table}",
+                   count(*)::text, CASE WHEN NOT pg_is_in_recovery() \
+                     THEN pg_current_wal_insert_lsn() END::text FROM {table}",
                 table = table.sql_name()
             ),
             &[&config.slot],
