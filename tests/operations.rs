@@ -845,37 +845,8 @@ async fn rows_written_between_migrate_and_the_first_start_are_published() {
         "{again:?}"
     );
 
-    let mut relay = RelayProcess::start(&spec);
-    let received = read_topic(
-        &format!("outbox.event.{}", db.name),
-        Isolation::ReadCommitted,
-        Duration::from_secs(60),
-        |m| m.len() >= ROWS,
-    );
-    assert_eq!(received.len(), ROWS, "{}", relay.log_text());
-    // The first start counts the table's rows while streaming (relay/older_rows.rs): every row
-    // came through the slot, so the inserts streamed up to the count's position are all of them
-    // (the count ends once the walsender passes that position, which on a shared server may
-    // take it through other databases' WAL first). Each attempt of the relay before its first
-    // checkpoint counts anew, so there may be more than one count; each must be whole.
-    let counted = "counted the outbox table's rows older than the slot";
-    assert!(
-        relay.wait_log(Duration::from_secs(90), |log| log.contains(counted)),
-        "no count of the outbox table's rows:\n{}",
-        relay.log_text()
-    );
-    let counts = older_row_counts(&relay);
-    assert!(
-        counts.iter().all(|count| *count == whole_count(ROWS)),
-        "{counts:?} in:\n{}",
-        relay.log_text()
-    );
-    assert!(
-        !relay.log_text().contains("NEVER BE PUBLISHED"),
-        "{}",
-        relay.log_text()
-    );
-    relay.kill();
+    // Every row came through the slot: all of them counted as streamed.
+    publishes_all_and_counts_them_streamed(&spec, ROWS);
 
     // A relay name without a checkpoint whose slot does not exist yet: the rows already in the
     // table are older than any slot it will get, and check says so loudly.
@@ -928,23 +899,48 @@ fn rows_committed_asynchronously_just_before_the_first_start_are_not_called_olde
     assert!(checked.status.success(), "{}", stdout(&checked));
     assert!(!stdout(&checked).contains("NEVER"), "{}", stdout(&checked));
 
-    let mut relay = RelayProcess::start(&spec);
+    publishes_all_and_counts_them_streamed(&spec, ROWS);
+}
+
+/// Runs the relay's first start over `public.outbox` holding `rows` rows that all came through
+/// the slot: it publishes them, and its count of rows older than the slot (relay/older_rows.rs)
+/// finds them all streamed, so it warns of none.
+///
+/// The count ends once the stream passes the position it was taken at, which on a shared server
+/// may take the walsender through other databases' WAL first; each attempt of the relay before
+/// its first checkpoint counts anew, so there may be more than one count, and each must be whole.
+fn publishes_all_and_counts_them_streamed(spec: &RelaySpec, rows: usize) {
+    let mut relay = RelayProcess::start(spec);
     let received = read_topic(
         &format!("outbox.event.{}", spec.name),
         Isolation::ReadCommitted,
         Duration::from_secs(60),
-        |m| m.len() >= ROWS,
+        |m| m.len() >= rows,
     );
-    assert_eq!(received.len(), ROWS, "{}", relay.log_text());
+    assert_eq!(received.len(), rows, "{}", relay.log_text());
     let counted = "counted the outbox table's rows older than the slot";
     assert!(
-        relay.wait_log(Duration::from_secs(60), |log| log.contains(counted)),
+        relay.wait_log(Duration::from_secs(90), |log| log.contains(counted)),
         "no count of the outbox table's rows:\n{}",
         relay.log_text()
     );
-    let counts = older_row_counts(&relay);
+    let counts: Vec<(String, u64, u64)> = relay
+        .log_text()
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|entry| entry["fields"]["message"] == counted)
+        .map(|entry| {
+            let fields = &entry["fields"];
+            (
+                fields["table"].as_str().unwrap_or_default().to_owned(),
+                fields["rows"].as_u64().unwrap_or_default(),
+                fields["streamed"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    let whole = ("public.outbox".to_owned(), rows as u64, rows as u64);
     assert!(
-        counts.iter().all(|count| *count == whole_count(ROWS)),
+        counts.iter().all(|count| *count == whole),
         "{counts:?} in:\n{}",
         relay.log_text()
     );
@@ -954,30 +950,4 @@ fn rows_committed_asynchronously_just_before_the_first_start_are_not_called_olde
         relay.log_text()
     );
     relay.kill();
-}
-
-/// Each of the relay's counts of the outbox tables' rows older than its slot: table, rows and the
-/// inserts streamed up to the count's position.
-fn older_row_counts(relay: &RelayProcess) -> Vec<(String, u64, u64)> {
-    relay
-        .log_text()
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|entry| {
-            entry["fields"]["message"] == "counted the outbox table's rows older than the slot"
-        })
-        .map(|entry| {
-            let fields = &entry["fields"];
-            (
-                fields["table"].as_str().unwrap_or_default().to_owned(),
-                fields["rows"].as_u64().unwrap_or_default(),
-                fields["streamed"].as_u64().unwrap_or_default(),
-            )
-        })
-        .collect()
-}
-
-/// The count of `public.outbox` holding `rows` rows, all of which the stream carried.
-fn whole_count(rows: usize) -> (String, u64, u64) {
-    ("public.outbox".to_owned(), rows as u64, rows as u64)
 }
