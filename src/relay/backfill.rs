@@ -24,7 +24,6 @@
 //! all, and an attempt that fails before that commit leaves no checkpoint and starts over.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use crate::checkpoint::Checkpoint;
 use crate::metrics::metrics;
@@ -50,7 +49,7 @@ const CHUNK: usize = 1_000;
 
 /// In SQL over the rows of `pg_logical_slot_peek_binary_changes(…) c`: the OID of the table a
 /// pgoutput Insert message (`I`, then the relation's OID in 4 bytes) is into, else NULL.
-const INSERT_INTO: &str =
+pub(super) const INSERT_INTO: &str =
     "CASE WHEN get_byte(c.data, 0) = 73 THEN (get_byte(c.data, 1)::bigint << 24) \
      + (get_byte(c.data, 2) << 16) + (get_byte(c.data, 3) << 8) + get_byte(c.data, 4) END";
 
@@ -303,104 +302,4 @@ async fn order_by(session: &mut Session, table: &PollTable) -> Result<String, Wi
     } else {
         format!("{}, {id}", quote_identifier(&table.order_by))
     })
-}
-
-/// Rows in `table` that the slot will never decode because they committed before it existed:
-/// all of them while it does not exist yet; else, meaningful only before the relay's first
-/// checkpoint, the rows in the table less the inserts into it that the slot captured
-/// (`pg_logical_slot_peek_binary_changes`, which consumes nothing): an estimate when rows were
-/// deleted since, exact otherwise. `None` while the slot is in use (it cannot be peeked), on a
-/// standby (which has no insert position; the relay refuses one), or when the WAL holding the
-/// counted rows' commits is not flushed within [`FLUSH_WAIT`].
-/// (The slot's `catalog_xmin` is no measure: a new slot starts with the oldest of every slot in
-/// the cluster.)
-///
-/// The peek decodes only flushed WAL, and with `synchronous_commit = off` a transaction is
-/// visible, so counted, before its commit record is flushed: the count comes with the insert
-/// position after its snapshot, and the peek waits until the WAL is flushed that far. A
-/// transaction committed between the count and the peek is peeked but not counted, so the
-/// figure can only come out low.
-pub async fn rows_older_than_slot(
-    session: &mut Session,
-    config: &RelayConfig,
-    table: &PollTable,
-) -> Result<Option<u64>, WireError> {
-    let rows = session
-        .query_params_text(
-            &format!(
-                "SELECT (SELECT active FROM pg_replication_slots WHERE slot_name = $1), \
-                   count(*)::text, CASE WHEN NOT pg_is_in_recovery() \
-                     THEN pg_current_wal_insert_lsn() END::text FROM {table}",
-                table = table.sql_name()
-            ),
-            &[&config.slot],
-        )
-        .await?;
-    let row = rows.first();
-    let field = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
-    let Some(count) = field(1).and_then(|n| n.parse::<u64>().ok()) else {
-        return Ok(None);
-    };
-    // A boolean's text form is `t` or `f` (its cast to text would be `true` or `false`).
-    match field(0).as_deref() {
-        None => return Ok(Some(count)),
-        Some("f") => {}
-        Some(_) => return Ok(None),
-    }
-    let Some(position) = field(2) else {
-        return Ok(None);
-    };
-    if !flushed_up_to(session, &position).await? {
-        return Ok(None);
-    }
-    let peeked = session
-        .query_params_text(
-            &format!(
-                "SELECT count(*)::text \
-                 FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
-                   'proto_version', '1', 'publication_names', $2, 'messages', 'true') c \
-                 WHERE {INSERT_INTO} = $3::regclass::oid::bigint"
-            ),
-            &[
-                &config.slot,
-                &publication_names(&config.publications),
-                &table.sql_name(),
-            ],
-        )
-        .await?;
-    Ok(peeked
-        .first()
-        .and_then(|row| row.first().cloned().flatten())
-        .and_then(|n| n.parse::<u64>().ok())
-        .map(|peeked| count.saturating_sub(peeked)))
-}
-
-/// How long [`rows_older_than_slot`] waits for the WAL to be flushed: the WAL writer flushes an
-/// asynchronous commit within three `wal_writer_delay`s, at most 10 s each.
-const FLUSH_WAIT: Duration = Duration::from_secs(35);
-
-/// Waits until the server's WAL is flushed up to `position` (text of a `pg_lsn`); `false` when it
-/// is not within [`FLUSH_WAIT`].
-async fn flushed_up_to(session: &mut Session, position: &str) -> Result<bool, WireError> {
-    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
-    loop {
-        let flushed = session
-            .query_params_text(
-                "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn",
-                &[position],
-            )
-            .await?;
-        if flushed
-            .first()
-            .and_then(|row| row.first().cloned().flatten())
-            .as_deref()
-            == Some("t")
-        {
-            return Ok(true);
-        }
-        if tokio::time::Instant::now() >= deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

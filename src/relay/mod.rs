@@ -65,7 +65,7 @@ pub mod backfill;
 mod failover;
 pub mod lease;
 mod logical;
-mod older_rows;
+pub mod older_rows;
 mod poll;
 mod pump;
 mod routing;

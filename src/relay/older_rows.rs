@@ -1,10 +1,11 @@
-//! The first start's warning about outbox rows older than the slot, counted while streaming.
+//! Outbox rows older than the slot: the first start's warning, counted while streaming, and
+//! `check`'s count.
 //!
 //! A slot never carries what committed before it existed. On a first start without
 //! `--publish-existing-rows` the relay logs one WARN per outbox table holding such rows, with
 //! their count: the table's rows at a position `L`, less the inserts into it of the transactions
 //! the stream carries up to `L`. `check` gets the same number by peeking the slot
-//! ([`super::backfill::rows_older_than_slot`]), but at `run` that would make the server decode
+//! ([`rows_older_than_slot`]), but at `run` that would make the server decode
 //! the whole backlog twice before the first event goes out (and spill the peek's rows to temporary
 //! files): a first start on a slot holding a million changes waited over a second per 200,000 of
 //! them. The stream decodes them anyway, so the pump counts the inserts as they pass and warns once
@@ -12,10 +13,13 @@
 //!
 //! The count and `L` come from one statement, whose snapshot precedes `L`: a transaction committed
 //! between the two is streamed but not counted, so the figure can only come out low, never name
-//! rows that the stream carries.
+//! rows that the stream carries. `check`'s peek ([`rows_older_than_slot`]) starts from the same
+//! statement.
+
+use std::time::Duration;
 
 use crate::pg::pgoutput::Relation;
-use crate::pg::wire::Session;
+use crate::pg::wire::{publication_names, Session, WireError};
 use crate::pg::Lsn;
 use crate::source::poll::PollTable;
 
@@ -53,7 +57,12 @@ impl OlderRows {
     ) -> Result<Option<Self>, RelayError> {
         let mut tables = Vec::new();
         for table in &config.poll.tables {
-            if let Some((rows @ 1.., until)) = rows_and_position(session, table).await? {
+            if let Some(Counted {
+                rows: rows @ 1..,
+                position: Some(until),
+                ..
+            }) = count_with_position(session, table, &config.slot).await?
+            {
                 tables.push(Census {
                     schema: table.schema.clone(),
                     table: table.table.clone(),
@@ -131,12 +140,27 @@ impl OlderRows {
     }
 }
 
-/// The table's row count and the WAL position after the count's snapshot; `None` when the table
-/// does not exist (or the server's answer cannot be read).
-async fn rows_and_position(
+/// What one statement read of an outbox table: its rows, the WAL insert position after the
+/// count's snapshot, and whether the relay's slot is in use.
+struct Counted {
+    rows: u64,
+    /// `None` on a standby, which has no insert position.
+    position: Option<Lsn>,
+    /// `None` while the slot does not exist.
+    slot_active: Option<bool>,
+}
+
+/// Counts `table`'s rows with the WAL position after the count's snapshot, in one statement;
+/// `None` when the table does not exist (or the server's answer cannot be read).
+///
+/// The insert position, not `pg_current_wal_lsn()`'s write position: with `synchronous_commit =
+/// off` a transaction is visible, so counted, before its commit record is written, and its
+/// commit must still come before the position.
+async fn count_with_position(
     session: &mut Session,
     table: &PollTable,
-) -> Result<Option<(u64, Lsn)>, RelayError> {
+    slot: &str,
+) -> Result<Option<Counted>, WireError> {
     let exists = session
         .query_params_text("SELECT to_regclass($1)::text", &[&table.sql_name()])
         .await?;
@@ -147,23 +171,113 @@ async fn rows_and_position(
     {
         return Ok(None);
     }
-    // The statement's snapshot is taken before the position is read. The insert position, not
-    // pg_current_wal_lsn()'s write position: with synchronous_commit off a transaction is
-    // visible, so counted, before its commit record is written, and it must still be before `L`.
     let rows = session
         .query_params_text(
             &format!(
-                "SELECT count(*)::text, pg_current_wal_insert_lsn()::text FROM {}",
+                "SELECT count(*)::text, CASE WHEN NOT pg_is_in_recovery() \
+                   THEN pg_current_wal_insert_lsn() END::text, \
+                   (SELECT active FROM pg_replication_slots WHERE slot_name = $1) FROM {}",
                 table.sql_name()
             ),
-            &[],
+            &[slot],
         )
         .await?;
     let row = rows.first();
     let field = |i: usize| row.and_then(|r| r.get(i).cloned().flatten());
-    Ok(field(0)
-        .and_then(|n| n.parse().ok())
-        .zip(field(1).and_then(|lsn| lsn.parse().ok())))
+    Ok(field(0).and_then(|n| n.parse().ok()).map(|rows| Counted {
+        rows,
+        position: field(1).and_then(|lsn| lsn.parse().ok()),
+        // A boolean's text form is `t` or `f` (its cast to text would be `true` or `false`).
+        slot_active: field(2).map(|active| active == "t"),
+    }))
+}
+
+/// Rows in `table` that the slot will never decode because they committed before it existed:
+/// all of them while it does not exist yet; else, meaningful only before the relay's first
+/// checkpoint, the rows in the table less the inserts into it that the slot captured
+/// (`pg_logical_slot_peek_binary_changes`, which consumes nothing): an estimate when rows were
+/// deleted since, exact otherwise. `None` while the slot is in use (it cannot be peeked), on a
+/// standby (which has no insert position; the relay refuses one), or when the WAL holding the
+/// counted rows' commits is not flushed within [`FLUSH_WAIT`].
+/// (The slot's `catalog_xmin` is no measure: a new slot starts with the oldest of every slot in
+/// the cluster.)
+///
+/// The peek decodes only flushed WAL, and with `synchronous_commit = off` a transaction is
+/// visible, so counted, before its commit record is flushed: the count comes with the insert
+/// position after its snapshot, and the peek waits until the WAL is flushed that far. A
+/// transaction committed between the count and the peek is peeked but not counted, so the
+/// figure can only come out low.
+pub async fn rows_older_than_slot(
+    session: &mut Session,
+    config: &RelayConfig,
+    table: &PollTable,
+) -> Result<Option<u64>, WireError> {
+    let Some(counted) = count_with_position(session, table, &config.slot).await? else {
+        return Ok(None);
+    };
+    match counted.slot_active {
+        None => return Ok(Some(counted.rows)),
+        Some(false) => {}
+        Some(true) => return Ok(None),
+    }
+    let Some(position) = counted.position else {
+        return Ok(None);
+    };
+    if !flushed_up_to(session, position).await? {
+        return Ok(None);
+    }
+    let peeked = session
+        .query_params_text(
+            &format!(
+                "SELECT count(*)::text \
+                 FROM pg_logical_slot_peek_binary_changes($1, NULL, NULL, \
+                   'proto_version', '1', 'publication_names', $2, 'messages', 'true') c \
+                 WHERE {INSERT_INTO} = $3::regclass::oid::bigint",
+                INSERT_INTO = backfill::INSERT_INTO
+            ),
+            &[
+                &config.slot,
+                &publication_names(&config.publications),
+                &table.sql_name(),
+            ],
+        )
+        .await?;
+    Ok(peeked
+        .first()
+        .and_then(|row| row.first().cloned().flatten())
+        .and_then(|n| n.parse::<u64>().ok())
+        .map(|peeked| counted.rows.saturating_sub(peeked)))
+}
+
+/// How long [`rows_older_than_slot`] waits for the WAL to be flushed: the WAL writer flushes an
+/// asynchronous commit within three `wal_writer_delay`s, at most 10 s each.
+const FLUSH_WAIT: Duration = Duration::from_secs(35);
+
+/// Waits until the server's WAL is flushed up to `position`; `false` when it is not within
+/// [`FLUSH_WAIT`].
+async fn flushed_up_to(session: &mut Session, position: Lsn) -> Result<bool, WireError> {
+    let position = position.to_string();
+    let deadline = tokio::time::Instant::now() + FLUSH_WAIT;
+    loop {
+        let flushed = session
+            .query_params_text(
+                "SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn",
+                &[&position],
+            )
+            .await?;
+        if flushed
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .as_deref()
+            == Some("t")
+        {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[cfg(test)]

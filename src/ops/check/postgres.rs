@@ -307,7 +307,7 @@ async fn rows_before_slot(
     table: &PollTable,
     report: &mut Report,
 ) -> Result<(), WireError> {
-    let count = crate::relay::backfill::rows_older_than_slot(session, config, table).await?;
+    let count = crate::relay::older_rows::rows_older_than_slot(session, config, table).await?;
     if let Some(count @ 1..) = count {
         report.warn(
             AREA,
