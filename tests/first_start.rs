@@ -148,3 +148,67 @@ async fn without_the_option_check_and_run_name_the_older_rows_and_the_option() {
     let records = read_all(&outbox.topic(), 1);
     assert_eq!(records.len(), 1, "only the row written after the slot");
 }
+
+/// `check` read that the slot was free, then the relay took it before `check` peeked it: `check`
+/// cannot count the older rows then, says nothing of them and fails nothing. Before, the peek's
+/// "replication slot … is active for PID" failed `check` as "a catalog query failed", which CI
+/// met when eleven checks peeked one slot at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_whose_slot_the_relay_takes_before_the_peek_fails_nothing() {
+    let (db, outbox, spec) = outbox_db("first_start_taken").await;
+    let client = outbox.client().await;
+    outbox.write(&client, &["older"]).await;
+    create_pgoutput_slot(&client, &db.slot).await;
+    let check_spec = spec.clone();
+    let check = std::thread::spawn(move || {
+        outboxd(
+            &check_spec,
+            &["check"],
+            &[("FAILPOINTS", "before-older-rows-peek=sleep(15000)")],
+        )
+    });
+    // The flush wait's statement comes after `check` read `active`, just before the failpoint.
+    let reached = |query: &'static str| {
+        let client = &client;
+        let db = &db.name;
+        async move {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while client
+                .query_opt(query, &[db])
+                .await
+                .expect("pg_stat_activity")
+                .is_none()
+            {
+                assert!(std::time::Instant::now() < deadline, "never seen: {query}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    };
+    reached(
+        "SELECT 1 FROM pg_stat_activity WHERE datname = $1 \
+           AND query LIKE 'SELECT pg_current_wal_flush_lsn()%'",
+    )
+    .await;
+    let relay = RelayProcess::start(&spec);
+    reached(
+        "SELECT 1 FROM pg_replication_slots s JOIN pg_stat_activity a ON a.pid = s.active_pid \
+         WHERE a.datname = $1 AND a.backend_type = 'walsender'",
+    )
+    .await;
+    assert!(
+        !check.is_finished(),
+        "the relay took the slot only after check peeked: this run proves nothing:\n{}",
+        relay.log_text()
+    );
+    let checked = check.join().expect("check");
+    let report = String::from_utf8_lossy(&checked.stdout);
+    assert!(
+        !report.contains("FAIL  postgres") && !report.contains("written before replication slot"),
+        "check neither fails nor counts a slot it cannot peek:\n{report}{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    assert!(
+        report.contains("outbox table public.outbox is published"),
+        "check went through the outbox tables:\n{report}"
+    );
+}

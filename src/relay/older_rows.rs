@@ -196,9 +196,10 @@ async fn count_with_position(
 /// all of them while it does not exist yet; else, meaningful only before the relay's first
 /// checkpoint, the rows in the table less the inserts into it that the slot captured
 /// (`pg_logical_slot_peek_binary_changes`, which consumes nothing): an estimate when rows were
-/// deleted since, exact otherwise. `None` while the slot is in use (it cannot be peeked), on a
-/// standby (which has no insert position; the relay refuses one), or when the WAL holding the
-/// counted rows' commits is not flushed within [`FLUSH_WAIT`].
+/// deleted since, exact otherwise; none when the table is empty. `None` while the slot is in use
+/// (it cannot be peeked: the relay streams it, or another `check` peeks it), on a standby (which
+/// has no insert position; the relay refuses one), or when the WAL holding the counted rows'
+/// commits is not flushed within [`FLUSH_WAIT`].
 /// (The slot's `catalog_xmin` is no measure: a new slot starts with the oldest of every slot in
 /// the cluster.)
 ///
@@ -215,6 +216,9 @@ pub async fn rows_older_than_slot(
     let Some(counted) = count_with_position(session, table, &config.slot).await? else {
         return Ok(None);
     };
+    if counted.rows == 0 {
+        return Ok(Some(0));
+    }
     match counted.slot_active {
         None => return Ok(Some(counted.rows)),
         Some(false) => {}
@@ -226,7 +230,8 @@ pub async fn rows_older_than_slot(
     if !flushed_up_to(session, position).await? {
         return Ok(None);
     }
-    let peeked = session
+    fail::fail_point!("before-older-rows-peek");
+    let peeked = match session
         .query_params_text(
             &format!(
                 "SELECT count(*)::text \
@@ -241,13 +246,21 @@ pub async fn rows_older_than_slot(
                 &table.sql_name(),
             ],
         )
-        .await?;
+        .await
+    {
+        // The relay, or another check's peek, took the slot since `active` was read.
+        Err(WireError::Server(error)) if error.code == OBJECT_IN_USE => return Ok(None),
+        peeked => peeked?,
+    };
     Ok(peeked
         .first()
         .and_then(|row| row.first().cloned().flatten())
         .and_then(|n| n.parse::<u64>().ok())
         .map(|peeked| counted.rows.saturating_sub(peeked)))
 }
+
+/// SQLSTATE of a peek at a slot that a replication connection or another peek holds.
+const OBJECT_IN_USE: &str = "55006";
 
 /// How long [`rows_older_than_slot`] waits for the WAL to be flushed: the WAL writer flushes an
 /// asynchronous commit within three `wal_writer_delay`s, at most 10 s each.
