@@ -167,23 +167,23 @@ async fn check_whose_slot_the_relay_takes_before_the_peek_fails_nothing() {
             &[("FAILPOINTS", "before-older-rows-peek=sleep(15000)")],
         )
     });
-    // The flush wait's statement comes after `check` read `active`, just before the failpoint.
+    // A row of `query` (given the test's database) exists within a minute.
     let reached = |query: &'static str| {
         let client = &client;
         let db = &db.name;
-        async move {
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while client
-                .query_opt(query, &[db])
-                .await
-                .expect("pg_stat_activity")
-                .is_none()
-            {
-                assert!(std::time::Instant::now() < deadline, "never seen: {query}");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        support::wait::wait_until(
+            Duration::from_secs(60),
+            move || async move {
+                client
+                    .query_opt(query, &[db])
+                    .await
+                    .expect("pg_stat_activity")
+                    .is_some()
+            },
+            move || format!("never seen: {query}"),
+        )
     };
+    // The flush wait's statement comes after `check` read `active`, just before the failpoint.
     reached(
         "SELECT 1 FROM pg_stat_activity WHERE datname = $1 \
            AND query LIKE 'SELECT pg_current_wal_flush_lsn()%'",
